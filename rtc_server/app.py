@@ -1,0 +1,60 @@
+"""The application factory: settings in, a wired aiohttp ``Application`` out.
+
+``create_app`` builds the pieces in data-path order — detector → inference service →
+session registry → routes — and ties their lifetimes to the app: warm-up starts with the
+server (``/readyz`` says 503 until it is done), shutdown closes every session through its
+normal close path, then stops the inference thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from signaling import setup_routes
+from signaling.context import INFERENCE, REGISTRY, SETTINGS
+from signaling.errors import error_middleware
+
+from .config import Settings
+from .detector import Detector, OnnxYoloDetector
+from .ice import use_host_addresses
+from .inference import InferenceService
+from .registry import SessionRegistry
+
+log = logging.getLogger(__name__)
+
+#: Largest request body (``/predict`` images, offers); aiohttp answers 413 above it.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def load_detector(settings: Settings) -> Detector:
+    """The configured detector; raises ``ModelError`` saying exactly what is wrong."""
+    return OnnxYoloDetector(
+        settings.model, imgsz=settings.imgsz, rect=settings.letterbox == "rect", threads=settings.threads
+    )
+
+
+def create_app(settings: Settings, detector: Detector | None = None) -> web.Application:
+    use_host_addresses(settings.ice_addresses)
+    inference = InferenceService(detector if detector is not None else load_detector(settings))
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+    app[INFERENCE] = inference
+    app[REGISTRY] = SessionRegistry(settings, inference)
+    setup_routes(app)
+    app.cleanup_ctx.append(_lifetime)
+    return app
+
+
+async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    warmup = asyncio.create_task(app[INFERENCE].warmup(), name="warmup")
+    yield
+    await app[REGISTRY].close_all()
+    if not warmup.done():
+        warmup.cancel()
+    await asyncio.gather(warmup, return_exceptions=True)
+    app[INFERENCE].close()
+    log.info("server stopped")

@@ -1,0 +1,79 @@
+"""ICE settings: which STUN/TURN servers to use and which local addresses to offer.
+
+Two knobs that aiortc/aioice do not expose as settings:
+
+* ``RTC_ICE_SERVERS``: aiortc's default configuration uses a public STUN server (a DNS
+  lookup and UDP to the internet); we pass an explicit list, empty by default.
+* ``RTC_ICE_ADDRESSES``: aioice gathers host candidates on every interface address but
+  loopback and has no option to choose. It looks ``aioice.ice.get_host_addresses`` up at
+  call time, so replacing that module attribute (process-wide, before the first
+  ``createAnswer``) makes it offer exactly the configured addresses — inside a container,
+  on a multi-homed VM, or ``127.0.0.1`` for loopback-only tests.
+
+When every configured address is loopback, remote candidates that are not loopback (and
+mDNS ``*.local`` names, which make aioice send multicast queries) are dropped from the
+offer: they cannot be reached from loopback and must not be sent to.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer
+
+_original_get_host_addresses: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
+
+
+def rtc_configuration(ice_servers: Sequence[dict[str, Any]]) -> RTCConfiguration:
+    """An ``RTCConfiguration`` with exactly these servers (none: no STUN/TURN at all)."""
+    servers = [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+        for s in ice_servers
+    ]
+    return RTCConfiguration(iceServers=servers)
+
+
+def use_host_addresses(addresses: Sequence[str]) -> None:
+    """Offer host candidates on ``addresses`` only; an empty list restores aioice's choice."""
+    for address in addresses:
+        ipaddress.ip_address(address)  # ValueError on anything that is not an IP
+    if not addresses:
+        aioice.ice.get_host_addresses = _original_get_host_addresses
+        return
+    chosen = list(addresses)
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [
+            a for a in chosen
+            if (use_ipv4 and ipaddress.ip_address(a).version == 4)
+            or (use_ipv6 and ipaddress.ip_address(a).version == 6)
+        ]
+
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+def is_loopback_only(addresses: Sequence[str]) -> bool:
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def _candidate_reachable(line: str) -> bool:
+    # a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...
+    parts = line.split()
+    if len(parts) < 6:
+        return False
+    try:
+        return ipaddress.ip_address(parts[4]).is_loopback
+    except ValueError:
+        return False  # an mDNS name or garbage
+
+
+def filter_remote_candidates(sdp: str, local_addresses: Sequence[str]) -> str:
+    """Drop remote candidates the configured local addresses cannot reach (loopback case)."""
+    if not is_loopback_only(local_addresses):
+        return sdp
+    lines = sdp.splitlines()
+    kept = [ln for ln in lines if not ln.startswith("a=candidate:") or _candidate_reachable(ln[2:])]
+    return "\r\n".join(kept) + "\r\n"

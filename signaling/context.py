@@ -1,0 +1,13 @@
+"""What the routes need from the application, as typed ``AppKey``s set by the app factory."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rtc_server.config import Settings
+from rtc_server.inference import InferenceService
+from rtc_server.registry import SessionRegistry
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+INFERENCE: web.AppKey[InferenceService] = web.AppKey("inference", InferenceService)
+REGISTRY: web.AppKey[SessionRegistry] = web.AppKey("registry", SessionRegistry)

@@ -1,0 +1,76 @@
+"""Shared fixtures: the real model, loopback-only settings, a served app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from aiohttp import web
+
+from rtc_server.app import create_app, load_detector
+from rtc_server.config import Settings
+from rtc_server.detector import Detector
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SHARED = ROOT.parent / "shared"
+COCO128 = SHARED / "data" / "coco128" / "images" / "train2017"
+
+
+def model_path() -> Path | None:
+    """The real YOLO11n: $RTC_TEST_MODEL, ../shared (CI), or models/ (fetched by make)."""
+    candidates = [os.environ.get("RTC_TEST_MODEL", ""), SHARED / "models" / "yolo11n.onnx",
+                  ROOT / "models" / "yolo11n.onnx"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def model_file() -> Path:
+    path = model_path()
+    if path is None:
+        pytest.skip("no model: run `make model` or set RTC_TEST_MODEL")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bus_rgb() -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(FIXTURES / "bus.jpg")), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="session")
+def bus_frame(bus_rgb: np.ndarray) -> np.ndarray:
+    """bus.jpg letterboxed into a 640x480 camera-like frame."""
+    h, w = bus_rgb.shape[:2]
+    scale = 480 / h
+    resized = cv2.resize(bus_rgb, (round(w * scale), 480))
+    frame = np.zeros((480, 640, 3), np.uint8)
+    x = (640 - resized.shape[1]) // 2
+    frame[:, x : x + resized.shape[1]] = resized
+    return frame
+
+
+@pytest.fixture
+def settings(model_file: Path) -> Settings:
+    return Settings(model=model_file, ice_addresses=("127.0.0.1",), port=8080)
+
+
+@pytest.fixture(scope="session")
+def detector(model_file: Path) -> Detector:
+    """One loaded model for the whole run (loading is the slow part, detect is stateless)."""
+    return load_detector(Settings(model=model_file))
+
+
+@pytest.fixture
+def make_app(settings: Settings, detector: Detector) -> Callable[..., web.Application]:
+    def factory(detector_override: Detector | None = None, **overrides: object) -> web.Application:
+        s = Settings(**{**settings.__dict__, **overrides})
+        return create_app(s, detector_override or detector)
+
+    return factory

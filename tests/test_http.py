@@ -1,0 +1,119 @@
+"""The REST surface through aiohttp's test client: /predict, probes, errors as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from .conftest import FIXTURES
+
+ClientFactory = Callable[..., "asyncio.Future[TestClient]"]
+
+
+async def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while (await client.get("/readyz")).status != 200:
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def client(aiohttp_client: ClientFactory, make_app: Callable[..., web.Application]) -> TestClient:
+    c = await aiohttp_client(make_app())
+    await wait_ready(c)
+    return c
+
+
+async def test_predict_finds_the_bus_and_people(client: TestClient) -> None:
+    body = (FIXTURES / "bus.jpg").read_bytes()
+    response = await client.post("/predict", data=body, headers={"Content-Type": "image/jpeg"})
+    assert response.status == 200
+    message = await response.json()
+    assert message["type"] == "detections"
+    assert (message["width"], message["height"]) == (810, 1080)
+    labels = [d["label"] for d in message["detections"]]
+    assert labels[0] == "bus" and labels.count("person") >= 3
+    bus = message["detections"][0]
+    x1, y1, x2, y2 = bus["box"]
+    assert 0 <= x1 < x2 <= 810 and 0 <= y1 < y2 <= 1080 and bus["score"] > 0.8
+    timing = message["timing"]
+    assert timing["inference_ms"] > 0 and timing["server_ms"] >= timing["inference_ms"]
+    assert message["model"]["name"] == "yolo11n"
+
+
+async def test_predict_accepts_png(client: TestClient, bus_rgb) -> None:  # type: ignore[no-untyped-def]
+    import cv2
+
+    _, png = cv2.imencode(".png", cv2.cvtColor(bus_rgb, cv2.COLOR_RGB2BGR))
+    response = await client.post("/predict", data=png.tobytes(), headers={"Content-Type": "image/png"})
+    assert response.status == 200
+    assert "bus" in [d["label"] for d in (await response.json())["detections"]]
+
+
+@pytest.mark.parametrize("body,content_type,status,error", [
+    (b"hello", "image/jpeg", 400, "bad_image"),
+    (b"", "image/jpeg", 400, "bad_image"),
+    ((FIXTURES / "bus.jpg").read_bytes()[:2000], "image/jpeg", 400, "bad_image"),
+    ((FIXTURES / "bus.jpg").read_bytes(), "text/plain", 415, "unsupported_media_type"),
+])
+async def test_predict_bad_input_is_a_json_4xx(client: TestClient, body: bytes, content_type: str,
+                                               status: int, error: str) -> None:
+    response = await client.post("/predict", data=body, headers={"Content-Type": content_type})
+    assert response.status == status
+    assert response.content_type == "application/json"
+    assert (await response.json())["error"] == error
+    assert (await client.get("/healthz")).status == 200
+
+
+@pytest.mark.parametrize("payload,error", [
+    ("not json", "bad_json"),
+    ("[1, 2]", "bad_offer"),
+    ('{"type": "answer", "sdp": "v=0"}', "bad_offer"),
+    ('{"type": "offer", "sdp": "hello"}', "bad_offer"),
+    ('{"type": "offer"}', "bad_offer"),
+])
+async def test_offer_bad_input_is_a_json_400(client: TestClient, payload: str, error: str) -> None:
+    response = await client.post("/offer", data=payload, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    assert (await response.json())["error"] == error
+
+
+async def test_framework_errors_are_json(client: TestClient) -> None:
+    for response, status in ((await client.get("/nowhere"), 404), (await client.get("/offer"), 405)):
+        assert response.status == status
+        assert response.content_type == "application/json"
+        assert set(await response.json()) == {"error", "detail"}
+
+
+async def test_probes_and_page(client: TestClient) -> None:
+    assert (await client.get("/healthz")).status == 200
+    ready = await (await client.get("/readyz")).json()
+    assert ready["status"] == "ready" and ready["model"]["name"] == "yolo11n"
+    page = await client.get("/")
+    assert page.status == 200 and "<button" in await page.text()
+    assert (await client.get("/static/app.js")).status == 200
+
+
+async def test_readyz_is_503_until_warm(aiohttp_client: ClientFactory, make_app: Callable[..., web.Application],
+                                        detector) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    release = threading.Event()
+
+    class SlowWarmup:
+        info = detector.info
+
+        def detect(self, images, thresholds):  # type: ignore[no-untyped-def]
+            return detector.detect(images, thresholds)
+
+        def warmup(self) -> None:
+            release.wait(10)
+
+    c = await aiohttp_client(make_app(detector_override=SlowWarmup()))
+    assert (await c.get("/readyz")).status == 503
+    assert (await c.get("/healthz")).status == 200
+    release.set()
+    await wait_ready(c)
