@@ -27,15 +27,17 @@ class FrameMailbox(Generic[T]):
         self.received = 0
         self.dropped = 0
 
-    def put(self, item: T) -> None:
-        """Store ``item``, replacing (and counting as dropped) any item not yet taken."""
+    def put(self, item: T) -> bool:
+        """Store ``item``, replacing any item not yet taken; True if one was dropped."""
         if self._closed:
-            return
+            return False
         self.received += 1
-        if self._item is not None:
+        dropped = self._item is not None
+        if dropped:
             self.dropped += 1
         self._item = item
         self._event.set()
+        return dropped
 
     async def get(self) -> T:
         """Wait for and take the newest item."""

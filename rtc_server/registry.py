@@ -14,6 +14,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from .config import Settings
 from .ice import filter_remote_candidates, rtc_configuration
 from .inference import InferenceService
+from .metrics import Metrics
 from .session import PeerSession
 from .yolo import Thresholds
 
@@ -25,7 +26,7 @@ class SessionRegistry:
         self._settings = settings
         self._inference = inference
         self._sessions: dict[str, PeerSession] = {}
-        self.total = 0
+        self.metrics = Metrics(lambda: len(self._sessions), inference.info)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -40,10 +41,11 @@ class SessionRegistry:
             pc,
             self._inference,
             Thresholds(conf=self._settings.conf, iou=self._settings.iou, max_det=self._settings.max_det),
+            self.metrics,
             on_closed=self._forget,
         )
         self._sessions[session.id] = session
-        self.total += 1
+        self.metrics.sessions_total.inc()
         try:
             sdp = filter_remote_candidates(offer_sdp, self._settings.ice_addresses)
             answer = await session.accept(RTCSessionDescription(sdp=sdp, type="offer"))

@@ -28,6 +28,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from .inference import InferenceService, VideoFrameLike
 from .mailbox import FrameMailbox, MailboxClosed
 from .messages import FrameCounts, detection_message, encode, error_message
+from .metrics import Metrics
 from .yolo import Thresholds
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,14 @@ class PeerSession:
         pc: RTCPeerConnection,
         inference: InferenceService,
         thresholds: Thresholds,
+        metrics: Metrics,
         on_closed: Callable[[PeerSession], Awaitable[None] | None] | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.pc = pc
         self.thresholds = thresholds
         self._inference = inference
+        self._metrics = metrics
         self._on_closed = on_closed
         self._mailbox: FrameMailbox[ReceivedFrame] = FrameMailbox()
         self._channel: RTCDataChannel | None = None
@@ -138,7 +141,9 @@ class PeerSession:
         try:
             while True:
                 frame = await track.recv()
-                self._mailbox.put(ReceivedFrame(frame_id, frame, frame.pts, time.perf_counter()))
+                if self._mailbox.put(ReceivedFrame(frame_id, frame, frame.pts, time.perf_counter())):
+                    self._metrics.frames_dropped.inc()
+                self._metrics.frames_received.inc()
                 frame_id += 1
         except MediaStreamError:
             log.info("session %s: video track ended", self.id[:8])
@@ -150,11 +155,13 @@ class PeerSession:
                 item = await self._mailbox.get()
                 result = await self._inference.detect(item.frame, self.thresholds)
                 self.processed += 1
+                done_at = time.perf_counter()
+                self._metrics.observe(result, result.started_at - item.received_at, done_at - item.received_at)
                 message = detection_message(
                     result,
                     self._inference.info,
                     received_at=item.received_at,
-                    done_at=time.perf_counter(),
+                    done_at=done_at,
                     frame_id=item.frame_id,
                     pts=item.pts,
                     counts=self.counts,

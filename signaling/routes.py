@@ -13,6 +13,7 @@ from aiohttp import web
 
 from rtc_server.images import EncodedImage, ImageDecodeError
 from rtc_server.messages import detection_message
+from rtc_server.metrics import CONTENT_TYPE
 from rtc_server.session import OfferError
 from rtc_server.yolo import Thresholds
 
@@ -87,6 +88,12 @@ async def readyz(request: web.Request) -> web.Response:
                               "sessions": len(request.app[REGISTRY])})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format. Unauthenticated, like the probes: scrape from inside."""
+    body = request.app[REGISTRY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
 def setup_routes(app: web.Application) -> None:
     static_dir = app[SETTINGS].static_dir
 
@@ -98,4 +105,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/predict", predict)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_static("/static/", static_dir, follow_symlinks=False)

@@ -173,3 +173,28 @@ async def test_answer_offers_only_loopback_candidates(
         assert candidates and all(ln.split()[4] == "127.0.0.1" for ln in candidates), candidates
     finally:
         await client.close()
+
+
+async def test_metrics_count_sessions_and_frames(
+    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray
+) -> None:
+    import aiohttp
+
+    app = make_app()
+    url = await serve(aiohttp_server, app)
+
+    async def scrape() -> dict[str, float]:
+        async with aiohttp.ClientSession() as http:
+            text = await (await http.get(f"{url}/metrics")).text()
+        return {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln and not ln.startswith("#")}
+
+    async with DetectionClient(url, ImageTrack(bus_frame, fps=30)) as client:
+        for _ in range(3):
+            await client.next_message()
+        during = await scrape()
+    assert during["rtc_sessions_active"] == 1 and during["rtc_sessions_total"] == 1
+    assert during["rtc_frames_processed_total"] >= 3
+    assert during["rtc_frames_received_total"] >= during["rtc_frames_processed_total"]
+    assert during['rtc_stage_seconds_count{stage="inference"}'] >= 3
+    await wait_for(lambda: len(app[REGISTRY]) == 0)
+    assert (await scrape())["rtc_sessions_active"] == 0

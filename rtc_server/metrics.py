@@ -1,0 +1,48 @@
+"""Prometheus metrics for one server (one registry per app, so tests can run several).
+
+Names follow Prometheus conventions: ``rtc_`` prefix, ``_total`` counters, ``_seconds``
+histograms. Sessions report into this object; nothing here reaches into sessions except
+the active-session gauge, which reads the registry's size when scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .detector import DetectionResult, ModelInfo
+
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self, active_sessions: Callable[[], int], model: ModelInfo) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        Gauge("rtc_sessions_active", "Peer sessions currently live", registry=r).set_function(active_sessions)
+        self.sessions_total = Counter("rtc_sessions_total", "Peer sessions created", registry=r)
+        self.frames_received = Counter("rtc_frames_received_total", "Video frames decoded and received", registry=r)
+        self.frames_processed = Counter("rtc_frames_processed_total", "Frames run through the detector", registry=r)
+        self.frames_dropped = Counter("rtc_frames_dropped_total",
+                                      "Frames replaced by a newer one before processing", registry=r)
+        self.errors = Counter("rtc_errors_total", "Errors by kind", ["kind"], registry=r)
+        self.stage_seconds = Histogram("rtc_stage_seconds", "Per-frame time by pipeline stage", ["stage"],
+                                       buckets=STAGE_BUCKETS, registry=r)
+        info = Gauge("rtc_model_info", "The loaded model (value is always 1)", ["name", "version", "sha256"],
+                     registry=r)
+        info.labels(model.name, model.version, model.sha256[:12]).set(1)
+
+    def observe(self, result: DetectionResult, queue_s: float, server_s: float) -> None:
+        self.frames_processed.inc()
+        stage = self.stage_seconds
+        stage.labels("queue").observe(queue_s)
+        stage.labels("preprocess").observe(result.preprocess_ms / 1000)
+        stage.labels("inference").observe(result.inference_ms / 1000)
+        stage.labels("postprocess").observe(result.postprocess_ms / 1000)
+        stage.labels("server").observe(server_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
