@@ -9,7 +9,6 @@ GPU provider can replace ``OnnxYoloDetector`` without a change to sessions or ro
 from __future__ import annotations
 
 import ast
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
+from .models import sha256_of
 from .yolo import Letterbox, Thresholds, decode, to_blob
 
 
@@ -84,14 +84,6 @@ class Detector(Protocol):
         ...
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class OnnxYoloDetector:
     """YOLO11 detection export (``[B, 3, H, W]`` in, ``[B, 4 + classes, anchors]`` out)."""
 
@@ -135,7 +127,7 @@ class OnnxYoloDetector:
         self.info = ModelInfo(
             name=model_path.stem,
             version=meta.get("version", "unknown"),
-            sha256=_sha256(model_path),
+            sha256=sha256_of(model_path),
             class_names=names,
             providers=tuple(self._session.get_providers()),
         )
