@@ -104,8 +104,9 @@ class Container:
 
 @pytest.fixture(scope="module")
 def container(docker: PrivateDocker, image: str) -> Iterator[Container]:
-    # A short health interval so the test sees the image's HEALTHCHECK verdict quickly.
-    running = Container(docker, image, "--health-interval", "1s", "--health-start-period", "60s")
+    # A short health interval so the test sees the image's HEALTHCHECK verdict quickly;
+    # --read-only as deploy/k8s runs it (readOnlyRootFilesystem).
+    running = Container(docker, image, "--read-only", "--health-interval", "1s", "--health-start-period", "60s")
     try:
         running.wait_ready()
         yield running
