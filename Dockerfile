@@ -33,13 +33,20 @@ SHELL ["/bin/sh", "-eu", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml setup.cfg README.md ./
+# Dependencies first, from setup.cfg alone: a code change does not reinstall them.
+COPY setup.cfg ./
+RUN --mount=type=secret,id=pipca \
+    if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
+    python3 -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
+print(c['options']['install_requires'])" > /tmp/requirements.txt; \
+    /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+COPY pyproject.toml README.md ./
 COPY rtc_server ./rtc_server
 COPY signaling ./signaling
 # A regular (not editable) install: the final image gets site-packages, not /src.
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
-    /opt/venv/bin/pip install --no-cache-dir /src; \
+    /opt/venv/bin/pip install --no-cache-dir --no-deps /src; \
     /opt/venv/bin/python -c "import rtc_server, signaling, aiortc, onnxruntime, cv2, av"
 
 # ---- stage 3: runtime: venv + model + page, non-root -------------------------------------

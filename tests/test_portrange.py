@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import aiohttp
@@ -169,3 +173,31 @@ async def _wait_ready(url: str) -> None:
     async with asyncio.timeout(30), aiohttp.ClientSession() as http:
         while (await http.get(f"{url}/readyz")).status != 200:
             await asyncio.sleep(0.05)
+
+
+GATHER_SCRIPT = """
+import asyncio
+from aiortc import RTCConfiguration, RTCPeerConnection
+from rtc_server.ice import use_host_addresses
+use_host_addresses(["127.0.0.1"])
+async def main():
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.createDataChannel("x")
+    await pc.setLocalDescription(await pc.createOffer())
+    print(pc.localDescription.sdp)
+    await pc.close()
+asyncio.run(main())
+"""
+
+
+def test_ip_local_port_range_alternative_in_own_namespace() -> None:
+    """The documented alternative: without RTC_UDP_PORTS, a namespace's ephemeral range."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to make a network namespace")
+    script = (f'ip link set lo up && sysctl -qw net.ipv4.ip_local_port_range="41000 41010" && '
+              f'exec {sys.executable} -c "$0"')
+    proc = subprocess.run(["unshare", "--net", "sh", "-c", script, GATHER_SCRIPT],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    ports = [p for _, p in host_candidates(proc.stdout)]
+    assert ports and all(41000 <= p <= 41010 for p in ports), ports
