@@ -29,7 +29,7 @@ from tests.containers import PrivateDocker, unavailable
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(600)]
 
 TAG = "rtc-yolo:test"
-UDP_PORTS = (47100, 47139)
+UDP_PORTS = (31100, 31139)  # below the ephemeral range: only our binds land there
 
 
 @pytest.fixture(scope="module")
