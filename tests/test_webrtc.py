@@ -152,6 +152,7 @@ async def test_live_thresholds_over_the_data_channel(
         client.send({"type": "config", "classes": [5]})
         ack = await client.next_message("config")
         assert ack["classes"] == [5]
+        assert ack["class_names"][5] == "bus" and len(ack["class_names"]) == 80
         await client.next_message()  # may predate the change
         m = await client.next_message()
         assert {d["label"] for d in m["detections"]} == {"bus"}
