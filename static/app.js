@@ -224,7 +224,7 @@ async function start() {
 
     c.pc = new RTCPeerConnection({ iceServers: [], ...(needsInsertableStreamsFlag() ? { encodedInsertableStreams: true } : {}) });
     c.channel = c.pc.createDataChannel("detections");
-    c.channel.onmessage = onMessage;
+    c.channel.onmessage = (event) => { if (conn === c) onMessage(event); };  // none after Stop
     c.channel.onopen = () => {
       send({ type: "config" });  // a bare config is a query: fills the sliders and class list
       c.pinger = setInterval(() => send({ type: "ping", t: performance.now() }), PING_INTERVAL_MS);
