@@ -287,3 +287,21 @@ def test_ice_failure_names_turn(page: Page, server: ServerProcess) -> None:
     # server's lifecycle work (issue 7), not the page's. Start the next test clean.
     server.stop()
     server.start()
+
+
+def test_frame_clock_matches_across_rtp_wraparound(page: Page) -> None:
+    """RTP timestamps are 32-bit and start anywhere; aiortc's pts keep growing past the wrap."""
+    result = page.evaluate("""async () => {
+        const { FrameClock } = await import("/static/latency.js");
+        const clock = new FrameClock();
+        const first = 2 ** 32 - 3000;           // one frame before the wrap
+        clock.noteSent(first, 1000);
+        clock.noteSent((first + 3000) % 2 ** 32, 1033);
+        clock.noteSent((first + 6000) % 2 ** 32, 1066);
+        return [clock.match(0, 1100), clock.match(6000, 1200), clock.match(6000 + 2 ** 32, 1200),
+                clock.match(9000, 1300)];
+    }""")
+    assert result[0] == {"ms": 100, "sentIndex": 0}
+    assert result[1] == {"ms": 134, "sentIndex": 2}
+    assert result[2] == result[1]  # a pts past 2**32 (aiortc unwraps) still matches
+    assert result[3] is None  # never sent: no figure rather than a wrong one
