@@ -264,8 +264,15 @@ def test_camera_and_resolution_pickers(page: Page, server: ServerProcess) -> Non
     assert cameras.count() >= 1 and cameras.first.get_attribute("value")  # enumerateDevices, after permission
     page.get_by_label("Resolution").select_option("320x240")  # swapped live with replaceTrack
     page.wait_for_function("() => window.rtcYolo.stats.frameSize.width === 320", timeout=20000)
-    assert app_state(page)["stats"]["frameSize"] == {"width": 320, "height": 240}
-    assert app_state(page)["state"] == "connected"
+    page.wait_for_function("() => window.rtcYolo.frame.width === 320 && window.rtcYolo.drawnLabels.includes('bus')",
+                           timeout=20000)
+    s = app_state(page)
+    assert s["stats"]["frameSize"] == {"width": 320, "height": 240} and s["state"] == "connected"
+    # Boxes from a 320x240 frame are scaled up to the displayed video, not drawn in its corner.
+    size = page.locator("#video").bounding_box()
+    assert size is not None
+    bus = max((d for d in s["drawn"] if d["label"] == "bus"), key=lambda d: d["w"])
+    assert bus["x"] + bus["w"] > 320 and bus["x"] + bus["w"] <= size["width"] + 1, (bus, size)
     page.get_by_role("button", name="Stop", exact=True).click()
     wait_for_sessions(server, 0, page)
 
