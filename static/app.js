@@ -37,11 +37,14 @@ function showError(err) {
   $("error").textContent = err ? err.message || String(err) : "";
 }
 
+/** Panel figure -> the element showing it. */
+const FIGURES = { fps: "fps", serverMs: "server-ms", breakdown: "breakdown", rttMs: "rtt-ms", e2eMs: "e2e-ms",
+  frameSize: "frame-size", dropped: "dropped", model: "model" };
+
+/** Show one panel figure, and keep its value in `window.rtcYolo.stats`. */
 function stat(name, value, text) {
   state.stats[name] = value;
-  const el = $(name === "e2eMs" ? "e2e-ms" : { fps: "fps", serverMs: "server-ms", rttMs: "rtt-ms", dropped: "dropped",
-    model: "model", breakdown: "breakdown", frameSize: "frame-size" }[name]);
-  if (el) el.textContent = text;
+  $(FIGURES[name]).textContent = text;
 }
 
 // ----- camera --------------------------------------------------------------------------------
@@ -75,18 +78,28 @@ async function listCameras() {
 
 /** Camera or resolution changed while running: swap the track in place (no renegotiation). */
 async function switchCamera() {
-  if (!conn || !conn.sender || state.state !== "connected") return;
+  const c = conn;
+  if (!c || !c.sender || state.state !== "connected") return;
+  let stream;
   try {
-    const stream = await openCamera();
-    const track = stream.getVideoTracks()[0];
-    await conn.sender.replaceTrack(track);
-    conn.stream.getTracks().forEach((t) => t.stop());
-    conn.stream = stream; conn.deviceId = track.getSettings().deviceId;
-    video.srcObject = stream;
-    showError(null);
+    stream = await openCamera();
   } catch (err) {
-    showError(err);
+    if (conn === c) showError(err);
+    return;
   }
+  const track = stream.getVideoTracks()[0];
+  try {
+    if (conn !== c) throw new Error("stopped meanwhile");
+    await c.sender.replaceTrack(track);
+  } catch (err) {
+    stream.getTracks().forEach((t) => t.stop());  // never leave a camera on
+    if (conn === c) showError(errors.cameraError(err, $("resolution").value));
+    return;
+  }
+  c.stream.getTracks().forEach((t) => t.stop());
+  c.stream = stream; c.deviceId = track.getSettings().deviceId;
+  video.srcObject = stream;
+  showError(null);
 }
 
 // ----- data channel --------------------------------------------------------------------------

@@ -20,6 +20,9 @@ export function cameraError(err, resolution) {
     case "NotFoundError":
       return new UserError("camera-missing", "No camera was found. Connect one (or pick another in Camera), then press Start.");
     case "OverconstrainedError":
+      if (err.constraint === "deviceId") {
+        return new UserError("camera-missing", "The chosen camera is no longer available. Pick another in Camera, then press Start.");
+      }
       return new UserError("camera-missing",
         `The chosen camera cannot deliver ${resolution}. Pick another resolution or camera, then press Start.`);
     case "NotReadableError":
