@@ -312,3 +312,22 @@ def test_frame_clock_matches_across_rtp_wraparound(page: Page) -> None:
     assert result[1] == {"ms": 134, "sentIndex": 2}
     assert result[2] == result[1]  # a pts past 2**32 (aiortc unwraps) still matches
     assert result[3] is None  # never sent: no figure rather than a wrong one
+
+
+def test_missing_camera_is_explained(playwright: Playwright, server: ServerProcess, tmp_path: Path) -> None:
+    """This machine has no camera: without Chrome's fake device there is none to open."""
+    flags = [f for f in CHROMIUM_FLAGS if f != "--use-fake-device-for-media-stream"]
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=flags)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        devices = page.evaluate("async () => (await navigator.mediaDevices.enumerateDevices()).map((d) => d.kind)")
+        if "videoinput" in devices:
+            pytest.skip("this machine has a real camera")
+        page.get_by_role("button", name="Start", exact=True).click()
+        page.wait_for_function("() => window.rtcYolo.state === 'failed'", timeout=15000)
+        assert app_state(page)["error"]["kind"] == "camera-missing"
+        assert "No camera was found" in page.get_by_role("alert").inner_text()
+    finally:
+        context.close()
