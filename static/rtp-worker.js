@@ -20,4 +20,8 @@ function pump(readable, writable) {
 // Standard API (RTCRtpScriptTransform): the browser hands us the streams.
 self.onrtctransform = (event) => pump(event.transformer.readable, event.transformer.writable);
 // Chrome's older API (createEncodedStreams): the page transfers the streams to us.
-self.onmessage = (event) => pump(event.data.readable, event.data.writable);
+// {clock: true} asks for this global's clock, so the page (and tests) can check it agrees.
+self.onmessage = (event) => {
+  if (event.data.clock) self.postMessage({ clock: performance.timeOrigin + performance.now() });
+  else pump(event.data.readable, event.data.writable);
+};

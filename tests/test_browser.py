@@ -331,3 +331,25 @@ def test_missing_camera_is_explained(playwright: Playwright, server: ServerProce
         assert "No camera was found" in page.get_by_role("alert").inner_text()
     finally:
         context.close()
+
+
+def test_worker_and_page_clocks_agree(page: Page) -> None:
+    """Send times are taken in the worker, draw times in the page: their clocks must agree."""
+    offsets = page.evaluate("""async () => {
+        const worker = new Worker("/static/rtp-worker.js");
+        const offsets = [];
+        for (let i = 0; i < 20; i++) {
+            const before = performance.timeOrigin + performance.now();
+            const theirs = await new Promise((resolve) => {
+                worker.onmessage = (e) => resolve(e.data.clock);
+                worker.postMessage({ clock: true });
+            });
+            const after = performance.timeOrigin + performance.now();
+            offsets.push({ early: before - theirs, late: theirs - after });
+        }
+        worker.terminate();
+        return offsets;
+    }""")
+    # The worker's reading lies between the page's readings before and after asking
+    # (1 ms slack for timeOrigin rounding): no offset big enough to matter in a latency figure.
+    assert all(o["early"] <= 1 and o["late"] <= 1 for o in offsets), offsets
