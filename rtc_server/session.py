@@ -117,7 +117,8 @@ class PeerSession:
             self.close_soon()
 
     def _on_message(self, raw: Any) -> None:
-        """Control messages from the client: ``{"type": "config", "conf": .., "iou": .., "classes": [..]}``."""
+        """Control messages from the client: ``{"type": "config", "conf": .., "iou": .., "classes": [..]}``
+        (acknowledged with the thresholds now in force and ``class_names``) and ``ping``."""
         try:
             message = json.loads(raw) if isinstance(raw, str) else None
             if not isinstance(message, dict):
@@ -128,8 +129,11 @@ class PeerSession:
             if message.get("type") != "config":
                 raise ValueError(f"unknown message type {message.get('type')!r}")
             self.thresholds = apply_config(self.thresholds, message)
+            # The ack carries the model's class names so a client (the page's class filter)
+            # can offer them; a bare {"type": "config"} is therefore a query.
             self._send({"type": "config", "conf": self.thresholds.conf, "iou": self.thresholds.iou,
-                        "classes": sorted(self.thresholds.classes) if self.thresholds.classes else None})
+                        "classes": sorted(self.thresholds.classes) if self.thresholds.classes else None,
+                        "class_names": list(self._inference.info.class_names)})
         except ValueError as exc:
             log.info("session %s: bad control message: %s", self.id[:8], exc)
             self._send(error_message("bad_message", str(exc)))

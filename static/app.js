@@ -1,97 +1,310 @@
 // rtc-yolo page: camera -> WebRTC (REST signaling) -> server detections -> canvas overlay.
-"use strict";
+//
+// Everything the page shows is also kept in `window.rtcYolo` (state, what was drawn, every
+// overlay figure), so a test driving a real browser can read it instead of scraping pixels.
+import { clearOverlay, drawDetections } from "./overlay.js";
+import * as errors from "./errors.js";
+import { FrameClock, needsInsertableStreamsFlag, now, watchSentFrames } from "./latency.js";
+import { RollingRate, ms } from "./stats.js";
 
 const $ = (id) => document.getElementById(id);
-const video = $("video"), canvas = $("overlay"), ctx = canvas.getContext("2d");
-let pc = null, channel = null, stream = null, fpsTimes = [];
+const video = $("video"), canvas = $("overlay");
+const CONNECT_TIMEOUT_MS = 15000;  // ICE over TURN can take seconds; loopback well under one
+const PING_INTERVAL_MS = 1000;
+const DISCONNECT_GRACE_MS = 4000;
 
-function setStatus(text, isError = false) {
-  $("status").textContent = text;
-  $("status").classList.toggle("error", isError);
+/** One connection attempt's resources; replaced wholesale on Start, so reconnecting is one click. */
+let conn = null;
+
+const state = window.rtcYolo = {
+  state: "idle", error: null, sessionId: null, messages: 0, drawn: [], drawnLabels: [],
+  stats: {}, config: null, e2e: [],
+};
+
+function setState(name) {
+  state.state = name;
+  $("stage").dataset.state = name;
+  const busy = name === "starting" || name === "connected";
+  $("start").disabled = busy;
+  $("stop").disabled = !busy;
 }
 
-function colour(classId) {
-  return `hsl(${(classId * 47) % 360} 90% 55%)`;
+function setStatus(text) { $("status").textContent = text; }
+
+function showError(err) {
+  state.error = err ? { kind: err.kind || "error", message: err.message || String(err) } : null;
+  $("error").hidden = !err;
+  $("error").textContent = err ? err.message || String(err) : "";
 }
 
-function draw(msg) {
-  const w = video.clientWidth, h = video.clientHeight;
-  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
-  ctx.clearRect(0, 0, w, h);
-  // Boxes are in the pixels of the frame the server received; scale to what is displayed.
-  const sx = w / msg.width, sy = h / msg.height;
-  ctx.lineWidth = 2; ctx.font = "14px system-ui, sans-serif"; ctx.textBaseline = "top";
-  for (const d of msg.detections) {
-    const [x1, y1, x2, y2] = d.box;
-    const c = colour(d.class_id), label = `${d.label} ${(d.score * 100).toFixed(0)}%`;
-    ctx.strokeStyle = c; ctx.strokeRect(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy);
-    const tw = ctx.measureText(label).width + 6;
-    ctx.fillStyle = c; ctx.fillRect(x1 * sx, Math.max(0, y1 * sy - 18), tw, 18);
-    ctx.fillStyle = "#000"; ctx.fillText(label, x1 * sx + 3, Math.max(0, y1 * sy - 18) + 2);
+/** Panel figure -> the element showing it. */
+const FIGURES = { fps: "fps", serverMs: "server-ms", breakdown: "breakdown", rttMs: "rtt-ms", e2eMs: "e2e-ms",
+  frameSize: "frame-size", dropped: "dropped", model: "model" };
+
+/** Show one panel figure, and keep its value in `window.rtcYolo.stats`. */
+function stat(name, value, text) {
+  state.stats[name] = value;
+  $(FIGURES[name]).textContent = text;
+}
+
+// ----- camera --------------------------------------------------------------------------------
+function resolution() {
+  const [width, height] = $("resolution").value.split("x").map(Number);
+  return { width, height };
+}
+
+async function openCamera() {
+  const { width, height } = resolution();
+  const deviceId = $("camera").value;
+  const constraints = { width: { ideal: width }, height: { ideal: height },
+    ...(deviceId ? { deviceId: { exact: deviceId } } : {}) };
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: constraints, audio: false });
+    for (const track of stream.getVideoTracks()) track.contentHint = "detail";  // keep resolution, not motion
+    return stream;
+  } catch (err) {
+    throw errors.cameraError(err, $("resolution").value);
   }
+}
+
+async function listCameras() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+  const devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+  const select = $("camera"), current = select.value || (conn && conn.deviceId) || "";
+  select.replaceChildren(...devices.map((d, i) => new Option(d.label || `camera ${i + 1}`, d.deviceId)));
+  if (!devices.length) select.append(new Option("no camera found", ""));
+  if (current && devices.some((d) => d.deviceId === current)) select.value = current;
+}
+
+/** Camera or resolution changed while running: swap the track in place (no renegotiation). */
+async function switchCamera() {
+  const c = conn;
+  if (!c || !c.sender || state.state !== "connected") return;
+  let stream;
+  try {
+    stream = await openCamera();
+  } catch (err) {
+    if (conn === c) showError(err);
+    return;
+  }
+  const track = stream.getVideoTracks()[0];
+  try {
+    if (conn !== c) throw new Error("stopped meanwhile");
+    await c.sender.replaceTrack(track);
+  } catch (err) {
+    stream.getTracks().forEach((t) => t.stop());  // never leave a camera on
+    if (conn === c) showError(errors.cameraError(err, $("resolution").value));
+    return;
+  }
+  c.stream.getTracks().forEach((t) => t.stop());
+  c.stream = stream; c.deviceId = track.getSettings().deviceId;
+  video.srcObject = stream;
+  showError(null);
+}
+
+// ----- data channel --------------------------------------------------------------------------
+function send(message) {
+  if (conn && conn.channel && conn.channel.readyState === "open") conn.channel.send(JSON.stringify(message));
 }
 
 function onMessage(event) {
   const msg = JSON.parse(event.data);
-  if (msg.type === "pong") { $("rtt-ms").textContent = `${(performance.now() - msg.t).toFixed(1)} ms`; return; }
-  if (msg.type === "error") { setStatus(`Server: ${msg.error}: ${msg.detail}`, true); return; }
-  if (msg.type !== "detections") return;
-  draw(msg);
-  const now = performance.now();
-  fpsTimes.push(now);
-  while (fpsTimes.length && now - fpsTimes[0] > 2000) fpsTimes.shift();
-  $("fps").textContent = (fpsTimes.length / 2).toFixed(1);
-  $("server-ms").textContent = `${msg.timing.server_ms.toFixed(1)} ms`;
-  if (msg.frames) $("dropped").textContent = String(msg.frames.dropped);
-  $("model").textContent = msg.model.name;
+  if (msg.type === "pong") { const rtt = performance.now() - msg.t; stat("rttMs", rtt, ms(rtt)); return; }
+  if (msg.type === "config") { onConfig(msg); return; }
+  if (msg.type === "error") { showError(new errors.UserError("server", `Server: ${msg.error}: ${msg.detail}`)); return; }
+  if (msg.type === "detections") onDetections(msg);
 }
 
-async function start() {
-  $("start").disabled = true;
-  try {
-    setStatus("Opening the camera…");
-    stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
-    video.srcObject = stream;
-    pc = new RTCPeerConnection({ iceServers: [] });
-    channel = pc.createDataChannel("detections");
-    channel.onmessage = onMessage;
-    let pinger = null;
-    channel.onopen = () => { pinger = setInterval(() => channel.readyState === "open" &&
-      channel.send(JSON.stringify({ type: "ping", t: performance.now() })), 1000); };
-    channel.onclose = () => clearInterval(pinger);
-    for (const track of stream.getVideoTracks()) { track.contentHint = "detail"; pc.addTrack(track, stream); }
-    pc.onconnectionstatechange = () => {
-      setStatus(`Connection: ${pc.connectionState}`, pc.connectionState === "failed");
-      if (pc.connectionState === "failed") stop();
-    };
-    await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((resolve) => {  // non-trickle: wait for ICE gathering to finish
-      if (pc.iceGatheringState === "complete") return resolve();
-      pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
-    });
-    setStatus("Connecting to the server…");
-    const response = await fetch("/offer", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
-    });
-    const answer = await response.json();
-    if (!response.ok) throw new Error(`${answer.error}: ${answer.detail}`);
-    await pc.setRemoteDescription(answer);
-    $("stop").disabled = false;
-  } catch (err) {
-    setStatus(`Could not start: ${err.message || err}`, true);
-    stop();
+function onDetections(msg) {
+  const drawn = drawDetections(canvas, video, msg);
+  const drawnAt = now();
+  state.messages += 1;
+  state.drawn = drawn;
+  state.drawnLabels = [...new Set(drawn.map((d) => d.label))].sort();
+  state.frame = { frameId: msg.frame_id, pts: msg.pts, width: msg.width, height: msg.height };
+  canvas.dataset.labels = state.drawnLabels.join(",");
+
+  conn.rate.tick(performance.now());
+  stat("fps", conn.rate.rate, `${conn.rate.rate.toFixed(1)} /s`);
+  const t = msg.timing;
+  stat("serverMs", t.server_ms, ms(t.server_ms));
+  stat("breakdown", { queue: t.queue_ms, preprocess: t.preprocess_ms, inference: t.inference_ms,
+    postprocess: t.postprocess_ms },
+  [t.queue_ms, t.preprocess_ms, t.inference_ms, t.postprocess_ms].map((v) => v.toFixed(1)).join(" / ") + " ms");
+  stat("frameSize", { width: msg.width, height: msg.height }, `${msg.width}×${msg.height}`);
+  if (msg.frames) stat("dropped", msg.frames.dropped, `${msg.frames.dropped} of ${msg.frames.received}`);
+  stat("model", msg.model.name, `${msg.model.name} ${msg.model.version || ""}`.trim());
+
+  const match = conn.clock.match(msg.pts, drawnAt);
+  if (match !== null) {
+    state.e2e.push({ pts: msg.pts, frameId: msg.frame_id, sentIndex: match.sentIndex, e2eMs: match.ms, serverMs: t.server_ms });
+    if (state.e2e.length > 300) state.e2e.shift();
+    const recent = state.e2e.slice(-30).map((m) => m.e2eMs).sort((a, b) => a - b);
+    stat("e2eMs", match.ms, `${ms(match.ms)} · p50 ${recent[recent.length >> 1].toFixed(0)}`);
+  } else if (!conn.worker) {
+    stat("e2eMs", null, "n/a (no encoded transforms)");
   }
 }
 
-function stop() {
-  if (channel) channel.close();
-  if (pc) pc.close();
-  if (stream) stream.getTracks().forEach((t) => t.stop());
-  pc = channel = stream = null; fpsTimes = [];
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  $("start").disabled = false; $("stop").disabled = true;
+// ----- live settings -------------------------------------------------------------------------
+function onConfig(msg) {
+  state.config = { conf: msg.conf, iou: msg.iou, classes: msg.classes };
+  $("conf").value = msg.conf; $("conf-value").textContent = Number(msg.conf).toFixed(2);
+  $("iou").value = msg.iou; $("iou-value").textContent = Number(msg.iou).toFixed(2);
+  const select = $("classes");
+  if (Array.isArray(msg.class_names) && select.options.length !== msg.class_names.length) {
+    select.replaceChildren(...msg.class_names.map((name, id) => new Option(`${id} ${name}`, String(id))));
+  }
+  const chosen = new Set(msg.classes || []);
+  for (const option of select.options) option.selected = chosen.has(Number(option.value));
+  const classes = msg.classes ? msg.classes.map((id) => msg.class_names?.[id] ?? id).join(", ") : "all classes";
+  $("config-state").textContent = `Server applies: confidence ≥ ${Number(msg.conf).toFixed(2)}, IoU ${Number(msg.iou).toFixed(2)}, ${classes}.`;
 }
 
+function sendConfig() {
+  const classes = [...$("classes").selectedOptions].map((o) => Number(o.value));
+  send({ type: "config", conf: Number($("conf").value), iou: Number($("iou").value),
+    classes: classes.length ? classes : null });
+}
+
+// ----- connection ----------------------------------------------------------------------------
+function waitForIceGathering(pc) {
+  return new Promise((resolve) => {  // non-trickle: the offer carries every candidate
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
+  });
+}
+
+async function postOffer(pc) {
+  let response;
+  try {
+    response = await fetch("/offer", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
+    });
+  } catch (err) {
+    throw errors.unreachable(err);
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw errors.offerRefused(response.status, body, response.headers.get("Retry-After"));
+  return body;
+}
+
+/** The connection ended without Stop: say why, free everything, leave Start one click away. */
+function lost(c, why) {
+  if (conn !== c) return;
+  const wasConnected = state.state === "connected";
+  teardown();
+  setState("failed");
+  showError(wasConnected ? errors.dropped(why) : errors.iceFailed());
+  setStatus("Disconnected.");
+}
+
+function watchConnection(c) {
+  c.pc.onconnectionstatechange = () => {
+    if (conn !== c) return;
+    const s = c.pc.connectionState;
+    if (s === "connected") {
+      clearTimeout(c.timeout);
+      setState("connected");
+      setStatus(`Connected (session ${state.sessionId ? state.sessionId.slice(0, 8) : "?"}).`);
+    } else if (s === "disconnected") {
+      // Often transient (a consent check missed); give it a moment before calling it dropped.
+      setStatus("Connection interrupted…");
+      c.grace = setTimeout(() => conn === c && c.pc.connectionState !== "connected" && lost(c, s), DISCONNECT_GRACE_MS);
+    } else if (s === "failed" || s === "closed") {
+      lost(c, s);
+    }
+  };
+  c.timeout = setTimeout(() => conn === c && c.pc.connectionState !== "connected" && lost(c, "timeout"),
+    CONNECT_TIMEOUT_MS);
+}
+
+async function start() {
+  teardown();
+  showError(null);
+  state.messages = 0; state.drawn = []; state.drawnLabels = []; state.stats = {}; state.e2e = []; state.sessionId = null;
+  setState("starting");
+  const c = conn = { rate: new RollingRate(2000), clock: new FrameClock() };
+  try {
+    if (!window.isSecureContext || !navigator.mediaDevices) throw errors.insecureContext();
+    setStatus("Opening the camera…");
+    c.stream = await openCamera();
+    if (conn !== c) return;
+    video.srcObject = c.stream;
+    c.deviceId = c.stream.getVideoTracks()[0].getSettings().deviceId;
+    await listCameras();
+
+    c.pc = new RTCPeerConnection({ iceServers: [], ...(needsInsertableStreamsFlag() ? { encodedInsertableStreams: true } : {}) });
+    c.channel = c.pc.createDataChannel("detections");
+    c.channel.onmessage = (event) => { if (conn === c) onMessage(event); };  // none after Stop
+    c.channel.onopen = () => {
+      send({ type: "config" });  // a bare config is a query: fills the sliders and class list
+      c.pinger = setInterval(() => send({ type: "ping", t: performance.now() }), PING_INTERVAL_MS);
+      send({ type: "ping", t: performance.now() });
+    };
+    c.channel.onclose = () => lost(c, "the server closed the session");  // e.g. server restarted
+    const track = c.stream.getVideoTracks()[0];
+    c.sender = c.pc.addTrack(track, c.stream);
+    c.worker = watchSentFrames(c.sender, c.clock);
+    watchConnection(c);
+
+    await c.pc.setLocalDescription(await c.pc.createOffer());
+    await waitForIceGathering(c.pc);
+    if (conn !== c) return;
+    setStatus("Connecting to the server…");
+    const answer = await postOffer(c.pc);
+    if (conn !== c) return;
+    state.sessionId = answer.session_id;
+    await c.pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
+  } catch (err) {
+    if (conn !== c) return;
+    teardown();
+    setState("failed");
+    showError(err);
+    setStatus("Not connected.");
+  }
+}
+
+/** Release everything the current attempt holds; closing the peer connection ends the server session. */
+function teardown() {
+  const c = conn;
+  conn = null;
+  if (!c) return;
+  clearInterval(c.pinger); clearTimeout(c.timeout); clearTimeout(c.grace);
+  if (c.channel) c.channel.onclose = null;
+  if (c.channel) c.channel.close();
+  if (c.pc) { c.pc.onconnectionstatechange = null; c.pc.close(); }
+  if (c.worker) c.worker.terminate();
+  if (c.stream) c.stream.getTracks().forEach((t) => t.stop());
+  video.srcObject = null;
+  clearOverlay(canvas);
+  canvas.dataset.labels = "";
+}
+
+function stop() {
+  teardown();
+  setState("stopped");
+  setStatus("Stopped. Press Start to connect again.");
+}
+
+// ----- wiring --------------------------------------------------------------------------------
 $("start").addEventListener("click", start);
-$("stop").addEventListener("click", () => { stop(); setStatus("Stopped."); });
+$("stop").addEventListener("click", stop);
+$("camera").addEventListener("change", switchCamera);
+$("resolution").addEventListener("change", switchCamera);
+for (const id of ["conf", "iou"]) {
+  $(id).addEventListener("input", () => { $(`${id}-value`).textContent = Number($(id).value).toFixed(2); });
+  $(id).addEventListener("change", sendConfig);
+}
+$("classes").addEventListener("change", sendConfig);
+$("all-classes").addEventListener("click", () => { for (const o of $("classes").options) o.selected = false; sendConfig(); });
+window.addEventListener("pagehide", teardown);
+
+if (!window.isSecureContext || !navigator.mediaDevices) {
+  showError(errors.insecureContext());
+  $("start").disabled = true;
+  state.state = "insecure";
+} else {
+  listCameras().catch(() => {});
+}

@@ -107,7 +107,9 @@ async def test_slow_detector_answers_about_the_newest_frame(
     assert messages[-1]["frames"]["dropped"] >= 5 * per_detection / 2, messages[-1]["frames"]
     assert lags[-1] <= max(lags[1:5]) + per_detection, lags  # no growth over the run
     gaps = np.diff([m["frame_id"] for m in messages])
-    assert (gaps > 1).all(), gaps  # each processed frame skipped the stale ones
+    # Processed frames skip the stale ones. A single gap may be 1 when a loaded machine
+    # delivers frames slower than the detector runs; most must not be.
+    assert (gaps > 1).sum() >= len(gaps) - 2, gaps
 
 
 async def test_event_loop_stays_responsive_during_inference(
@@ -152,6 +154,7 @@ async def test_live_thresholds_over_the_data_channel(
         client.send({"type": "config", "classes": [5]})
         ack = await client.next_message("config")
         assert ack["classes"] == [5]
+        assert ack["class_names"][5] == "bus" and len(ack["class_names"]) == 80
         await client.next_message()  # may predate the change
         m = await client.next_message()
         assert {d["label"] for d in m["detections"]} == {"bus"}
