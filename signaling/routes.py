@@ -76,6 +76,16 @@ async def predict(request: web.Request) -> web.Response:
     return web.json_response(message)
 
 
+async def ice_servers(request: web.Request) -> web.Response:
+    """The STUN/TURN servers the page should use: ``RTC_ICE_SERVERS``, as configured.
+
+    Where media must go through TURN (Cloud Run, UDP-blocking networks) the browser needs the
+    relay as much as the server does. The credentials are served to every page that may call
+    ``/offer``, so use short-lived ones (coturn's ``use-auth-secret`` / TURN REST API).
+    """
+    return web.json_response({"ice_servers": list(request.app[SETTINGS].ice_servers)})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -103,6 +113,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", index)
     app.router.add_post("/offer", offer)
     app.router.add_post("/predict", predict)
+    app.router.add_get("/ice-servers", ice_servers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -175,6 +175,16 @@ function waitForIceGathering(pc) {
   });
 }
 
+/** The server's STUN/TURN list (RTC_ICE_SERVERS); none if it cannot be read. */
+async function fetchIceServers() {
+  try {
+    const response = await fetch("/ice-servers");
+    return response.ok ? (await response.json()).ice_servers : [];
+  } catch (err) {
+    return [];
+  }
+}
+
 async function postOffer(pc) {
   let response;
   try {
@@ -235,7 +245,9 @@ async function start() {
     c.deviceId = c.stream.getVideoTracks()[0].getSettings().deviceId;
     await listCameras();
 
-    c.pc = new RTCPeerConnection({ iceServers: [], ...(needsInsertableStreamsFlag() ? { encodedInsertableStreams: true } : {}) });
+    const iceServers = await fetchIceServers();
+    if (conn !== c) return;
+    c.pc = new RTCPeerConnection({ iceServers, ...(needsInsertableStreamsFlag() ? { encodedInsertableStreams: true } : {}) });
     c.channel = c.pc.createDataChannel("detections");
     c.channel.onmessage = (event) => { if (conn === c) onMessage(event); };  // none after Stop
     c.channel.onopen = () => {

@@ -117,3 +117,12 @@ async def test_readyz_is_503_until_warm(aiohttp_client: ClientFactory, make_app:
     assert (await c.get("/healthz")).status == 200
     release.set()
     await wait_ready(c)
+
+
+async def test_ice_servers_are_served_to_the_page(aiohttp_client: ClientFactory,
+                                                 make_app: Callable[..., web.Application]) -> None:
+    turn = {"urls": "turn:turn.example.com:443?transport=tcp", "username": "u", "credential": "p"}
+    c = await aiohttp_client(make_app(ice_servers=(turn,)))
+    assert await (await c.get("/ice-servers")).json() == {"ice_servers": [turn]}
+    c2 = await aiohttp_client(make_app())
+    assert await (await c2.get("/ice-servers")).json() == {"ice_servers": []}
