@@ -12,12 +12,17 @@ packets from the frame start to a marker packet are present, with consecutive se
 numbers (16-bit wrap) and one timestamp, that frame is released now. The frame start is
 
 * the packet right after the previously released frame (whichever rule released it), or
-* a VP8 packet whose payload descriptor says S=1, PID=0 (the first packet of a frame):
-  needed for the stream's first frame and after the buffer was reset.
+* a packet that says it starts a frame: VP8 payload descriptor S=1, PID=0; H.264 an
+  access unit delimiter, an SPS, or a slice with ``first_mb_in_slice`` 0. Needed for the
+  stream's first frame and after the buffer was reset: a frame released there by the stock
+  rule comes out on the *next* frame's packet, and if that packet completes its own frame
+  too, ``add()`` can hand over only one of the two; the stream would stay one frame behind
+  until a frame spanning several packets lets it catch up.
 
-Otherwise (no marker, a gap, reordering, unknown start, e.g. H.264's first frame) the
-stock rule runs unchanged, and so do ``add()``'s contract ``(pli_flag, frame or None)``
-and its PLI triggers (loss that overflows the buffer, a far-misordered packet).
+Otherwise (no marker, a gap, reordering, unknown start) the stock rule runs unchanged, and
+so do ``add()``'s contract ``(pli_flag, frame or None)`` and its PLI triggers (loss that
+overflows the buffer, a far-misordered packet). The one-frame-per-packet limit remains
+after a retransmission fills a gap behind complete frames: they drain one per packet.
 
 Two more things the marker path must do that the stock rule got for free:
 
@@ -88,6 +93,39 @@ def is_vp8_frame_start(packet: RtpPacket) -> bool:
             and len(rest) > 0 and rest == _data(packet))
 
 
+def _depayloaded_as_vp8(packet: RtpPacket) -> bool:
+    try:
+        _, rest = VpxPayloadDescriptor.parse(packet.payload)
+    except ValueError:
+        return False
+    return rest == _data(packet)
+
+
+#: NAL unit types that begin an access unit (RFC 6184 / H.264 §7.4.1.2.3): an access unit
+#: delimiter or a sequence parameter set can only come before the first slice of a picture.
+_H264_AU_OPENERS = frozenset({7, 9})
+_H264_SLICES = frozenset({1, 5})
+
+
+def is_h264_frame_start(packet: RtpPacket) -> bool:
+    """True if ``packet`` starts an H.264 access unit.
+
+    aiortc's H.264 depayloader turns the start of every NAL unit (single, STAP-A, first
+    FU-A fragment) into an Annex B start code; a NAL body never contains one. The unit
+    opens a picture if it is an AUD or SPS, or a slice whose ``first_mb_in_slice`` is 0
+    (the slice header's first Exp-Golomb code is the single bit 1).
+    """
+    data = _data(packet)
+    if len(data) < 6 or data[:4] != b"\x00\x00\x00\x01" or _depayloaded_as_vp8(packet):
+        return False
+    nal_type = data[4] & 0x1F
+    return nal_type in _H264_AU_OPENERS or (nal_type in _H264_SLICES and bool(data[5] & 0x80))
+
+
+def is_frame_start(packet: RtpPacket) -> bool:
+    return is_vp8_frame_start(packet) or is_h264_frame_start(packet)
+
+
 def is_vp8_keyframe_start(packet: RtpPacket) -> bool:
     """A VP8 frame start whose payload header says keyframe (P bit 0, RFC 6386 §9.1)."""
     data = _data(packet)
@@ -132,7 +170,7 @@ class MarkerReleaseJitterBuffer(JitterBuffer):
     def _release_marked(self, sequence_number: int) -> JitterFrame | None:
         assert self._origin is not None
         first = self._slot(self._origin)
-        if first is not None and (self._origin == self._next_start or is_vp8_frame_start(first)):
+        if first is not None and (self._origin == self._next_start or is_frame_start(first)):
             frame = self._take_frame(self._origin)
             if frame is not None:
                 COUNTS.marker += 1

@@ -25,6 +25,7 @@ from rtc_server.marker_release import (
     COUNTS,
     STOCK_JITTER_BUFFER,
     MarkerReleaseJitterBuffer,
+    is_h264_frame_start,
     is_vp8_frame_start,
     is_vp8_keyframe_start,
     marker_release_active,
@@ -217,21 +218,32 @@ def test_padding_only_packets_are_skipped_not_decoded() -> None:
     assert decode_all(VP8, out) == len(frames)
 
 
-def test_h264_first_frame_by_the_stock_rule_then_on_the_marker() -> None:
+def test_h264_frames_are_released_on_their_marker_from_the_first() -> None:
     frames = encode(H264, 4)
+    assert is_h264_frame_start(frames[0].packets[0]) and is_h264_frame_start(frames[1].packets[0])
+    assert is_h264_frame_start(frames[0].packets[1])  # the IDR's first slice (after SPS/PPS)
+    assert not any(is_h264_frame_start(p) for p in frames[0].packets[2:-1])  # FU-A fragments
+    assert not is_vp8_frame_start(frames[1].packets[0])
+    assert not is_h264_frame_start(encode(VP8, 1)[0].packets[0])
     buffer = video_buffer()
-    # H.264 has no frame-start flag: the very first frame waits for the next one (stock)
-    assert released(feed(buffer, frames[0].packets)) == []
-    first = feed(buffer, frames[1].packets)
-    assert first[0][1] is not None and first[0][1].timestamp == frames[0].timestamp
-    assert first[-1][1] is not None and first[-1][1].timestamp == frames[1].timestamp  # marker rule
-    out = [first[0][1], first[-1][1]]
-    for frame in frames[2:]:
-        last = feed(buffer, frame.packets)[-1][1]
-        assert last is not None and last.timestamp == frame.timestamp
+    out = []
+    for frame in frames:
+        results = feed(buffer, frame.packets)
+        assert [f for _, f in results[:-1]] == [None] * (len(frame.packets) - 1)
+        last = results[-1][1]
+        assert last is not None and last.timestamp == frame.timestamp and last.data == frame.data
         out.append(last)
     assert decode_all(H264, out) == len(frames)
-    assert not is_vp8_frame_start(frames[2].packets[0])
+
+
+def test_h264_stream_joined_mid_frame_falls_back_then_catches_up() -> None:
+    frames = encode(H264, 3)
+    buffer = video_buffer()
+    # joined inside the keyframe (its first two packets lost): no frame start is known
+    assert released(feed(buffer, frames[0].packets[2:])) == []
+    results = feed(buffer, frames[1].packets)
+    assert results[0][1] is not None and results[0][1].timestamp == frames[0].timestamp  # stock rule
+    assert results[-1][1] is not None and results[-1][1].timestamp == frames[1].timestamp  # marker again
 
 
 def test_audio_takes_the_stock_path_even_with_marker_bits() -> None:
