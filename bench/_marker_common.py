@@ -17,15 +17,26 @@ released frame, exactly as the sending ``ImageTrack`` numbers them (see rtc_serv
 
 from __future__ import annotations
 
+import os
+import resource
 import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import aiortc
 import aiortc.rtcrtpreceiver as receiver_module
+import cv2
+import numpy as np
+from aiortc.codecs import get_decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
+
+from rtc_server.detector import DetectionResult, ModelInfo
+
+ROOT = Path(__file__).resolve().parent.parent
 
 _ORIGINAL_GET_DECODER = receiver_module.get_decoder
 _ORIGINAL_RECV = receiver_module.RemoteStreamTrack.recv
@@ -49,6 +60,8 @@ class StageClock:
     frames: dict[int, FrameStamps] = field(default_factory=dict)
     encoded: list[tuple[str, bytes, int]] = field(default_factory=list)
     keep_encoded: int = 0
+    #: (width, height) of the latest decoded frame.
+    size: tuple[int, int] | None = None
     _rtp_origin: int | None = None
     _by_rtp: dict[int, FrameStamps] = field(default_factory=dict)
 
@@ -145,6 +158,7 @@ async def _timed_recv(self: Any) -> Any:
     frame = await _ORIGINAL_RECV(self)
     if _active is not None and self.kind == "video" and frame.pts is not None:
         _active.on_recv(frame.pts, time.perf_counter())
+        _active.size = (frame.width, frame.height)
     return frame
 
 
@@ -205,3 +219,65 @@ def stage_times(message: dict[str, Any], sent_at: float, client_at: float,
         "sent->client": ms(done, client_at),
         "e2e": ms(sent_at, client_at),
     }
+
+
+# ----- shared by the benches ---------------------------------------------------------------
+def model_path(explicit: str | None) -> Path:
+    for candidate in (explicit, os.environ.get("RTC_MODEL"), ROOT.parent / "shared/models/yolo11n.onnx",
+                      ROOT / "models/yolo11n.onnx"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    raise SystemExit("no model: pass --model or run `make model`")
+
+
+def camera_frames(count: int) -> list[np.ndarray]:
+    """bus.jpg letterboxed into 640x480, panned a little each frame (real motion to encode)."""
+    rgb = cv2.cvtColor(cv2.imread(str(ROOT / "tests/fixtures/bus.jpg")), cv2.COLOR_BGR2RGB)
+    h, w = rgb.shape[:2]
+    resized = cv2.resize(rgb, (round(w * 480 / h), 480))
+    frame = np.zeros((480, 640, 3), np.uint8)
+    x = (640 - resized.shape[1]) // 2
+    frame[:, x: x + resized.shape[1]] = resized
+    return [np.roll(frame, 2 * (i if i < count // 2 else count - i), axis=1) for i in range(count)]
+
+
+class NoopDetector:
+    """Answers at once with no boxes: what is left of e2e is the transport + receive path."""
+
+    info = ModelInfo(name="noop", version="0", sha256="0" * 64, class_names=())
+
+    def detect(self, images: Any, thresholds: Any) -> list[DetectionResult]:
+        now = time.perf_counter()
+        return [DetectionResult(width=i.shape[1], height=i.shape[0], input_hw=i.shape[:2], detections=[],
+                                started_at=now, preprocess_ms=0.0, inference_ms=0.0, postprocess_ms=0.0)
+                for i in images]
+
+    def warmup(self) -> None:
+        pass
+
+
+def decode_cost(encoded: list[tuple[str, bytes, int]], passes: int = 5) -> dict[str, float]:
+    """Process CPU (all threads, FFmpeg's included) and wall time per frame, decode alone and
+    decode + the YUV->RGB conversion preprocessing does, on frames captured from the run."""
+    codec_name = encoded[0][0]
+    params = aiortc.RTCRtpCodecParameters(mimeType=f"video/{codec_name}", clockRate=90000, payloadType=96)
+    out: dict[str, float] = {}
+    for label, convert in (("decode", False), ("decode_rgb", True)):
+        cpu0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        count = 0
+        for _ in range(passes):
+            decoder = get_decoder(params)
+            for _, data, ts in encoded:
+                for frame in decoder.decode(JitterFrame(data, ts)):
+                    count += 1
+                    if convert:
+                        frame.to_ndarray(format="rgb24")
+        cpu1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+        out[f"{label}_cpu_ms"] = cpu * 1000 / max(count, 1)
+        out[f"{label}_wall_ms"] = (t1 - t0) * 1000 / max(count, 1)
+    out["frames"] = len(encoded)
+    out["mean_frame_bytes"] = sum(len(d) for _, d, _ in encoded) / len(encoded)
+    return out
+
+

@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,46 +28,35 @@ from typing import Any
 import aiohttp
 import aiortc
 import av
-import cv2
 import numpy as np
 import onnxruntime as ort
 from aiohttp import web
 from aiortc import RTCRtpSender
-from aiortc.codecs import get_decoder
-from aiortc.jitterbuffer import JitterFrame
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _marker_common import STAGES, StageClock, install, p50, percentile, stage_times, uninstall
+from _marker_common import (
+    STAGES,
+    NoopDetector,
+    StageClock,
+    camera_frames,
+    decode_cost,
+    install,
+    model_path,
+    p50,
+    percentile,
+    stage_times,
+    uninstall,
+)
 
 from rtc_server.app import create_app
 from rtc_server.client import DetectionClient, ImageTrack
 from rtc_server.config import Settings
-from rtc_server.detector import DetectionResult, ModelInfo
 from rtc_server.marker_release import COUNTS, use_marker_release
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP_S = 1.5  # connection set-up and the first keyframe: not steady state
-
-
-def model_path(explicit: str | None) -> Path:
-    for candidate in (explicit, os.environ.get("RTC_MODEL"), ROOT.parent / "shared/models/yolo11n.onnx",
-                      ROOT / "models/yolo11n.onnx"):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    raise SystemExit("no model: pass --model or run `make model`")
-
-
-def camera_frames(count: int) -> list[np.ndarray]:
-    """bus.jpg letterboxed into 640x480, panned a little each frame (real motion to encode)."""
-    rgb = cv2.cvtColor(cv2.imread(str(ROOT / "tests/fixtures/bus.jpg")), cv2.COLOR_BGR2RGB)
-    h, w = rgb.shape[:2]
-    resized = cv2.resize(rgb, (round(w * 480 / h), 480))
-    frame = np.zeros((480, 640, 3), np.uint8)
-    x = (640 - resized.shape[1]) // 2
-    frame[:, x: x + resized.shape[1]] = resized
-    return [np.roll(frame, 2 * (i if i < count // 2 else count - i), axis=1) for i in range(count)]
 
 
 def model_floor(path: Path, threads: int, runs: int) -> list[float]:
@@ -87,21 +75,6 @@ def model_floor(path: Path, threads: int, runs: int) -> list[float]:
         session.run(None, {name: blob})
         times.append((time.perf_counter() - t0) * 1000)
     return times
-
-
-class NoopDetector:
-    """Answers at once with no boxes: what is left of e2e is the transport + receive path."""
-
-    info = ModelInfo(name="noop", version="0", sha256="0" * 64, class_names=())
-
-    def detect(self, images: Any, thresholds: Any) -> list[DetectionResult]:
-        now = time.perf_counter()
-        return [DetectionResult(width=i.shape[1], height=i.shape[0], input_hw=i.shape[:2], detections=[],
-                                started_at=now, preprocess_ms=0.0, inference_ms=0.0, postprocess_ms=0.0)
-                for i in images]
-
-    def warmup(self) -> None:
-        pass
 
 
 def prefer_codec(client: DetectionClient, codec: str) -> None:
@@ -170,31 +143,6 @@ async def run_session(url: str, codec: str, marker: bool, fps: float, seconds: f
                          if s.decode_cpu is not None and pts in sent_at and sent_at[pts] >= steady_from]
     result.encoded = clock.encoded
     return result
-
-
-def decode_cost(encoded: list[tuple[str, bytes, int]], passes: int = 5) -> dict[str, float]:
-    """Process CPU (all threads, FFmpeg's included) and wall time per frame, decode alone and
-    decode + the YUV->RGB conversion preprocessing does, on frames captured from the run."""
-    codec_name = encoded[0][0]
-    params = aiortc.RTCRtpCodecParameters(mimeType=f"video/{codec_name}", clockRate=90000, payloadType=96)
-    out: dict[str, float] = {}
-    for label, convert in (("decode", False), ("decode_rgb", True)):
-        cpu0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        count = 0
-        for _ in range(passes):
-            decoder = get_decoder(params)
-            for _, data, ts in encoded:
-                for frame in decoder.decode(JitterFrame(data, ts)):
-                    count += 1
-                    if convert:
-                        frame.to_ndarray(format="rgb24")
-        cpu1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
-        out[f"{label}_cpu_ms"] = cpu * 1000 / max(count, 1)
-        out[f"{label}_wall_ms"] = (t1 - t0) * 1000 / max(count, 1)
-    out["frames"] = len(encoded)
-    out["mean_frame_bytes"] = sum(len(d) for _, d, _ in encoded) / len(encoded)
-    return out
 
 
 def fmt(value: float | None) -> str:
