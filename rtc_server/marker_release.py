@@ -174,10 +174,10 @@ class MarkerReleaseJitterBuffer(JitterBuffer):
             frame = self._take_frame(self._origin)
             if frame is not None:
                 COUNTS.marker += 1
-            return frame
-        if first is None:
-            return self._resync_on_keyframe(sequence_number)
-        return None
+                return frame
+        # the head frame is stuck (a gap, or no known start): a complete keyframe behind it
+        # makes it worthless
+        return self._resync_on_keyframe(sequence_number)
 
     def _take_frame(self, start: int) -> JitterFrame | None:
         """Remove and return the frame starting at ``start`` (== origin) if it is complete."""
@@ -198,7 +198,10 @@ class MarkerReleaseJitterBuffer(JitterBuffer):
         return None
 
     def _resync_on_keyframe(self, sequence_number: int) -> JitterFrame | None:
-        """After loss at the head: if ``sequence_number`` completed a VP8 keyframe, jump to it."""
+        """After loss at the head: if ``sequence_number`` completed a VP8 keyframe, jump to it.
+
+        (VP8 only: an H.264 IDR picture may depend on parameter sets sent before it.)
+        """
         marked = self._slot(sequence_number)
         if marked is None or not marked.marker:
             return None

@@ -159,11 +159,12 @@ def test_lost_packet_recovered_late_releases_both_frames_in_order() -> None:
     assert decode_all(VP8, out) == len(frames)
 
 
-def test_keyframe_after_loss_resynchronises_at_once() -> None:
+@pytest.mark.parametrize("lost_index", [0, 1])
+def test_keyframe_after_loss_resynchronises_at_once(lost_index: int) -> None:
     frames = encode(VP8, 7, keyframes=[4])
     buffer = video_buffer()
     out = released(feed(buffer, frames[0].packets))
-    lost = frames[1].packets[0]  # never arrives: frames 1..3 cannot be decoded
+    lost = frames[1].packets[lost_index]  # never arrives: frames 1..3 cannot be decoded
     before = COUNTS.keyframe_resync
     assert released(feed(buffer, [p for f in frames[1:4] for p in f.packets if p is not lost])) == []
     results = feed(buffer, frames[4].packets)
