@@ -47,12 +47,20 @@ attributes ``_origin``, ``_packets``, ``_capacity``, ``_is_video`` and on ``pack
 
 from __future__ import annotations
 
+import logging
+
+import aiortc
 import aiortc.jitterbuffer
 import aiortc.rtcrtpreceiver
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
+
+log = logging.getLogger(__name__)
+
+#: The aiortc release this subclass was written and tested against (setup.cfg pins it).
+TESTED_AIORTC = "1.16.0"
 
 #: The class aiortc ships, restored by ``use_marker_release(False)``.
 STOCK_JITTER_BUFFER: type[JitterBuffer] = aiortc.jitterbuffer.JitterBuffer
@@ -227,6 +235,9 @@ def use_marker_release(enabled: bool) -> None:
     Process-wide, like aiortc's own module attribute; receivers that already exist keep
     the buffer they were built with.
     """
+    if enabled and aiortc.__version__ != TESTED_AIORTC:
+        log.warning("marker release was tested with aiortc %s, this is %s: it relies on JitterBuffer "
+                    "internals; set RTC_MARKER_RELEASE=off if video misbehaves", TESTED_AIORTC, aiortc.__version__)
     aiortc.rtcrtpreceiver.JitterBuffer = MarkerReleaseJitterBuffer if enabled else STOCK_JITTER_BUFFER  # type: ignore[misc]
 
 
