@@ -214,7 +214,7 @@ class MarkerReleaseJitterBuffer(JitterBuffer):
         if marked is None or not marked.marker:
             return None
         start = sequence_number
-        for _ in range(self._capacity - 1):
+        while start != self._origin:  # walk back through this frame, never past the head
             previous = self._slot(uint16_add(start, -1))
             if previous is None or previous.timestamp != marked.timestamp:
                 break
