@@ -7,7 +7,8 @@ frame-matched end-to-end latency (p50, p95, drift between the first and last thi
 each session), the detections (same as before?), a stage budget (p50 ms per stage, see
 ``bench/_marker_common.py``), the decode CPU per frame, and the model floor: raw
 ``session.run`` at 480x640 on its own onnxruntime session, measured in the same run before
-and after the sessions. The last line is JSON.
+and after all sessions and just before each one (the "p50 - floor" columns use the samples
+taken before that mode's sessions). The last line is JSON.
 
     .venv/bin/python bench/marker_release.py --seconds 10 --rounds 2 --codecs vp8,h264
 """
@@ -59,22 +60,28 @@ ROOT = Path(__file__).resolve().parent.parent
 WARMUP_S = 1.5  # connection set-up and the first keyframe: not steady state
 
 
-def model_floor(path: Path, threads: int, runs: int) -> list[float]:
-    """Raw ``session.run`` at 480x640, ms per run (the server's own settings)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    blob = np.random.default_rng(0).random((1, 3, 480, 640), dtype=np.float32)
-    for _ in range(5):
-        session.run(None, {name: blob})
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, {name: blob})
-        times.append((time.perf_counter() - t0) * 1000)
-    return times
+class FloorMeter:
+    """Raw ``session.run`` at 1x3x480x640 on its own onnxruntime session (the server's
+    settings): the model floor. Sampled before every session too, because on a shared
+    machine the floor moves with the neighbours' load."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._name = self._session.get_inputs()[0].name
+        self._blob = np.random.default_rng(0).random((1, 3, 480, 640), dtype=np.float32)
+        for _ in range(5):
+            self._session.run(None, {self._name: self._blob})
+
+    def sample(self, runs: int) -> list[float]:
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            self._session.run(None, {self._name: self._blob})
+            times.append((time.perf_counter() - t0) * 1000)
+        return times
 
 
 def prefer_codec(client: DetectionClient, codec: str) -> None:
@@ -98,6 +105,8 @@ class SessionResult:
     detections: int = 0
     negotiated: str = ""
     encoded: list[tuple[str, bytes, int]] = field(default_factory=list)
+    #: model floor samples taken just before this session (ms)
+    floor: list[float] = field(default_factory=list)
 
 
 async def run_session(url: str, codec: str, marker: bool, fps: float, seconds: float,
@@ -169,12 +178,14 @@ def summarise(results: list[SessionResult], codec: str, marker: bool) -> dict[st
         "decode_thread_cpu_p50_ms": p50(x for r in mine for x in r.decode_cpu),
         "stages_p50_ms": stages,
         "stage_e2e_p50_ms": p50(s["e2e"] for r in mine for s in r.stages),
+        "floor_p50_ms": p50(x for r in mine for x in r.floor),
     }
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     path = model_path(args.model)
-    floor_before = model_floor(path, args.threads, args.floor_runs)
+    meter = FloorMeter(path, args.threads)
+    floor_before = meter.sample(args.floor_runs)
     settings = Settings(model=path, ice_addresses=("127.0.0.1",), threads=args.threads, marker_release=True)
     app = create_app(settings, NoopDetector() if args.detector == "noop" else None)
     runner = web.AppRunner(app)
@@ -194,17 +205,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for codec in codecs:
                 for marker in ((False, True) if round_no % 2 == 0 else (True, False)):
                     before = COUNTS.marker
+                    floor = meter.sample(args.session_floor_runs)
                     r = await run_session(url, codec, marker, args.fps, args.seconds, frames,
                                           noop=args.detector == "noop")
                     print(f"# round {round_no} {codec:4s} marker={'on ' if marker else 'off'} "
                           f"({r.negotiated}): {len(r.latencies)} answered, e2e p50 {fmt(p50(r.latencies))} ms, "
                           f"marker releases {COUNTS.marker - before}", file=sys.stderr, flush=True)
+                    r.floor = floor
                     results.append(r)
     finally:
         await runner.cleanup()
         use_marker_release(True)
-    floor_after = model_floor(path, args.threads, args.floor_runs)
-    floor = p50(floor_before + floor_after)
+    floor_after = meter.sample(args.floor_runs)
+    floor = p50(floor_before + floor_after + [x for r in results for x in r.floor])
     assert floor is not None
 
     summary: dict[str, Any] = {"codecs": {}, "floor_p50_ms": floor,
@@ -224,18 +237,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_report(summary: dict[str, Any]) -> None:
     floor = summary["floor_p50_ms"]
-    print(f"model floor (session.run 480x640) p50: {floor:.1f} ms "
-          f"(before {summary['floor_before_p50_ms']:.1f}, after {summary['floor_after_p50_ms']:.1f})")
+    print(f"model floor (session.run 480x640) p50, all samples: {floor:.1f} ms "
+          f"(before the sessions {summary['floor_before_p50_ms']:.1f}, after {summary['floor_after_p50_ms']:.1f})")
     print()
-    print("| codec | release | answered/sent | e2e p50 | e2e p95 | p50 - floor | p95 - floor | drift | "
-          "bus+person | dets/frame |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| codec | release | answered/sent | e2e p50 | e2e p95 | floor (before these sessions) | p50 - floor | "
+          "p95 - floor | drift | bus+person | dets/frame |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for codec, both in summary["codecs"].items():
         for mode in ("off", "on"):
             s = both[mode]
-            p50v, p95v = s["e2e_p50_ms"], s["e2e_p95_ms"]
+            p50v, p95v, floor = s["e2e_p50_ms"], s["e2e_p95_ms"], s["floor_p50_ms"]
             print(f"| {codec} | {'marker' if mode == 'on' else 'stock'} | {s['answered']}/{s['frames_sent']} | "
-                  f"{fmt(p50v)} | {fmt(p95v)} | {fmt(p50v - floor if p50v else None)} | "
+                  f"{fmt(p50v)} | {fmt(p95v)} | {fmt(floor)} | {fmt(p50v - floor if p50v else None)} | "
                   f"{fmt(p95v - floor if p95v else None)} | {fmt(s['drift_ms'])} | "
                   f"{fmt(100 * s['bus_and_person_rate'] if s['bus_and_person_rate'] is not None else None)} % | "
                   f"{fmt(s['detections_per_frame'])} |")
@@ -272,7 +285,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: default)")
     parser.add_argument("--detector", choices=("yolo", "noop"), default="yolo",
                         help="noop: answer at once, to see the receive path alone")
-    parser.add_argument("--floor-runs", type=int, default=40)
+    parser.add_argument("--floor-runs", type=int, default=40, help="floor samples before and after all sessions")
+    parser.add_argument("--session-floor-runs", type=int, default=10, help="floor samples before each session")
     args = parser.parse_args()
     summary = asyncio.run(main_async(args))
     print_report(summary)
