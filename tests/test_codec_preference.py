@@ -11,6 +11,7 @@ from aiortc import RTCRtpSender
 
 from rtc_server.client import DetectionClient, ImageTrack
 from rtc_server.codec_preference import VIDEO_DECODE_ORDER, video_preferences
+from rtc_server.ice import rtc_configuration
 from tests.test_webrtc import ServerFactory, serve
 
 
@@ -50,3 +51,29 @@ async def test_answer_picks_h264_when_offered_and_video_flows(
         assert {"bus", "person"} <= {d["label"] for d in message["detections"]}
     finally:
         await client.close()
+
+
+async def test_offer_without_video_is_still_refused(
+    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
+) -> None:
+    """The pre-made video transceiver must not make a data-only offer look like video."""
+    import aiohttp
+    from aiortc import RTCPeerConnection
+
+    from signaling.context import REGISTRY
+
+    app = make_app()
+    url = await serve(aiohttp_server, app)
+    pc = RTCPeerConnection(rtc_configuration(()))
+    pc.createDataChannel("detections")
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http, http.post(
+            f"{url}/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}
+        ) as response:
+            body = await response.json()
+        assert response.status == 400 and body["error"] == "bad_offer", body
+        assert "no video" in body["detail"]
+        assert len(app[REGISTRY]) == 0
+    finally:
+        await pc.close()
