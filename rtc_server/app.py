@@ -22,6 +22,7 @@ from .config import Settings
 from .detector import Detector, OnnxYoloDetector
 from .ice import use_host_addresses
 from .inference import InferenceService
+from .marker_release import use_marker_release
 from .portrange import use_udp_ports
 from .registry import SessionRegistry
 
@@ -41,6 +42,7 @@ def load_detector(settings: Settings) -> Detector:
 def create_app(settings: Settings, detector: Detector | None = None) -> web.Application:
     use_host_addresses(settings.ice_addresses)
     use_udp_ports(settings.udp_ports)
+    use_marker_release(settings.marker_release)  # before any receiver exists
     inference = InferenceService(detector if detector is not None else load_detector(settings))
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings

@@ -25,6 +25,7 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from .codec_preference import prefer_cheap_video_decoder
 from .inference import InferenceService, VideoFrameLike
 from .mailbox import FrameMailbox, MailboxClosed
 from .messages import FrameCounts, detection_message, encode, error_message
@@ -78,8 +79,9 @@ class PeerSession:
     # ----- signaling ---------------------------------------------------------------------
     async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Apply the client's offer and return our answer (ICE fully gathered: non-trickle)."""
+        prefer_cheap_video_decoder(self.pc)  # before the offer: aiortc negotiates there
         await self.pc.setRemoteDescription(offer)
-        if not any(t.kind == "video" for t in self.pc.getTransceivers()):
+        if not any(t.kind == "video" and t.mid is not None for t in self.pc.getTransceivers()):
             raise OfferError("the offer has no video track")
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind == "video":
