@@ -35,6 +35,11 @@ class Metrics:
                      registry=r)
         info.labels(model.name, model.version, model.sha256[:12]).set(1)
 
+    def count_error(self, kind: str) -> None:
+        """``rtc_errors_total{kind}``: ``http_<error>`` from the HTTP layer, ``session_<what>``
+        from sessions (bad control messages, rate limiting, timeouts, failed frames)."""
+        self.errors.labels(kind).inc()
+
     def observe(self, result: DetectionResult, queue_s: float, server_s: float) -> None:
         self.frames_processed.inc()
         stage = self.stage_seconds
