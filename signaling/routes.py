@@ -153,8 +153,12 @@ def static_file(static_dir: Path) -> Callable[[web.Request], Awaitable[web.FileR
 
     async def handler(request: web.Request) -> web.FileResponse:
         relative = request.match_info["path"]
-        target = (root / relative).resolve()
-        if not target.is_relative_to(root) or not target.is_file():
+        try:
+            target = (root / relative).resolve()
+            found = target.is_relative_to(root) and target.is_file()
+        except (ValueError, OSError):  # a NUL byte, a name too long: no such file either way
+            found = False
+        if not found:
             raise ClientError(404, "not_found", f"no file {relative!r} under /static/")
         return web.FileResponse(target)
 
