@@ -75,8 +75,11 @@ class ImageTrack(VideoStreamTrack):
 class DetectionClient:
     """One peer connection to the server: offer via ``POST /offer``, detections back."""
 
-    def __init__(self, base_url: str, track: ImageTrack, ice_servers: Sequence[dict[str, Any]] = ()) -> None:
+    def __init__(self, base_url: str, track: ImageTrack, ice_servers: Sequence[dict[str, Any]] = (),
+                 token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        #: Sent as ``Authorization: Bearer <token>`` when the server sets ``RTC_AUTH_TOKEN``.
+        self.token = token
         self.track = track
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.channel = self.pc.createDataChannel("detections")
@@ -99,7 +102,8 @@ class DetectionClient:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.pc.localDescription
         async with aiohttp.ClientSession() as http, http.post(
-            f"{self.base_url}/offer", json={"sdp": offer.sdp, "type": offer.type}
+            f"{self.base_url}/offer", json={"sdp": offer.sdp, "type": offer.type},
+            headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
         ) as response:
             body = await response.json()
             if response.status != 200:

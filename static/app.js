@@ -70,8 +70,12 @@ async function start() {
       pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
     });
     setStatus("Connecting to the server…");
+    // With RTC_AUTH_TOKEN set, open the page as /#token=<token>: the fragment never leaves the browser.
+    const token = new URLSearchParams(location.hash.slice(1)).get("token");
+    const headers = { "Content-Type": "application/json" };
+    if (token) headers.Authorization = `Bearer ${token}`;
     const response = await fetch("/offer", {
-      method: "POST", headers: { "Content-Type": "application/json" },
+      method: "POST", headers,
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
     });
     const answer = await response.json();
