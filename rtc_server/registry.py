@@ -7,7 +7,9 @@ closes every session through the same ``PeerSession.close`` path.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import time
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -41,6 +43,7 @@ class SessionRegistry:
         self._settings = settings
         self._inference = inference
         self._sessions: dict[str, PeerSession] = {}
+        self._collect_pending = False
         self.metrics = Metrics(lambda: len(self._sessions), inference.info)
 
     def __len__(self) -> int:
@@ -89,6 +92,28 @@ class SessionRegistry:
 
     def _forget(self, session: PeerSession) -> None:
         self._sessions.pop(session.id, None)
+        self._collect_soon()
+
+    def _collect_soon(self) -> None:
+        """Run a full garbage collection shortly after sessions end (at most once a second).
+
+        Why: a closed aiortc peer connection leaves reference cycles that hold its native
+        VP8 decoder — and the decoder's libvpx threads — until the cyclic collector's next
+        full pass, which may not come for a long time. Measured: without this, a server
+        process gained ~0.7 native threads per session over 20 sessions, all released by one
+        ``gc.collect()``. One pass per second of churn bounds that at no per-frame cost.
+        """
+        if self._collect_pending:
+            return
+        self._collect_pending = True
+
+        def collect() -> None:
+            self._collect_pending = False
+            started = time.perf_counter()
+            freed = gc.collect()
+            log.debug("gc after session close: %d objects in %.1f ms", freed, (time.perf_counter() - started) * 1e3)
+
+        asyncio.get_running_loop().call_later(1.0, collect)
 
     async def close_all(self) -> None:
         await asyncio.gather(*(s.close() for s in list(self._sessions.values())), return_exceptions=True)
