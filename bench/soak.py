@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -63,6 +64,9 @@ async def main() -> None:
     parser.add_argument("--sessions", type=int, default=300)
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--abrupt-every", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="repeat the soak on the same server: growth in later rounds tells a leak "
+                             "from the allocator's high-water mark")
     parser.add_argument("--idle-timeout", type=float, default=3.0,
                         help="server RTC_IDLE_TIMEOUT: how soon a vanished client's session is reaped")
     args = parser.parse_args()
@@ -79,17 +83,22 @@ async def main() -> None:
         bus = cv2.cvtColor(cv2.imread(str(ROOT / "tests/fixtures/bus.jpg")), cv2.COLOR_BGR2RGB)
         frame = cv2.resize(bus, (640, 480))
         started = time.monotonic()
-        report = await run_soak(base, proc.pid, frame, sessions=args.sessions, batch=args.batch,
-                                abrupt_every=args.abrupt_every,
-                                progress=lambda s: print(f"  {s} ({time.monotonic() - started:.0f} s)", flush=True))
+        reports = []
+        for n in range(args.rounds):
+            print(f"round {n + 1}/{args.rounds}", flush=True)
+            reports.append(await run_soak(
+                base, proc.pid, frame, sessions=args.sessions, batch=args.batch, abrupt_every=args.abrupt_every,
+                progress=lambda s: print(f"  {s} ({time.monotonic() - started:.0f} s)", flush=True)))
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(20)
-    print(report.table())
-    summary = report.summary()
+    for n, report in enumerate(reports):
+        print(f"\nround {n + 1}")
+        print(report.table())
+    summary = reports[-1].summary()
+    summary["rounds"] = [r.summary() for r in reports]
+    summary["rss_growth_by_round_mb"] = [r.summary()["rss_growth_mb"] for r in reports]
     summary["server_exit_code"] = code
-    import json
-
     print(json.dumps(summary))
 
 

@@ -131,7 +131,7 @@ async def test_tls_json_logs_and_sigterm_finishes_the_request_in_flight(
     import cv2
 
     bus = cv2.imread(str(FIXTURES / "bus.jpg"))
-    big = cv2.imencode(".jpg", cv2.resize(bus, (3000, 4000)))[1].tobytes()
+    big = cv2.imencode(".jpg", cv2.resize(bus, (3000, 4000)), [cv2.IMWRITE_JPEG_QUALITY, 30])[1].tobytes()
     async with aiohttp.ClientSession() as http:
         async def predict() -> tuple[int, dict]:
             async with http.post(f"{base}/predict", data=big, ssl=trust,
@@ -139,11 +139,14 @@ async def test_tls_json_logs_and_sigterm_finishes_the_request_in_flight(
                 return r.status, await r.json()
 
         requests = [asyncio.create_task(predict()) for _ in range(8)]
-        await asyncio.sleep(0.3)  # ordering margin: the requests have reached the server
-        assert not all(r.done() for r in requests), "the requests finished before SIGTERM; make them bigger"
+        # Once one is answered the server is working through the queue (the uploads, small
+        # and parallel, are in); SIGTERM now finds the others in flight.
+        await asyncio.wait(requests, return_when=asyncio.FIRST_COMPLETED)
+        pending = sum(not r.done() for r in requests)
         sigterm_at = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         answers = await asyncio.gather(*requests)
+    assert pending > 0, "every request finished before SIGTERM: nothing was in flight"
     assert [status for status, _ in answers] == [200] * 8, answers
     assert all("bus" in {d["label"] for d in body["detections"]} for _, body in answers)
 
