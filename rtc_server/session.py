@@ -165,8 +165,11 @@ class PeerSession:
         """Control messages (see ``control.py``), at most ``message_rate`` per second.
 
         A flood is answered with one ``rate_limited`` error and logged once; the messages
-        beyond the rate are dropped (and counted) until the client slows down.
+        beyond the rate are dropped (and counted). The flood counts as over once the peer
+        has been quiet long enough for the whole burst to refill.
         """
+        if self._flooding and self._messages.full:
+            self._flooding = False  # quiet long enough for the whole burst to refill: flood over
         if self._messages.take() > 0:
             self._metrics.count_error("session_rate_limited")
             if not self._flooding:
@@ -176,7 +179,6 @@ class PeerSession:
                 self._send(error_message("rate_limited", f"at most {self.limits.message_rate:g} "
                                          "control messages per second; the rest are dropped"))
             return
-        self._flooding = False
         try:
             decision = parse_control(raw, self.thresholds)
         except ControlError as exc:
