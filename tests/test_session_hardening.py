@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fractions
 import socket
 import threading
 import time
@@ -226,3 +227,57 @@ async def test_other_sessions_are_unharmed_by_a_misbehaving_one(
         assert all(m["frame_id"] > before for m in after)
         assert [m for m in list(good.messages._queue) if m.get("type") == "error"] == []  # type: ignore[attr-defined]
 
+
+
+class CorruptingTrack(VideoStreamTrack):
+    """Sends VP8 it encodes itself (aiortc passes pre-encoded ``av.Packet``s through), with
+    the packets of frames ``bad`` replaced by garbage: frames the server's decoder rejects."""
+
+    def __init__(self, frame: np.ndarray, bad: range, fps: int = 15) -> None:
+        super().__init__()
+        import av
+
+        self._frame, self._bad, self._fps = frame, bad, fps
+        self._codec = av.CodecContext.create("libvpx", "w")
+        self._codec.width, self._codec.height = frame.shape[1], frame.shape[0]
+        self._codec.pix_fmt, self._codec.time_base = "yuv420p", fractions.Fraction(1, 90_000)
+        self._codec.gop_size = 10  # regular keyframes: the decoder recovers after the garbage
+        self._codec.options = {"deadline": "realtime", "cpu-used": "8"}
+        self._count = 0
+        self.sent_bad_pts: list[int] = []
+
+    async def recv(self):  # type: ignore[no-untyped-def]
+        import av
+
+        await asyncio.sleep(1 / self._fps)
+        while True:
+            frame = av.VideoFrame.from_ndarray(self._frame, format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = self._count * (90_000 // self._fps), fractions.Fraction(1, 90_000)
+            index = self._count
+            self._count += 1
+            packets = self._codec.encode(frame)
+            if packets:
+                break
+        packet = packets[0]
+        if index in self._bad:
+            garbage = av.Packet(bytes(np.random.default_rng(index).integers(0, 256, len(bytes(packet)), np.uint8)))
+            garbage.pts, garbage.time_base = packet.pts, packet.time_base
+            self.sent_bad_pts.append(int(packet.pts))
+            return garbage
+        return packet
+
+
+async def test_frames_the_decoder_rejects_leave_the_session_working(
+    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray
+) -> None:
+    url = await serve(aiohttp_server, make_app())
+    track = CorruptingTrack(bus_frame, bad=range(15, 20))
+    async with DetectionClient(url, track) as client:  # type: ignore[arg-type]
+        await wait_for(lambda: len(track.sent_bad_pts) == 5, timeout=30)
+        last_bad = max(track.sent_bad_pts)
+        after: list[set[str]] = []
+        while not after or "bus" not in after[-1]:  # detections resume, right again after a keyframe
+            m = await client.next_message(timeout=20)
+            if m["pts"] is not None and m["pts"] > last_bad:
+                after.append({d["label"] for d in m["detections"]})
+            assert len(after) < 60, after
