@@ -35,3 +35,8 @@ lint: install
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# Soak (issue 7): 300 sessions x 2 rounds against a server process; a table and a JSON line.
+.PHONY: soak
+soak: model
+	$(PY) bench/soak.py

@@ -29,6 +29,8 @@ class Metrics:
         self.frames_dropped = Counter("rtc_frames_dropped_total",
                                       "Frames replaced by a newer one before processing", registry=r)
         self.errors = Counter("rtc_errors_total", "Errors by kind", ["kind"], registry=r)
+        self.sessions_closed = Counter("rtc_sessions_closed_total", "Peer sessions ended, by why they ended",
+                                       ["reason"], registry=r)
         self.stage_seconds = Histogram("rtc_stage_seconds", "Per-frame time by pipeline stage", ["stage"],
                                        buckets=STAGE_BUCKETS, registry=r)
         info = Gauge("rtc_model_info", "The loaded model (value is always 1)", ["name", "version", "sha256"],

@@ -136,7 +136,9 @@ async def test_a_track_that_sends_no_frames_is_reaped(
         assert session is not None
         await wait_for(lambda: len(app[REGISTRY]) == 0, timeout=20)
         assert session.close_reason == "no video"
-        assert (await scrape(url))['rtc_errors_total{kind="session_idle_timeout"}'] == 1
+        metrics = await scrape(url)
+        assert metrics['rtc_errors_total{kind="session_idle_timeout"}'] == 1
+        assert metrics['rtc_sessions_closed_total{reason="no video"}'] == 1
     finally:
         await client.close()
 
