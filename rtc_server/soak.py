@@ -45,6 +45,8 @@ class SoakReport:
     sessions: int = 0
     abrupt: int = 0
     failed: int = 0
+    #: The first few failures, as "ExceptionType: message".
+    failures: list[str] = field(default_factory=list)
     messages: int = 0
     rows: list[dict[str, object]] = field(default_factory=list)
     seconds: float = 0.0
@@ -60,7 +62,7 @@ class SoakReport:
 
     def summary(self) -> dict[str, object]:
         first, last = self.rows[0], self.rows[-1]
-        return {"sessions": self.sessions, "abrupt": self.abrupt, "failed": self.failed,
+        return {"sessions": self.sessions, "abrupt": self.abrupt, "failed": self.failed, "failures": self.failures,
                 "messages": self.messages, "seconds": round(self.seconds, 1),
                 "threads_baseline": first["threads"], "threads_after": last["threads"],
                 "fds_baseline": first["fds"], "fds_after": last["fds"],
@@ -133,8 +135,10 @@ async def run_soak(base_url: str, pid: int, frame: np.ndarray, *, sessions: int,
             report.messages += received
             report.sessions += 1
             report.abrupt += abrupt
-        except Exception:
+        except Exception as exc:
             report.failed += 1
+            if len(report.failures) < 5:
+                report.failures.append(f"{type(exc).__name__}: {exc}")
 
     sequential = sessions // 2
     for i in range(sequential):
