@@ -281,7 +281,7 @@ class PeerSession:
             self._track.stop()
         await self.pc.close()
         counts = self.counts
-        self._metrics.sessions_closed.labels(self.close_reason or "closed").inc()
+        self._metrics.sessions_closed.labels((self.close_reason or "closed").replace(" ", "_")).inc()
         self.log.info("closed: %s (%d received, %d processed, %d dropped)",
                       self.close_reason, counts.received, counts.processed, counts.dropped)
         if self._on_closed is not None:

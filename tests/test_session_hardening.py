@@ -138,7 +138,7 @@ async def test_a_track_that_sends_no_frames_is_reaped(
         assert session.close_reason == "no video"
         metrics = await scrape(url)
         assert metrics['rtc_errors_total{kind="session_idle_timeout"}'] == 1
-        assert metrics['rtc_sessions_closed_total{reason="no video"}'] == 1
+        assert metrics['rtc_sessions_closed_total{reason="no_video"}'] == 1
     finally:
         await client.close()
 
