@@ -102,14 +102,27 @@ class PeerSession:
 
     # ----- signaling ---------------------------------------------------------------------
     async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
-        """Apply the client's offer and return our answer (ICE fully gathered: non-trickle)."""
-        await self.pc.setRemoteDescription(offer)
-        if not any(t.kind == "video" for t in self.pc.getTransceivers()):
-            raise OfferError("the offer has no video track")
-        for transceiver in self.pc.getTransceivers():
-            if transceiver.kind == "video":
-                transceiver.direction = "recvonly"
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        """Apply the client's offer and return our answer (ICE fully gathered: non-trickle).
+
+        aiortc's parser lets some malformed offers through (odd BUNDLE groups, sections
+        without transports — found by the fuzz tests) and then fails on them deep inside
+        with AttributeError & co. Everything here digests the client's SDP, so such a failure
+        is answered as a bad offer (400); the traceback is logged at WARNING so that a real
+        server fault would still be seen.
+        """
+        try:
+            await self.pc.setRemoteDescription(offer)
+            if not any(t.kind == "video" for t in self.pc.getTransceivers()):
+                raise OfferError("the offer has no video track")
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.kind == "video":
+                    transceiver.direction = "recvonly"
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except (OfferError, ValueError):
+            raise
+        except Exception as exc:
+            self.log.warning("aiortc could not answer the offer: %s: %s", type(exc).__name__, exc, exc_info=True)
+            raise OfferError(f"the offer cannot be answered: {type(exc).__name__}: {exc}") from exc
         return self.pc.localDescription
 
     @property
@@ -277,9 +290,15 @@ class PeerSession:
             if task is not current:
                 task.cancel()
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
-        if self._track is not None:
-            self._track.stop()
-        await self.pc.close()
+        try:
+            if self._track is not None:
+                self._track.stop()
+            await self.pc.close()
+        except Exception:
+            # aiortc can fail to close a connection left half-built by a malformed offer
+            # (found by the fuzz tests); the session must still leave the registry.
+            self.log.warning("aiortc failed while closing the peer connection", exc_info=True)
+            self._metrics.count_error("session_close_failed")
         counts = self.counts
         self._metrics.sessions_closed.labels((self.close_reason or "closed").replace(" ", "_")).inc()
         self.log.info("closed: %s (%d received, %d processed, %d dropped)",

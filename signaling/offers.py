@@ -64,6 +64,13 @@ def check_sdp(sdp: str) -> None:
         raise _bad(f"the offer has no video track (it carries {', '.join(kinds)}); send one camera track")
     if len(video) > 1:
         raise _bad(f"the offer has {len(video)} video tracks; send exactly one")
+    for m in parsed.media:
+        if m.kind not in ("audio", "video", "application"):
+            continue
+        if m.dtls is None or not m.dtls.fingerprints:
+            raise _bad(f"the {m.kind} section has no DTLS fingerprint (a=fingerprint)")
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
+            raise _bad(f"the {m.kind} section has no ICE credentials (a=ice-ufrag / a=ice-pwd)")
     offered = {c.mimeType.split("/", 1)[-1].lower() for c in video[0].rtp.codecs}
     if not offered & receivable_video_codecs():
         raise _bad(f"no supported video codec in the offer (offered {sorted(offered) or 'none'}; "

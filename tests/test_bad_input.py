@@ -48,6 +48,10 @@ async def assert_unharmed(client: TestClient) -> None:
     assert len(client.app[REGISTRY]) == 0
 
 
+def drop_lines(sdp: str, prefix: str) -> str:
+    return "\r\n".join(line for line in sdp.split("\r\n") if not line.startswith(prefix))
+
+
 # ----- /offer -----------------------------------------------------------------------------
 async def test_offer_wrong_content_type_is_415(client: TestClient) -> None:
     sdp = await make_offer()
@@ -58,7 +62,8 @@ async def test_offer_wrong_content_type_is_415(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("case", ["audio_only", "no_media", "two_video", "unsupported_codec", "not_sdp",
-                                  "extra_field", "missing_sdp", "type_answer", "sdp_not_string", "deep_json"])
+                                  "extra_field", "missing_sdp", "type_answer", "sdp_not_string", "deep_json",
+                                  "no_fingerprint", "no_ice_credentials", "bundle_unknown_mid"])
 async def test_offer_bad_content_is_400(client: TestClient, case: str) -> None:
     good = await make_offer()
     bodies: dict[str, object] = {
@@ -71,6 +76,10 @@ async def test_offer_bad_content_is_400(client: TestClient, case: str) -> None:
         "missing_sdp": {"type": "offer"},
         "type_answer": {"sdp": good, "type": "answer"},
         "sdp_not_string": {"sdp": ["v=0"], "type": "offer"},
+        # Found by the fuzz tests: offers aiortc's parser accepts but then fails on (500 before).
+        "no_fingerprint": {"sdp": drop_lines(good, "a=fingerprint:"), "type": "offer"},
+        "no_ice_credentials": {"sdp": drop_lines(good, "a=ice-pwd:"), "type": "offer"},
+        "bundle_unknown_mid": {"sdp": good.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 7 0 1"), "type": "offer"},
     }
     data = "[" * 30_000 + "]" * 30_000 if case == "deep_json" else json.dumps(bodies[case])
     body = await assert_json_error(await client.post("/offer", data=data, headers=JSON), 400)

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of every input surface (hypothesis, bounded: ~100 examples each).
+"""Property-based fuzzing of every input surface (hypothesis, bounded: 200 examples each).
 
 The REST surface is driven over real HTTP against one real server (its own event loop in a
 thread, so hypothesis' synchronous examples can call it); the data-channel surface is the
@@ -30,7 +30,7 @@ from signaling.context import INFERENCE, REGISTRY
 
 from .sdp import make_offer
 
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                 derandomize=True)
 README = Path(__file__).resolve().parent.parent / "README.md"
 
