@@ -41,3 +41,8 @@ clean:
 .PHONY: image
 image:
 	DOCKER_BUILDKIT=1 docker build $(if $(PIP_CA),--secret id=pipca,src=$(PIP_CA)) $(MODEL_ARGS) -t rtc-yolo .
+
+# Soak (issue 7): 300 sessions x 2 rounds against a server process; a table and a JSON line.
+.PHONY: soak
+soak: model
+	$(PY) bench/soak.py

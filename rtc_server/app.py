@@ -16,7 +16,8 @@ from aiohttp import web
 
 from signaling import setup_routes
 from signaling.context import INFERENCE, REGISTRY, SETTINGS
-from signaling.errors import error_middleware
+from signaling.cors import cors_middleware
+from signaling.errors import ERROR_SINK, error_middleware
 
 from .config import Settings
 from .detector import Detector, OnnxYoloDetector
@@ -44,10 +45,13 @@ def create_app(settings: Settings, detector: Detector | None = None) -> web.Appl
     use_udp_ports(settings.udp_ports)
     use_marker_release(settings.marker_release)  # before any receiver exists
     inference = InferenceService(detector if detector is not None else load_detector(settings))
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    # CORS outside the error middleware, so error answers carry CORS headers too.
+    app = web.Application(middlewares=[cors_middleware(settings.cors_origins), error_middleware],
+                          client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[INFERENCE] = inference
     app[REGISTRY] = SessionRegistry(settings, inference)
+    app[ERROR_SINK] = app[REGISTRY].metrics.count_error
     setup_routes(app)
     app.cleanup_ctx.append(_lifetime)
     return app

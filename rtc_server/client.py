@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 
 from .ice import rtc_configuration
@@ -75,8 +75,11 @@ class ImageTrack(VideoStreamTrack):
 class DetectionClient:
     """One peer connection to the server: offer via ``POST /offer``, detections back."""
 
-    def __init__(self, base_url: str, track: ImageTrack, ice_servers: Sequence[dict[str, Any]] = ()) -> None:
+    def __init__(self, base_url: str, track: ImageTrack, ice_servers: Sequence[dict[str, Any]] = (),
+                 token: str | None = None, codecs: Sequence[str] = ()) -> None:
         self.base_url = base_url.rstrip("/")
+        #: Sent as ``Authorization: Bearer <token>`` when the server sets ``RTC_AUTH_TOKEN``.
+        self.token = token
         self.track = track
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.channel = self.pc.createDataChannel("detections")
@@ -87,7 +90,13 @@ class DetectionClient:
         self._opened = asyncio.Event()
         self.channel.on("open", self._opened.set)
         self.channel.on("message", self._on_message)
-        self.pc.addTrack(track)
+        sender = self.pc.addTrack(track)
+        if codecs:  # offer only these, e.g. ("video/VP8",); RTX rides along
+            wanted = {c.lower() for c in (*codecs, "video/rtx")}
+            transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
+            transceiver.setCodecPreferences(
+                [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() in wanted]
+            )
 
     def _on_message(self, raw: str | bytes) -> None:
         message = json.loads(raw)
@@ -99,7 +108,8 @@ class DetectionClient:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.pc.localDescription
         async with aiohttp.ClientSession() as http, http.post(
-            f"{self.base_url}/offer", json={"sdp": offer.sdp, "type": offer.type}
+            f"{self.base_url}/offer", json={"sdp": offer.sdp, "type": offer.type},
+            headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
         ) as response:
             body = await response.json()
             if response.status != 200:

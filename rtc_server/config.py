@@ -56,6 +56,37 @@ class Settings:
     marker_release: bool = True
     static_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "static")
     log_level: str = "INFO"
+    # ----- hardening (issue 7): limits, access, lifecycle, logs --------------------------
+    #: Concurrent peer sessions at most; an offer beyond it gets 503 + Retry-After. 0 = no cap.
+    max_sessions: int = 16
+    #: Per client address, requests per second to /offer and to /predict (token bucket,
+    #: each route its own bucket); 0 turns rate limiting off.
+    rate_limit: float = 5.0
+    #: Requests a client may make in a burst before ``rate_limit`` applies.
+    rate_burst: int = 20
+    #: Bearer tokens accepted on /offer and /predict; empty = no auth.
+    auth_token: tuple[str, ...] = field(default=(), repr=False)  # secrets stay out of logs
+    #: Whether /metrics needs the same bearer token (only meaningful with ``auth_token``).
+    metrics_auth: bool = False
+    #: Origins allowed to call the API cross-origin (``*`` = any); empty = same origin only.
+    cors_origins: tuple[str, ...] = ()
+    #: Largest request body (/predict images); /offer bodies are capped at 64 KiB regardless.
+    max_body_bytes: int = 16 * 1024 * 1024
+    #: Largest /predict image in pixels, read from the header before any decoding.
+    max_image_pixels: int = 25_000_000
+    #: Seconds a session may take from offer to a connected peer before it is reaped.
+    connect_timeout: float = 15.0
+    #: Seconds the server may spend gathering its ICE candidates for one answer.
+    ice_gather_timeout: float = 10.0
+    #: Seconds without a video frame after which a session is reaped.
+    idle_timeout: float = 30.0
+    #: Data-channel control messages per second per session (token bucket, burst 2x).
+    message_rate: float = 20.0
+    #: TLS certificate and key (PEM) for serving HTTPS directly; both or neither.
+    cert: Path | None = None
+    key: Path | None = None
+    #: "text" (human) or "json" (one object per line, Cloud Logging field names).
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -79,6 +110,32 @@ class Settings:
                 ipaddress.ip_address(self.public_address)
             except ValueError as exc:
                 raise ConfigError(f"public_address {self.public_address!r} is not an IP address") from exc
+        self._validate_hardening()
+
+    def _validate_hardening(self) -> None:
+        for name in ("max_sessions", "rate_burst"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be >= 0")
+        if self.rate_limit < 0 or self.message_rate <= 0:
+            raise ConfigError("rate_limit must be >= 0 and message_rate > 0")
+        if self.rate_limit > 0 and self.rate_burst < 1:
+            raise ConfigError("rate_burst must be >= 1 when rate_limit is on")
+        for name in ("max_body_bytes", "max_image_pixels"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be positive")
+        for name in ("connect_timeout", "ice_gather_timeout", "idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be a positive number of seconds")
+        if any(not t for t in self.auth_token):
+            raise ConfigError("auth_token has an empty token")
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError("cert and key go together: give both or neither")
+        for name in ("cert", "key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{name} file not found: {path}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
 
 
 def _parse_ice_servers(text: str) -> tuple[dict[str, Any], ...]:
@@ -113,6 +170,15 @@ def _parse_addresses(text: str) -> tuple[str, ...]:
     return tuple(a.strip() for a in text.split(",") if a.strip())
 
 
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true/false)")
+
+
 #: name -> (converter from text, help). The order is the order of --help.
 _OPTIONS: dict[str, tuple[Any, str]] = {
     "host": (str, "address to serve HTTP on"),
@@ -131,6 +197,21 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "marker_release": (_parse_bool, "release video frames on the RTP marker bit (on/off)"),
     "static_dir": (Path, "folder of the web page"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
+    "max_sessions": (int, "concurrent sessions at most (0: no cap); beyond it /offer answers 503"),
+    "rate_limit": (float, "requests/s per client address to /offer and /predict (0: off)"),
+    "rate_burst": (int, "requests a client may burst before rate_limit applies"),
+    "auth_token": (_parse_addresses, "comma-separated bearer tokens required on /offer and /predict"),
+    "metrics_auth": (_parse_bool, "true: /metrics needs a bearer token too"),
+    "cors_origins": (_parse_addresses, "comma-separated origins allowed cross-origin ('*': any)"),
+    "max_body_bytes": (int, "largest request body in bytes"),
+    "max_image_pixels": (int, "largest /predict image in pixels (checked before decoding)"),
+    "connect_timeout": (float, "seconds from offer to connected before a session is reaped"),
+    "ice_gather_timeout": (float, "seconds the server may spend gathering ICE candidates"),
+    "idle_timeout": (float, "seconds without a video frame before a session is reaped"),
+    "message_rate": (float, "data-channel control messages/s per session"),
+    "cert": (Path, "TLS certificate (PEM) to serve HTTPS"),
+    "key": (Path, "TLS private key (PEM) to serve HTTPS"),
+    "log_format": (str, "'text' or 'json' (Cloud Logging fields)"),
 }
 
 

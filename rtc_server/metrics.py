@@ -29,11 +29,18 @@ class Metrics:
         self.frames_dropped = Counter("rtc_frames_dropped_total",
                                       "Frames replaced by a newer one before processing", registry=r)
         self.errors = Counter("rtc_errors_total", "Errors by kind", ["kind"], registry=r)
+        self.sessions_closed = Counter("rtc_sessions_closed_total", "Peer sessions ended, by why they ended",
+                                       ["reason"], registry=r)
         self.stage_seconds = Histogram("rtc_stage_seconds", "Per-frame time by pipeline stage", ["stage"],
                                        buckets=STAGE_BUCKETS, registry=r)
         info = Gauge("rtc_model_info", "The loaded model (value is always 1)", ["name", "version", "sha256"],
                      registry=r)
         info.labels(model.name, model.version, model.sha256[:12]).set(1)
+
+    def count_error(self, kind: str) -> None:
+        """``rtc_errors_total{kind}``: ``http_<error>`` from the HTTP layer, ``session_<what>``
+        from sessions (bad control messages, rate limiting, timeouts, failed frames)."""
+        self.errors.labels(kind).inc()
 
     def observe(self, result: DetectionResult, queue_s: float, server_s: float) -> None:
         self.frames_processed.inc()

@@ -14,23 +14,28 @@ the connection and tells the registry to forget it.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .codec_preference import prefer_cheap_video_decoder
+from .control import Config, ControlError, apply_config, parse_control
 from .inference import InferenceService, VideoFrameLike
+from .logs import SESSION_ID, session_logger
 from .mailbox import FrameMailbox, MailboxClosed
 from .messages import FrameCounts, detection_message, encode, error_message
 from .metrics import Metrics
+from .ratelimit import TokenBucket
 from .yolo import Thresholds
+
+__all__ = ["DATA_CHANNEL_LABEL", "OfferError", "PeerSession", "SessionLimits", "apply_config"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,18 @@ _ENDED_STATES = frozenset({"failed", "closed", "disconnected"})
 
 class OfferError(ValueError):
     """The offer cannot be answered (e.g. it carries no video); a client error."""
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """How long a session may wait for its peer and its frames, and how chatty it may be."""
+
+    #: Offer answered -> peer connected, in seconds; a peer that never connects is reaped.
+    connect_timeout: float = 15.0
+    #: Seconds without a video frame before the session is reaped (a silent track).
+    idle_timeout: float = 30.0
+    #: Control messages per second (burst: twice that); the rest are dropped.
+    message_rate: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -58,9 +75,17 @@ class PeerSession:
         thresholds: Thresholds,
         metrics: Metrics,
         on_closed: Callable[[PeerSession], Awaitable[None] | None] | None = None,
+        limits: SessionLimits | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
+        self.log = session_logger(log, self.id)
+        self.limits = limits or SessionLimits()
+        self._messages = TokenBucket(self.limits.message_rate, 2 * self.limits.message_rate)
+        self._flooding = False
+        self._frame_failures = 0
         self.pc = pc
+        #: Why the session ended, once it has: "closed by peer", "connect timeout", ...
+        self.close_reason: str | None = None
         self.thresholds = thresholds
         self._inference = inference
         self._metrics = metrics
@@ -78,15 +103,28 @@ class PeerSession:
 
     # ----- signaling ---------------------------------------------------------------------
     async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
-        """Apply the client's offer and return our answer (ICE fully gathered: non-trickle)."""
-        prefer_cheap_video_decoder(self.pc)  # before the offer: aiortc negotiates there
-        await self.pc.setRemoteDescription(offer)
-        if not any(t.kind == "video" and t.mid is not None for t in self.pc.getTransceivers()):
-            raise OfferError("the offer has no video track")
-        for transceiver in self.pc.getTransceivers():
-            if transceiver.kind == "video":
-                transceiver.direction = "recvonly"
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        """Apply the client's offer and return our answer (ICE fully gathered: non-trickle).
+
+        aiortc's parser lets some malformed offers through (odd BUNDLE groups, sections
+        without transports — found by the fuzz tests) and then fails on them deep inside
+        with AttributeError & co. Everything here digests the client's SDP, so such a failure
+        is answered as a bad offer (400); the traceback is logged at WARNING so that a real
+        server fault would still be seen.
+        """
+        try:
+            prefer_cheap_video_decoder(self.pc)  # before the offer: aiortc negotiates there
+            await self.pc.setRemoteDescription(offer)
+            if not any(t.kind == "video" and t.mid is not None for t in self.pc.getTransceivers()):
+                raise OfferError("the offer has no video track")
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.kind == "video":
+                    transceiver.direction = "recvonly"
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except (OfferError, ValueError):
+            raise
+        except Exception as exc:
+            self.log.warning("aiortc could not answer the offer: %s: %s", type(exc).__name__, exc, exc_info=True)
+            raise OfferError(f"the offer cannot be answered: {type(exc).__name__}: {exc}") from exc
         return self.pc.localDescription
 
     @property
@@ -97,14 +135,34 @@ class PeerSession:
     def closed(self) -> bool:
         return self._closing is not None
 
+    def start_watchdog(self) -> None:
+        """Reap the session if its peer has not connected within ``connect_timeout``."""
+        self._spawn(self._watch_connect(), "watchdog")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], role: str) -> None:
+        """Start one of the session's tasks in a context whose ``SESSION_ID`` is ours, so
+        every log line written from it (ours, inference's, aiortc's) carries the id."""
+        context = contextvars.copy_context()
+        context.run(SESSION_ID.set, self.id)
+        task = asyncio.get_running_loop().create_task(coro, name=f"{role}-{self.id[:8]}", context=context)
+        self._tasks.append(task)
+
+    async def _watch_connect(self) -> None:
+        await asyncio.sleep(self.limits.connect_timeout)
+        if self.pc.connectionState != "connected" and not self.closed:
+            self.log.warning("peer did not connect within %.1f s (state %s); reaping",
+                             self.limits.connect_timeout, self.pc.connectionState)
+            self._metrics.count_error("session_connect_timeout")
+            self.close_soon("connect timeout")
+
     # ----- peer connection events ---------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "video" or self._track is not None:
             return  # audio, or a second video track: not ours to process
         self._track = track
-        self._tasks.append(asyncio.create_task(self._read_frames(track), name=f"reader-{self.id[:8]}"))
-        self._tasks.append(asyncio.create_task(self._process_frames(), name=f"worker-{self.id[:8]}"))
-        log.info("session %s: receiving video", self.id[:8])
+        self._spawn(self._read_frames(track), "reader")
+        self._spawn(self._process_frames(), "worker")
+        self.log.info("receiving video")
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label != DATA_CHANNEL_LABEL:
@@ -114,31 +172,40 @@ class PeerSession:
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
-        log.info("session %s: connection %s", self.id[:8], state)
+        self.log.info("connection %s", state)
         if state in _ENDED_STATES:
-            self.close_soon()
+            self.close_soon(f"connection {state}")
 
     def _on_message(self, raw: Any) -> None:
-        """Control messages from the client: ``{"type": "config", "conf": .., "iou": .., "classes": [..]}``
-        (acknowledged with the thresholds now in force and ``class_names``) and ``ping``."""
+        """Control messages (see ``control.py``), at most ``message_rate`` per second.
+
+        A flood is answered with one ``rate_limited`` error and logged once; the messages
+        beyond the rate are dropped (and counted). The flood counts as over once the peer
+        has been quiet long enough for the whole burst to refill.
+        """
+        if self._flooding and self._messages.full:
+            self._flooding = False  # quiet long enough for the whole burst to refill: flood over
+        if self._messages.take() > 0:
+            self._metrics.count_error("session_rate_limited")
+            if not self._flooding:
+                self._flooding = True
+                self.log.warning("control messages over %.0f/s: dropping until the peer slows down",
+                                 self.limits.message_rate)
+                self._send(error_message("rate_limited", f"at most {self.limits.message_rate:g} "
+                                         "control messages per second; the rest are dropped"))
+            return
         try:
-            message = json.loads(raw) if isinstance(raw, str) else None
-            if not isinstance(message, dict):
-                raise ValueError("a control message must be a JSON object")
-            if message.get("type") == "ping":
-                self._send({"type": "pong", "t": message.get("t")})
-                return
-            if message.get("type") != "config":
-                raise ValueError(f"unknown message type {message.get('type')!r}")
-            self.thresholds = apply_config(self.thresholds, message)
-            # The ack carries the model's class names so a client (the page's class filter)
-            # can offer them; a bare {"type": "config"} is therefore a query.
-            self._send({"type": "config", "conf": self.thresholds.conf, "iou": self.thresholds.iou,
-                        "classes": sorted(self.thresholds.classes) if self.thresholds.classes else None,
-                        "class_names": list(self._inference.info.class_names)})
-        except ValueError as exc:
-            log.info("session %s: bad control message: %s", self.id[:8], exc)
+            decision = parse_control(raw, self.thresholds)
+        except ControlError as exc:
+            self.log.info("bad control message: %s", exc)
+            self._metrics.count_error("session_bad_message")
             self._send(error_message("bad_message", str(exc)))
+            return
+        if isinstance(decision, Config):
+            self.thresholds = decision.thresholds
+            self._send(decision.ack(self._inference.info.class_names))
+        else:
+            self._send({"type": "pong", "t": decision.t})
 
     # ----- the two tasks ------------------------------------------------------------------
     async def _read_frames(self, track: MediaStreamTrack) -> None:
@@ -146,20 +213,30 @@ class PeerSession:
         frame_id = 0
         try:
             while True:
-                frame = await track.recv()
+                try:
+                    frame = await asyncio.wait_for(track.recv(), self.limits.idle_timeout)
+                except TimeoutError:
+                    self.log.warning("no video frame for %.1f s; reaping", self.limits.idle_timeout)
+                    self._metrics.count_error("session_idle_timeout")
+                    self.close_soon("no video")
+                    return
                 if self._mailbox.put(ReceivedFrame(frame_id, frame, frame.pts, time.perf_counter())):
                     self._metrics.frames_dropped.inc()
                 self._metrics.frames_received.inc()
                 frame_id += 1
         except MediaStreamError:
-            log.info("session %s: video track ended", self.id[:8])
-            self.close_soon()
+            self.log.info("video track ended")
+            self.close_soon("track ended")
 
     async def _process_frames(self) -> None:
         try:
             while True:
                 item = await self._mailbox.get()
-                result = await self._inference.detect(item.frame, self.thresholds)
+                try:
+                    result = await self._inference.detect(item.frame, self.thresholds)
+                except Exception as exc:
+                    self._frame_failed(item, exc)
+                    continue
                 self.processed += 1
                 done_at = time.perf_counter()
                 self._metrics.observe(result, result.started_at - item.received_at, done_at - item.received_at)
@@ -176,19 +253,35 @@ class PeerSession:
         except MailboxClosed:
             pass
 
+    def _frame_failed(self, item: ReceivedFrame, exc: Exception) -> None:
+        """A frame the pipeline could not process: skip it, keep the session.
+
+        Logged with its traceback the first time, counted always (``session_frame_failed``)
+        and reported to the client, so a stream of bad frames is visible without flooding
+        the log.
+        """
+        self._frame_failures += 1
+        self._metrics.count_error("session_frame_failed")
+        if self._frame_failures == 1:
+            self.log.exception("frame %d (%s) could not be processed; skipping it", item.frame_id,
+                               type(exc).__name__)
+            self._send(error_message("frame_failed", f"frame {item.frame_id} could not be processed: "
+                                     f"{type(exc).__name__}"))
+
     def _send(self, message: dict[str, Any]) -> None:
         channel = self._channel
         if channel is not None and channel.readyState == "open":
             channel.send(encode(message))
 
     # ----- teardown -----------------------------------------------------------------------
-    def close_soon(self) -> None:
-        """Start closing from a synchronous callback; idempotent."""
+    def close_soon(self, reason: str = "closed") -> None:
+        """Start closing from a synchronous callback; idempotent (the first reason wins)."""
         if self._closing is None:
+            self.close_reason = reason
             self._closing = asyncio.ensure_future(self._close())
 
-    async def close(self) -> None:
-        self.close_soon()
+    async def close(self, reason: str = "closed by server") -> None:
+        self.close_soon(reason)
         assert self._closing is not None
         await asyncio.shield(self._closing)
 
@@ -199,38 +292,20 @@ class PeerSession:
             if task is not current:
                 task.cancel()
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
-        if self._track is not None:
-            self._track.stop()
-        await self.pc.close()
+        try:
+            if self._track is not None:
+                self._track.stop()
+            await self.pc.close()
+        except Exception:
+            # aiortc can fail to close a connection left half-built by a malformed offer
+            # (found by the fuzz tests); the session must still leave the registry.
+            self.log.warning("aiortc failed while closing the peer connection", exc_info=True)
+            self._metrics.count_error("session_close_failed")
         counts = self.counts
-        log.info("session %s: closed (%d received, %d processed, %d dropped)",
-                 self.id[:8], counts.received, counts.processed, counts.dropped)
+        self._metrics.sessions_closed.labels((self.close_reason or "closed").replace(" ", "_")).inc()
+        self.log.info("closed: %s (%d received, %d processed, %d dropped)",
+                      self.close_reason, counts.received, counts.processed, counts.dropped)
         if self._on_closed is not None:
             outcome = self._on_closed(self)
             if outcome is not None:
                 await outcome
-
-
-def apply_config(current: Thresholds, message: dict[str, Any]) -> Thresholds:
-    """Validate a ``config`` control message and return the new thresholds (ValueError if bad)."""
-    allowed = {"type", "conf", "iou", "classes"}
-    extra = set(message) - allowed
-    if extra:
-        raise ValueError(f"unknown fields {sorted(extra)}")
-    updates: dict[str, Any] = {}
-    for name in ("conf", "iou"):
-        if name in message:
-            value = message[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a number in [0, 1]")
-            updates[name] = float(value)
-    if "classes" in message:
-        classes = message["classes"]
-        if classes is None:
-            updates["classes"] = None
-        elif isinstance(classes, list) and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 1000
-                                               for c in classes):
-            updates["classes"] = frozenset(classes)
-        else:
-            raise ValueError("classes must be null or a list of class ids")
-    return replace(current, **updates)

@@ -18,11 +18,24 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ClientError(Exception):
-    """A request the client must change; ``status`` is a 4xx code."""
+    """A request the client must change (4xx) or retry later (503); ``headers`` go along
+    with the answer (``Retry-After``, ``WWW-Authenticate``)."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail = status, error, detail
+        self.headers = dict(headers or {})
+
+
+#: Called with the error kind for every error answer; the app factory points it at
+#: the metrics (``rtc_errors_total{kind="http_<error>"}``).
+ERROR_SINK: web.AppKey[Callable[[str], None]] = web.AppKey("error_sink")
+
+
+def count_error(request: web.Request, error: str) -> None:
+    sink = request.app.get(ERROR_SINK)
+    if sink is not None:
+        sink(f"http_{error}")
 
 
 def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -39,13 +52,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ClientError as exc:
         log.info("%s %s -> %d %s: %s", request.method, request.path, exc.status, exc.error, exc.detail)
-        return error_response(exc.status, exc.error, exc.detail)
+        count_error(request, exc.error)
+        return error_response(exc.status, exc.error, exc.detail, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         log.info("%s %s -> %d %s", request.method, request.path, exc.status, exc.reason)
+        count_error(request, _slug(exc.reason))
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return error_response(exc.status, _slug(exc.reason), exc.text or exc.reason, headers)
     except Exception:
         log.exception("%s %s -> 500", request.method, request.path)
+        count_error(request, "internal_error")
         return error_response(500, "internal_error", "the server failed on this request; see its log")

@@ -7,28 +7,40 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from rtc_server.images import EncodedImage, ImageDecodeError
+from rtc_server.images import EncodedImage, ImageDecodeError, ImageSizeError, check_image
 from rtc_server.messages import detection_message
 from rtc_server.metrics import CONTENT_TYPE
+from rtc_server.registry import GatherTimeout, ServerFull
 from rtc_server.session import OfferError
 from rtc_server.yolo import Thresholds
 
+from .auth import require_token
 from .context import INFERENCE, REGISTRY, SETTINGS
 from .errors import ClientError
+from .limits import MAX_OFFER_BYTES, RATE_LIMITS, RateLimits, read_capped
+from .offers import parse_offer
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
+
+
+def _guard(request: web.Request, route: str) -> None:
+    """Rate limit first (cheapest, and it also slows token guessing), then auth."""
+    request.app[RATE_LIMITS].check(route, request)
+    require_token(request, request.app[SETTINGS].auth_token)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise ClientError(415, "unsupported_media_type", "send the offer as application/json")
     try:
-        body = json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = json.loads((await read_capped(request, MAX_OFFER_BYTES)).decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ClientError(400, "bad_json", f"the body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise ClientError(400, "bad_offer", "the body must be a JSON object")
@@ -41,16 +53,27 @@ def _require_ready(request: web.Request) -> None:
 
 
 async def offer(request: web.Request) -> web.Response:
-    """``{"sdp", "type": "offer"}`` -> ``{"sdp", "type": "answer", "session_id"}``."""
-    body = await _json_body(request)
+    """``{"sdp", "type": "offer"}`` -> ``{"sdp", "type": "answer", "session_id"}``.
+
+    A second offer for a live session (renegotiation) is said with ``"session_id"`` in
+    the body; it is not supported: 409 while that session is live, 404 once it is gone.
+    """
+    _guard(request, "offer")
+    offer_ = parse_offer(await _json_body(request))
+    registry = request.app[REGISTRY]
+    if offer_.session_id is not None:
+        if registry.get(offer_.session_id) is not None:
+            raise ClientError(409, "session_exists", f"session {offer_.session_id} is live and cannot be "
+                              "renegotiated; close it, then offer again without 'session_id'")
+        raise ClientError(404, "unknown_session", f"no live session {offer_.session_id}; "
+                          "offer again without 'session_id'")
     _require_ready(request)
-    sdp, kind = body.get("sdp"), body.get("type")
-    if kind != "offer":
-        raise ClientError(400, "bad_offer", f"'type' must be \"offer\", not {kind!r}")
-    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
-        raise ClientError(400, "bad_offer", "'sdp' must be an SDP offer (text starting with v=0)")
     try:
-        session, answer = await request.app[REGISTRY].create(sdp)
+        session, answer = await registry.create(offer_.sdp)
+    except ServerFull as exc:
+        raise ClientError(503, "server_full", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
+    except GatherTimeout as exc:
+        raise ClientError(503, "ice_gather_timeout", str(exc), {"Retry-After": "5"}) from exc
     except OfferError as exc:
         raise ClientError(400, "bad_offer", str(exc)) from exc
     except ValueError as exc:  # aiortc's SDP parser and negotiation raise ValueError
@@ -61,11 +84,19 @@ async def offer(request: web.Request) -> web.Response:
 async def predict(request: web.Request) -> web.Response:
     """JPEG/PNG body -> the detection message for that image."""
     received_at = time.perf_counter()
+    _guard(request, "predict")
     if request.content_type not in IMAGE_TYPES:
         raise ClientError(415, "unsupported_media_type", "send image/jpeg or image/png")
     _require_ready(request)
-    data = await request.read()
     settings = request.app[SETTINGS]
+    data = await read_capped(request, settings.max_body_bytes)
+    try:
+        check_image(data, settings.max_image_pixels)
+    except ImageSizeError as exc:
+        raise ClientError(413 if exc.too_large else 400, "image_too_large" if exc.too_large else "image_too_small",
+                          str(exc)) from exc
+    except ImageDecodeError as exc:
+        raise ClientError(400, "bad_image", str(exc)) from exc
     inference = request.app[INFERENCE]
     thresholds = Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det)
     try:
@@ -99,13 +130,17 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format. Unauthenticated, like the probes: scrape from inside."""
+    """Prometheus text format. Open like the probes unless ``RTC_METRICS_AUTH=true``."""
+    settings = request.app[SETTINGS]
+    if settings.metrics_auth:
+        require_token(request, settings.auth_token)
     body = request.app[REGISTRY].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def setup_routes(app: web.Application) -> None:
     static_dir = app[SETTINGS].static_dir
+    app[RATE_LIMITS] = RateLimits(app[SETTINGS])
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(static_dir / "index.html")
@@ -117,4 +152,25 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_static("/static/", static_dir, follow_symlinks=False)
+    app.router.add_get("/static/{path:.*}", static_file(static_dir))
+
+
+def static_file(static_dir: Path) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
+    """Files under ``static_dir`` only. Our own handler rather than ``add_static`` because
+    aiohttp's answers a missing file with an empty non-JSON 404; here the path (already
+    percent-decoded by the router) is resolved — symlinks and ``..`` included — and must
+    still lie inside ``static_dir``, else 404 JSON."""
+    root = static_dir.resolve()
+
+    async def handler(request: web.Request) -> web.FileResponse:
+        relative = request.match_info["path"]
+        try:
+            target = (root / relative).resolve()
+            found = target.is_relative_to(root) and target.is_file()
+        except (ValueError, OSError):  # a NUL byte, a name too long: no such file either way
+            found = False
+        if not found:
+            raise ClientError(404, "not_found", f"no file {relative!r} under /static/")
+        return web.FileResponse(target)
+
+    return handler

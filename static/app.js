@@ -185,11 +185,17 @@ async function fetchIceServers() {
   }
 }
 
+/** With RTC_AUTH_TOKEN set, open the page as /#token=<token>: the fragment never leaves the browser. */
+function authHeaders() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 async function postOffer(pc) {
   let response;
   try {
     response = await fetch("/offer", {
-      method: "POST", headers: { "Content-Type": "application/json" },
+      method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() },
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
     });
   } catch (err) {

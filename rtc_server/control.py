@@ -1,0 +1,90 @@
+"""Client -> server control messages on the data channel: parsing and validation.
+
+Kept apart from ``PeerSession`` so that the whole input surface of the data channel is
+one pure function — ``parse_control(raw, current)`` — which the fuzz tests drive with
+arbitrary input: it returns a decision or raises ``ControlError``, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .yolo import Thresholds
+
+#: Largest control message accepted; real ones are well under 200 bytes.
+MAX_CONTROL_BYTES = 4096
+#: The class ids a ``config`` message may name (COCO has 80; room for larger heads).
+MAX_CLASS_ID = 1000
+
+
+class ControlError(ValueError):
+    """A control message the server will not act on; the text goes back to the client."""
+
+
+@dataclass(frozen=True)
+class Ping:
+    t: Any
+
+
+@dataclass(frozen=True)
+class Config:
+    thresholds: Thresholds
+
+    def ack(self, class_names: Sequence[str] = ()) -> dict[str, Any]:
+        """The thresholds now in force, and the model's class names so that a client (the
+        page's class filter) can offer them: a bare ``{"type": "config"}`` is a query."""
+        th = self.thresholds
+        return {"type": "config", "conf": th.conf, "iou": th.iou,
+                "classes": sorted(th.classes) if th.classes else None, "class_names": list(class_names)}
+
+
+def parse_control(raw: Any, current: Thresholds) -> Ping | Config:
+    """Decode one data-channel message; ``current`` is the session's thresholds now."""
+    if not isinstance(raw, str):
+        raise ControlError("control messages are JSON text, not binary")
+    if len(raw) > MAX_CONTROL_BYTES:
+        raise ControlError(f"a control message is at most {MAX_CONTROL_BYTES} characters")
+    try:
+        message = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ControlError(f"not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ControlError("a control message must be a JSON object")
+    kind = message.get("type")
+    if kind == "ping":
+        t = message.get("t")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float, str))):
+            raise ControlError("ping 't' must be a number or a string")
+        return Ping(t)
+    if kind == "config":
+        return Config(apply_config(current, message))
+    raise ControlError(f"unknown message type {kind!r}; expected 'config' or 'ping'")
+
+
+def apply_config(current: Thresholds, message: dict[str, Any]) -> Thresholds:
+    """Validate a ``config`` control message and return the new thresholds."""
+    allowed = {"type", "conf", "iou", "classes"}
+    extra = set(message) - allowed
+    if extra:
+        raise ControlError(f"unknown fields {sorted(extra)}")
+    updates: dict[str, Any] = {}
+    for name in ("conf", "iou"):
+        if name in message:
+            value = message[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ControlError(f"{name} must be a number in [0, 1]")
+            updates[name] = float(value)
+    if "classes" in message:
+        classes = message["classes"]
+        if classes is None:
+            updates["classes"] = None
+        elif isinstance(classes, list) and len(classes) <= MAX_CLASS_ID and all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < MAX_CLASS_ID for c in classes
+        ):
+            updates["classes"] = frozenset(classes)
+        else:
+            raise ControlError(f"classes must be null or a list of class ids in [0, {MAX_CLASS_ID})")
+    return replace(current, **updates)

@@ -1,0 +1,56 @@
+"""CORS, default same-origin only: a page served by another origin may call the API only
+when that origin is listed in ``RTC_CORS_ORIGINS`` (``*`` = any).
+
+A tiny middleware rather than a library: the policy is three rules. Requests without an
+``Origin`` header (curl, probes, aiortc clients) and same-origin requests pass untouched.
+A cross-origin request from an unlisted origin is refused with 403 JSON — not merely left
+without ``Access-Control-Allow-Origin`` — so it cannot create sessions or spend inference
+even when the browser would hide the answer. Listed origins get their preflight
+(``OPTIONS``) answered here and ``Access-Control-Allow-Origin`` on every answer, errors
+included, so their pages can read our JSON errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from .errors import Handler, count_error, error_response
+
+ALLOWED_METHODS = "GET, POST, OPTIONS"
+ALLOWED_HEADERS = "Authorization, Content-Type"
+PREFLIGHT_MAX_AGE = "600"
+
+
+def _same_origin(request: web.Request, origin: str) -> bool:
+    return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+def cors_middleware(origins: Iterable[str]) -> Middleware:
+    allowed = frozenset(origins)
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is None or _same_origin(request, origin):
+            return await handler(request)
+        if "*" not in allowed and origin not in allowed:
+            count_error(request, "origin_not_allowed")
+            return error_response(403, "origin_not_allowed",
+                                  f"origin {origin!r} may not call this server (see RTC_CORS_ORIGINS)")
+        headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return web.Response(status=204, headers={
+                **headers,
+                "Access-Control-Allow-Methods": ALLOWED_METHODS,
+                "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+                "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+            })
+        response = await handler(request)
+        response.headers.update(headers)
+        return response
+
+    return cors

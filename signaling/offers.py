@@ -1,0 +1,77 @@
+"""Validation of an ``/offer`` before any peer connection exists.
+
+Everything a client can get wrong about an offer is found here, from the JSON shape to
+the SDP's media sections, so a bad offer costs a parse and never a half-built
+``RTCPeerConnection``. The SDP is parsed with aiortc's own parser (the one that would
+parse it later); the codecs are checked against what aiortc can receive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCRtpReceiver
+from aiortc.sdp import SessionDescription
+
+from .errors import ClientError
+
+ALLOWED_FIELDS = frozenset({"sdp", "type", "session_id"})
+
+
+@dataclass(frozen=True)
+class Offer:
+    sdp: str
+    #: Set when the client says the offer is for an existing session (renegotiation).
+    session_id: str | None
+
+
+def _bad(detail: str) -> ClientError:
+    return ClientError(400, "bad_offer", detail)
+
+
+def receivable_video_codecs() -> frozenset[str]:
+    """Video codec names aiortc can decode, e.g. ``{"vp8", "h264"}`` (rtx is not a codec)."""
+    names = {c.mimeType.split("/", 1)[1].lower() for c in RTCRtpReceiver.getCapabilities("video").codecs}
+    return frozenset(names - {"rtx", "red", "ulpfec"})
+
+
+def parse_offer(body: dict[str, Any]) -> Offer:
+    """Check the JSON fields and the SDP; raise ``ClientError`` (400) saying what is wrong."""
+    extra = set(body) - ALLOWED_FIELDS
+    if extra:
+        raise _bad(f"unknown fields {sorted(extra)}; an offer has 'sdp', 'type' and optionally 'session_id'")
+    kind, sdp, session_id = body.get("type"), body.get("sdp"), body.get("session_id")
+    if kind != "offer":
+        raise _bad(f"'type' must be \"offer\", not {kind!r}")
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        raise _bad("'sdp' must be an SDP offer (text starting with v=0)")
+    if session_id is not None and not isinstance(session_id, str):
+        raise _bad("'session_id' must be a string")
+    check_sdp(sdp)
+    return Offer(sdp=sdp, session_id=session_id)
+
+
+def check_sdp(sdp: str) -> None:
+    """One video section with a codec we can decode; audio and data sections may come along."""
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises ValueError, KeyError, IndexError, ...
+        raise _bad(f"the SDP does not parse: {type(exc).__name__}: {exc}") from exc
+    video = [m for m in parsed.media if m.kind == "video"]
+    if not video:
+        kinds = sorted({m.kind for m in parsed.media}) or ["nothing"]
+        raise _bad(f"the offer has no video track (it carries {', '.join(kinds)}); send one camera track")
+    if len(video) > 1:
+        raise _bad(f"the offer has {len(video)} video tracks; send exactly one")
+    for m in parsed.media:
+        if m.kind not in ("audio", "video", "application"):
+            continue
+        if m.dtls is None or not m.dtls.fingerprints:
+            raise _bad(f"the {m.kind} section has no DTLS fingerprint (a=fingerprint)")
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
+            raise _bad(f"the {m.kind} section has no ICE credentials (a=ice-ufrag / a=ice-pwd)")
+    offered = {c.mimeType.split("/", 1)[-1].lower() for c in video[0].rtp.codecs}
+    if not offered & receivable_video_codecs():
+        raise _bad(f"no supported video codec in the offer (offered {sorted(offered) or 'none'}; "
+                   f"supported {sorted(receivable_video_codecs())})")

@@ -1,0 +1,282 @@
+"""The real process: ``python -m rtc_server`` with TLS, JSON logs, SIGTERM, model failures,
+and a client process that vanishes (SIGKILL) mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+
+from rtc_server.client import DetectionClient, ImageTrack
+from rtc_server.ice import use_host_addresses
+from signaling.context import REGISTRY
+
+from .conftest import FIXTURES, ROOT
+from .test_webrtc import ServerFactory, serve, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``python -m rtc_server`` on a free loopback port, stderr collected to a file."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.log_path = tmp / f"server-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        full_env = {**os.environ, "RTC_ICE_ADDRESSES": "127.0.0.1", "RTC_HOST": "127.0.0.1",
+                    "RTC_PORT": str(self.port), **env}
+        self.proc = subprocess.Popen([sys.executable, "-m", "rtc_server", *args], cwd=ROOT, env=full_env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(env: dict[str, str], args: tuple[str, ...] = ()) -> ServerProcess:
+        started.append(ServerProcess(tmp_path, env, args))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.kill()
+
+
+async def wait_ready(base: str, process: ServerProcess, ssl_context: ssl.SSLContext | bool = True) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(600):
+            assert process.proc.poll() is None, process.log
+            try:
+                async with http.get(f"{base}/readyz", ssl=ssl_context) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"server never became ready:\n{process.log}")
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, made with ``cryptography`` (aiortc's own dependency)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def test_tls_json_logs_and_sigterm_finishes_the_request_in_flight(
+    spawn: Callable[..., ServerProcess], model_file: Path, tmp_path: Path
+) -> None:
+    cert, key = self_signed(tmp_path)
+    server = spawn({"RTC_MODEL": str(model_file), "RTC_LOG_FORMAT": "json"},
+                   ("--cert", str(cert), "--key", str(key)))
+    trust = ssl.create_default_context(cafile=str(cert))
+    base = f"https://127.0.0.1:{server.port}"
+    await wait_ready(base, server, trust)
+
+    # Eight large /predict requests queue on the one inference thread (~1 s of work), all
+    # sent before SIGTERM: they are in flight when it arrives and must all be answered.
+    # (aiohttp stops reading sockets at shutdown, so only fully-sent requests count.)
+    import cv2
+
+    bus = cv2.imread(str(FIXTURES / "bus.jpg"))
+    big = cv2.imencode(".jpg", cv2.resize(bus, (3000, 4000)), [cv2.IMWRITE_JPEG_QUALITY, 30])[1].tobytes()
+    async with aiohttp.ClientSession() as http:
+        async def predict() -> tuple[int, dict]:
+            async with http.post(f"{base}/predict", data=big, ssl=trust,
+                                 headers={"Content-Type": "image/jpeg"}) as r:
+                return r.status, await r.json()
+
+        requests = [asyncio.create_task(predict()) for _ in range(8)]
+        # Once one is answered the server is working through the queue (the uploads, small
+        # and parallel, are in); SIGTERM now finds the others in flight.
+        await asyncio.wait(requests, return_when=asyncio.FIRST_COMPLETED)
+        pending = sum(not r.done() for r in requests)
+        sigterm_at = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        answers = await asyncio.gather(*requests)
+    assert pending > 0, "every request finished before SIGTERM: nothing was in flight"
+    assert [status for status, _ in answers] == [200] * 8, answers
+    assert all("bus" in {d["label"] for d in body["detections"]} for _, body in answers)
+
+    code = await asyncio.get_running_loop().run_in_executor(None, server.wait, 15)
+    assert code == 0, server.log
+    assert time.monotonic() - sigterm_at < 10, "shutdown must fit Cloud Run's 10 s"
+    lines = [json.loads(line) for line in server.log.splitlines() if line.startswith("{")]
+    assert lines and all({"severity", "message", "time"} <= set(line) for line in lines), server.log
+    assert any("exited cleanly" in line["message"] for line in lines)
+    assert any(line["message"].startswith("serving https://") for line in lines)
+
+
+async def test_sigterm_closes_live_sessions_and_exits_zero(
+    spawn: Callable[..., ServerProcess], model_file: Path, bus_frame: np.ndarray
+) -> None:
+    use_host_addresses(["127.0.0.1"])  # our in-process clients: loopback only (no create_app here)
+    server = spawn({"RTC_MODEL": str(model_file), "RTC_LOG_FORMAT": "json"})
+    base = f"http://127.0.0.1:{server.port}"
+    await wait_ready(base, server)
+    clients = [DetectionClient(base, ImageTrack(bus_frame, fps=15)) for _ in range(2)]
+    try:
+        for client in clients:
+            await client.connect()
+            await client.next_message()
+        sigterm_at = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.get_running_loop().run_in_executor(None, server.wait, 15)
+        assert code == 0, server.log
+        assert time.monotonic() - sigterm_at < 10
+        closed = [json.loads(line) for line in server.log.splitlines()
+                  if line.startswith("{") and '"closed: closed by server' in line]
+        assert {line["session_id"] for line in closed} == {c.session_id for c in clients}, server.log
+        await wait_for(lambda: all(c.channel.readyState == "closed" for c in clients), timeout=15)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+def _model_without_boxes(path: Path) -> None:
+    """A valid ONNX model whose output is [1, 84] — not a YOLO detection head."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 84])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, -1])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["m"], axes=[2, 3], keepdims=0, name="mean"),
+         helper.make_node("Pad", ["m", "pads"], ["padded"], name="pad"),
+         helper.make_node("Reshape", ["padded", "shape"], ["output0"], name="reshape")],
+        "not_yolo", [x], [y], initializer=[shape, helper.make_tensor("pads", TensorProto.INT64, [4], [0, 0, 0, 81])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "wrong_shape"])
+def test_model_load_failure_says_what_is_wrong_and_exits_nonzero(
+    spawn: Callable[..., ServerProcess], tmp_path: Path, case: str
+) -> None:
+    path = tmp_path / f"{case}.onnx"
+    if case == "corrupt":
+        path.write_bytes(b"\x08\x07garbage, not a protobuf" * 10)
+    elif case == "wrong_shape":
+        _model_without_boxes(path)
+    server = spawn({"RTC_MODEL": str(path)})
+    code = server.wait(60)
+    expected = {"missing": "model file not found", "corrupt": "cannot load",
+                "wrong_shape": "is not a YOLO detection export"}[case]
+    assert code == 1, server.log
+    assert expected in server.log and str(path) in server.log, server.log
+    assert "Traceback" not in server.log
+
+
+def test_bad_config_exits_2(spawn: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    server = spawn({"RTC_MAX_SESSIONS": "-1"})
+    assert server.wait(60) == 2 and "max_sessions" in server.log, server.log
+    server = spawn({"RTC_CERT": str(tmp_path / "nope.pem")})
+    assert server.wait(60) == 2 and "cert and key go together" in server.log, server.log
+
+
+CLIENT_SCRIPT = """
+import asyncio, sys
+import cv2
+from rtc_server.client import DetectionClient, ImageTrack
+from rtc_server.ice import use_host_addresses
+from rtc_server.ice import use_host_addresses
+
+async def main():
+    use_host_addresses(["127.0.0.1"])
+    frame = cv2.cvtColor(cv2.imread(sys.argv[2]), cv2.COLOR_BGR2RGB)
+    client = DetectionClient(sys.argv[1], ImageTrack(cv2.resize(frame, (640, 480)), fps=15))
+    await client.connect()
+    await client.next_message()
+    print(client.session_id, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_a_client_killed_mid_stream_is_reaped_by_ice_consent(
+    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
+) -> None:
+    """SIGKILL leaves no goodbye: the server finds out from ICE consent freshness (~30 s).
+
+    ``idle_timeout`` is set far out so that consent, not the no-frames reaper, must do it.
+    """
+    app = make_app(idle_timeout=300.0)
+    url = await serve(aiohttp_server, app)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CLIENT_SCRIPT, url, str(FIXTURES / "bus.jpg"), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        session_id = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
+        session = app[REGISTRY].get(session_id)
+        assert session is not None and session.pc.connectionState == "connected"
+        proc.kill()
+        await proc.wait()
+        killed_at = time.monotonic()
+        await wait_for(lambda: len(app[REGISTRY]) == 0, timeout=45)
+        print(f"vanished peer reaped after {time.monotonic() - killed_at:.1f} s ({session.close_reason})")
+        assert session.close_reason in ("connection failed", "connection closed", "track ended")
+        assert session.pc.connectionState == "closed"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
