@@ -6,7 +6,7 @@ MODEL  ?= models/yolo11n.onnx
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test install model lint bench clean
+.PHONY: run test install model lint bench bench-venv clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,33 @@ lint: install
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# ----- benchmarks (bench/, docs/benchmarks.md) -----------------------------------------
+BENCH_VENV ?= .venv-bench
+BENCH_OUT  ?= artifacts/bench
+E2E_ARGS   ?=
+ALT_ARGS   ?=
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# Ultralytics, for the comparison only, in its own venv (it brings torch; the service does
+# not). The local CPU torch 2.13.0 wheel cannot be used: the only torchvision reachable
+# (PyPI's) is built against CUDA torch and fails to load its ops on a +cpu torch, and
+# download.pytorch.org is not reachable here. So this takes PyPI's torch (runs on CPU).
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet ultralytics onnxruntime
+	touch $@
+
+bench-venv: $(BENCH_VENV)/.installed
+
+bench: $(VENV)/.bench-installed bench-venv
+	@mkdir -p $(BENCH_OUT)
+	$(PY) -m bench.cold_start --out $(BENCH_OUT)/cold_start.json
+	$(PY) -m bench.model_floor --out $(BENCH_OUT)/model_floor.json
+	$(PY) -m bench.alternatives --out $(BENCH_OUT)/alternatives.json $(ALT_ARGS)
+	$(PY) -m bench.webrtc_e2e --out $(BENCH_OUT)/webrtc_e2e.json $(E2E_ARGS)
+	$(PY) -m bench.plots --src $(BENCH_OUT) --dest docs

@@ -82,7 +82,7 @@ def http_predict(model: Path, duration: float) -> dict[str, Any]:
             # The page grabs the camera's newest frame, captured at the last 30 fps tick: its
             # age counts, as it does for a WebRTC frame waiting in the mailbox.
             captured = start + int((t0 - start) * CAMERA_FPS) / CAMERA_FPS
-            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frames[i % len(frames)], cv2.COLOR_RGB2BGR),
+            _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frames[i % len(frames)], cv2.COLOR_RGB2BGR),
                                     [cv2.IMWRITE_JPEG_QUALITY, 90])
             t1 = time.perf_counter()
             conn.request("POST", "/predict", body=jpeg.tobytes(), headers={"Content-Type": "image/jpeg"})
@@ -125,7 +125,8 @@ def ultralytics(model: Path, duration: float) -> dict[str, Any]:
     data = json.loads(done.stdout.strip().splitlines()[-1])
     latency = data.pop("latency_ms")
     return {"latency_ms": summary(latency), "rate_per_s": data["calls"] / data["elapsed_s"],
-            "slope_ms_per_min": float("nan"), "inference_ms": {"p50": data["stage_p50_ms"]["inference"]}, **data, "load_start": load_start, "load_end": load()}
+            "slope_ms_per_min": float("nan"), "inference_ms": {"p50": data["stage_p50_ms"]["inference"]},
+            **data, "load_start": load_start, "load_end": load()}
 
 
 def main() -> None:

@@ -143,7 +143,7 @@ def free_port() -> int:
 
 def http_status(url: str, timeout: float = 1.0) -> int | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback URL)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)

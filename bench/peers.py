@@ -40,6 +40,8 @@ class PeerResult:
     inference_ms: list[float] = field(default_factory=list)
     server_ms: list[float] = field(default_factory=list)
     queue_ms: list[float] = field(default_factory=list)
+    #: server_ms minus its measured stages: thread → event loop hand-offs, waiting for the GIL.
+    handoff_ms: list[float] = field(default_factory=list)
     sent: int = 0
     replies: int = 0
     window_s: float = 0.0
@@ -91,6 +93,9 @@ async def _run_peer(url: str, fps: float, duration_s: float, frames: list[np.nda
         result.inference_ms.append(m["timing"]["inference_ms"])
         result.server_ms.append(m["timing"]["server_ms"])
         result.queue_ms.append(m["timing"]["queue_ms"])
+        timing = m["timing"]
+        result.handoff_ms.append(timing["server_ms"] - timing["queue_ms"] - timing["preprocess_ms"]
+                                 - timing["inference_ms"] - timing["postprocess_ms"])
     # Throughput counts replies by arrival time: a backlogged server answers late, not never.
     result.replies = sum(1 for m in detections if m.get("pts") in client.received_at
                          and window_start <= client.received_at[m["pts"]] <= window_end)
@@ -127,6 +132,7 @@ def aggregate(results: list[PeerResult]) -> dict[str, Any]:
         "inference_ms": summary([v for r in results for v in r.inference_ms]),
         "queue_ms": summary([v for r in results for v in r.queue_ms]),
         "server_ms": summary([v for r in results for v in r.server_ms]),
+        "handoff_ms": summary([v for r in results for v in r.handoff_ms]),
         # Sender encode + RTP + jitter buffer + decode + data channel: everything outside the server.
         "outside_server_ms": summary([lat - srv for r in results for lat, srv in zip(r.latency_ms, r.server_ms,
                                                                                     strict=True)]),
