@@ -86,6 +86,9 @@ def measure(model: Path, width: int, height: int, mode: str, threads: int, iters
         "yuv2rgb_ms": summary(convert_ms),
         "ratio_of_medians": float(np.median(full_ms) / np.median(floor_ms)),
         "ratio_median_pairwise": float(np.median(ratios)),
+        # Our work measured inside the same call, over the floor: robust to load swings that
+        # hit the two separate run() calls differently.
+        "overhead_ratio": float(1 + np.median(prepost_ms) / np.median(floor_ms)),
         "detections": len(result.detections),
     }
 
@@ -106,17 +109,21 @@ def main() -> None:
                 results.append(r)
                 rows.append([r["size"], mode, threads, "x".join(map(str, r["input_hw"])),
                              r["floor_ms"]["p50"], r["floor_ms"]["iqr"], r["full_ms"]["p50"], r["full_ms"]["iqr"],
-                             r["ratio_median_pairwise"], r["prepost_ms"]["p50"], r["yuv2rgb_ms"]["p50"]])
+                             r["ratio_median_pairwise"], r["overhead_ratio"], r["prepost_ms"]["p50"],
+                             r["yuv2rgb_ms"]["p50"]])
                 print(f"  {r['size']} {mode} threads={threads}: floor {r['floor_ms']['p50']:.1f} ms, "
                       f"full {r['full_ms']['p50']:.1f} ms", flush=True)
     print(table(["frame", "letterbox", "threads", "input", "floor p50 ms", "floor IQR", "full p50 ms",
-                 "full IQR", "full/floor", "pre+post p50 ms", "yuv→rgb ms"], rows))
+                 "full IQR", "full/floor (pairwise)", "1 + ours/floor", "pre+post p50 ms", "yuv→rgb ms"], rows))
     vga = [r for r in results if r["size"] == "640x480" and r["mode"] == "rect"]
-    worst_ratio = max(r["ratio_median_pairwise"] for r in results)
-    worst_prepost = max(r["prepost_ms"]["p50"] for r in vga)
-    print(f"worst full/floor {worst_ratio:.3f} (target ≤ {RATIO_TARGET}); "
-          f"640x480 rect pre+post p50 ≤ {worst_prepost:.2f} ms (target ≤ {PREPOST_TARGET_MS})")
-    out = {"iters": args.iters, "results": results, "worst_ratio": worst_ratio,
+    worst_ratio = max(r["overhead_ratio"] for r in results)
+    worst_pairwise = max(r["ratio_median_pairwise"] for r in results)
+    # A WebRTC frame's YUV → RGB conversion is preprocessing too: counted in the verdict.
+    worst_prepost = max(r["prepost_ms"]["p50"] + r["yuv2rgb_ms"]["p50"] for r in vga)
+    print(f"worst 1 + ours/floor {worst_ratio:.3f} (target ≤ {RATIO_TARGET}; pairwise full/floor, noisier: "
+          f"{worst_pairwise:.3f}); "
+          f"640x480 rect pre+post+yuv→rgb p50 ≤ {worst_prepost:.2f} ms (target ≤ {PREPOST_TARGET_MS})")
+    out = {"iters": args.iters, "results": results, "worst_ratio": worst_ratio, "worst_pairwise": worst_pairwise,
            "vga_rect_prepost_ms": worst_prepost,
            "ratio_ok": worst_ratio <= RATIO_TARGET, "prepost_ok": worst_prepost <= PREPOST_TARGET_MS}
     if args.out:
