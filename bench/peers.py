@@ -138,6 +138,10 @@ def aggregate(results: list[PeerResult]) -> dict[str, Any]:
                                                                                     strict=True)]),
         "slope_ms_per_min": slope_per_minute(times, pooled),
         "total_detections_per_s": float(sum(rates)),
+        # Share of the run the inference thread spent in run(): throughput normalised by the
+        # in-run model cost, which load from other processes changes from run to run.
+        "inference_busy": float(sum(rates) * np.mean([v for r in results for v in r.inference_ms]) / 1000)
+        if any(r.inference_ms for r in results) else float("nan"),
         "per_peer_detections_per_s": rates,
         "fairness_max_dev": (max(abs(r - mean_rate) for r in rates) / mean_rate) if mean_rate else float("nan"),
         "frames_sent": sent,
