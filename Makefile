@@ -62,6 +62,8 @@ bench: $(VENV)/.bench-installed bench-venv
 	@mkdir -p $(BENCH_OUT)
 	$(PY) -m bench.cold_start --out $(BENCH_OUT)/cold_start.json
 	$(PY) -m bench.model_floor --out $(BENCH_OUT)/model_floor.json
+	$(PY) -m bench.threads
+	$(PY) -m bench.decode_before_after
 	$(PY) -m bench.alternatives --out $(BENCH_OUT)/alternatives.json $(ALT_ARGS)
 	$(PY) -m bench.webrtc_e2e --out $(BENCH_OUT)/webrtc_e2e.json $(E2E_ARGS)
 	$(PY) -m bench.plots --src $(BENCH_OUT) --dest docs
