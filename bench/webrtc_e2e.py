@@ -62,13 +62,15 @@ def main() -> None:
     for r in runs:
         lat = r["latency_ms"]
         rates = r["per_peer_detections_per_s"]
-        rows.append([r["peers"], r["duration_s"], lat["p50"], lat["p95"], lat["p99"], r["slope_ms_per_min"],
+        sent_fps = r["frames_sent"] / r["peers"] / r["duration_s"]
+        rows.append([r["peers"], r["duration_s"], sent_fps, lat["p50"], lat["p95"], lat["p99"], r["slope_ms_per_min"],
                      r["queue_ms"]["p50"], r["inference_ms"]["p50"], r["handoff_ms"]["p50"],
                      r["outside_server_ms"]["p50"],
                      r["total_detections_per_s"], r["inference_busy"], min(rates), max(rates),
                      r["frames_dropped_by_server"], r["frames_lost_in_transit"], r["server"]["cpu_pct_mean"],
                      r["server"]["rss_mb_max"], r["client"]["cpu_pct_mean"], "/".join(map(str, r["load_start"]))])
-    print(table(["peers", "s", "p50 ms", "p95 ms", "p99 ms", "slope ms/min", "queue p50 ms", "inference p50 ms",
+    print(table(["peers", "s", "sent fps/peer", "p50 ms", "p95 ms", "p99 ms", "slope ms/min", "queue p50 ms",
+                 "inference p50 ms",
                  "hand-off p50 ms", "outside server p50 ms", "det/s total", "inference busy",
                  "det/s min peer", "det/s max peer", "dropped", "lost", "server CPU %", "server RSS MB",
                  "client CPU %", "load 1/5/15"], rows))
