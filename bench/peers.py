@@ -11,9 +11,11 @@ competes with the server for the same cores, which the results report (``client_
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -150,3 +152,23 @@ def aggregate(results: list[PeerResult]) -> dict[str, Any]:
         "frames_lost_in_transit": max(0, sent - received) if received else None,
         "errors": [r.error for r in results if r.error],
     }
+
+
+def main() -> None:
+    """``python -m bench.peers URL --peers N --duration S``: run peers, print their results as JSON.
+
+    ``webrtc_e2e.py --client-procs K`` starts K of these, so the peers' encoding spreads over
+    several processes (and GILs) instead of one.
+    """
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--peers", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--fps", type=float, default=30.0)
+    args = parser.parse_args()
+    results = asyncio.run(run_peers(args.url, args.peers, args.duration, args.fps))
+    print(json.dumps([asdict(r) for r in results]))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,19 +8,23 @@ the server's newest-frame mailbox, and server/client CPU.
 
     python -m bench.webrtc_e2e [--duration 60] [--multi-duration 60] [--peers 1,2,4,8]
 
-``--multi-duration`` sets the duration of the N > 1 runs (default: ``--duration``).
+``--multi-duration`` sets the duration of the N > 1 runs (default: ``--duration``);
+``--client-procs K`` spreads the peers over K client processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import ProcessSampler, emit, find_model, load, running_server, save_json, table
-from bench.peers import aggregate, run_peers
+from bench.common import ROOT, ProcessSampler, emit, find_model, load, running_server, save_json, table
+from bench.peers import PeerResult, aggregate, run_peers
 
 #: Targets from issue 4.
 P50_OVER_FLOOR_MS = 45.0
@@ -28,14 +32,32 @@ THROUGHPUT_SHARE = 0.90
 FAIRNESS = 0.20
 
 
-def run_one(model: Path, peers: int, duration: float, extra_args: list[str]) -> dict[str, Any]:
+def peers_in_processes(url: str, peers: int, duration: float, procs: int) -> tuple[list[PeerResult], dict]:
+    """Split the peers over ``procs`` ``bench.peers`` subprocesses; their summed CPU."""
+    shares = [peers // procs + (1 if i < peers % procs else 0) for i in range(procs)]
+    children = [subprocess.Popen([sys.executable, "-m", "bench.peers", url, "--peers", str(n),
+                                  "--duration", str(duration)], cwd=ROOT, stdout=subprocess.PIPE)
+                for n in shares if n]
+    samplers = [ProcessSampler(c.pid).start() for c in children]
+    outputs = [c.communicate()[0] for c in children]
+    usages = [s.stop() for s in samplers]
+    results = [PeerResult(**d) for out in outputs for d in json.loads(out.decode().strip().splitlines()[-1])]
+    usage = {"cpu_pct_mean": sum(u["cpu_pct_mean"] for u in usages), "processes": len(children),
+             "rss_mb_max": sum(u["rss_mb_max"] for u in usages)}
+    return results, usage
+
+
+def run_one(model: Path, peers: int, duration: float, extra_args: list[str], procs: int = 1) -> dict[str, Any]:
     load_start = load()
     with running_server(model, extra_args=extra_args) as server:
         server_sampler = ProcessSampler(server.pid).start()
-        client_sampler = ProcessSampler(os.getpid()).start()
-        results = asyncio.run(run_peers(server.url, peers, duration))
+        if procs > 1:
+            results, client_usage = peers_in_processes(server.url, peers, duration, min(procs, peers))
+        else:
+            client_sampler = ProcessSampler(os.getpid()).start()
+            results = asyncio.run(run_peers(server.url, peers, duration))
+            client_usage = client_sampler.stop()
         server_usage = server_sampler.stop()
-        client_usage = client_sampler.stop()
     out = aggregate(results)
     out.update(duration_s=duration, server=server_usage, client=client_usage,
                per_peer=[r.to_dict() for r in results], load_start=load_start, load_end=load())
@@ -48,6 +70,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of streaming for N = 1")
     parser.add_argument("--multi-duration", type=float, default=None, help="seconds for N > 1 (default --duration)")
     parser.add_argument("--peers", default="1,2,4,8", help="comma-separated peer counts")
+    parser.add_argument("--client-procs", type=int, default=4,
+                        help="spread the peers over up to this many client processes")
     parser.add_argument("--server-args", default="", help="extra flags for python -m rtc_server")
     parser.add_argument("--out", type=Path, default=None, help="also write full results (with series) here")
     args = parser.parse_args()
@@ -57,7 +81,7 @@ def main() -> None:
     for n in (int(x) for x in args.peers.split(",")):
         duration = args.duration if n == 1 or args.multi_duration is None else args.multi_duration
         print(f"  {n} peer(s) for {duration:.0f} s ...", flush=True)
-        runs.append(run_one(model, n, duration, args.server_args.split()))
+        runs.append(run_one(model, n, duration, args.server_args.split(), args.client_procs))
     rows = []
     for r in runs:
         lat = r["latency_ms"]
