@@ -101,7 +101,7 @@ def http_predict(model: Path, duration: float) -> dict[str, Any]:
         usage = sampler.stop()
     return {"latency_ms": summary(latency), "rate_per_s": len(latency) / elapsed,
             "slope_ms_per_min": slope_per_minute(times, latency), "jpeg_encode_ms": summary(encode_ms),
-            "request_ms": summary(rtt), "inference_ms": summary(inference),
+            "request_ms": summary(rtt), "inference_ms": summary(inference), "jpeg_bytes": len(jpeg),
             "server": usage, "load_start": load_start, "load_end": load()}
 
 
@@ -158,9 +158,10 @@ def main() -> None:
         lat = r["latency_ms"]
         inference_p50 = r["inference_ms"]["p50"]
         rows.append([labels[name], lat["p50"], lat["p95"], lat["p99"], lat["max"], r["slope_ms_per_min"],
-                     r["rate_per_s"], inference_p50, lat["p50"] - inference_p50, "/".join(map(str, r["load_start"]))])
+                     r["rate_per_s"], inference_p50, lat["p50"] - inference_p50,
+                     r["rate_per_s"] * inference_p50 / 1000, "/".join(map(str, r["load_start"]))])
     print(table(["pattern", "p50 ms", "p95 ms", "p99 ms", "max ms", "slope ms/min", "results/s",
-                 "inference p50 ms", "p50 − inference", "load 1/5/15"], rows))
+                 "inference p50 ms", "p50 − inference", "model busy", "load 1/5/15"], rows))
     for name, r in runs.items():
         if "skipped" in r:
             print(f"{name}: skipped — {r['skipped']}")
