@@ -41,6 +41,8 @@ BENCH_VENV ?= .venv-bench
 BENCH_OUT  ?= artifacts/bench
 E2E_ARGS   ?=
 ALT_ARGS   ?=
+# Run one bench script, its output also kept in $(BENCH_OUT)/<name>.log.
+bench_run = bash -o pipefail -c '$(PY) -m bench.$(1) $(2) | tee $(BENCH_OUT)/$(1).log'
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,bench]'
@@ -58,12 +60,12 @@ $(BENCH_VENV)/.installed:
 
 bench-venv: $(BENCH_VENV)/.installed
 
-bench: $(VENV)/.bench-installed bench-venv
+bench: model $(VENV)/.bench-installed bench-venv
 	@mkdir -p $(BENCH_OUT)
-	$(PY) -m bench.cold_start --out $(BENCH_OUT)/cold_start.json
-	$(PY) -m bench.model_floor --out $(BENCH_OUT)/model_floor.json
-	$(PY) -m bench.threads
-	$(PY) -m bench.decode_before_after
-	$(PY) -m bench.alternatives --out $(BENCH_OUT)/alternatives.json $(ALT_ARGS)
-	$(PY) -m bench.webrtc_e2e --out $(BENCH_OUT)/webrtc_e2e.json $(E2E_ARGS)
+	$(call bench_run,cold_start,--out $(BENCH_OUT)/cold_start.json)
+	$(call bench_run,model_floor,--out $(BENCH_OUT)/model_floor.json)
+	$(call bench_run,threads,)
+	$(call bench_run,decode_before_after,)
+	$(call bench_run,alternatives,--out $(BENCH_OUT)/alternatives.json $(ALT_ARGS))
+	$(call bench_run,webrtc_e2e,--out $(BENCH_OUT)/webrtc_e2e.json $(E2E_ARGS))
 	$(PY) -m bench.plots --src $(BENCH_OUT) --dest docs
