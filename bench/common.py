@@ -52,15 +52,6 @@ def bus_rgb(width: int = 640, height: int = 480) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
-def bus_jpeg(width: int = 640, height: int = 480, quality: int = 90) -> bytes:
-    import cv2
-
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(bus_rgb(width, height), cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    return data.tobytes()
-
-
 # ----- statistics ------------------------------------------------------------------------
 def summary(values: Sequence[float]) -> dict[str, float]:
     """Median and spread: the numbers every table reports (empty input gives NaNs)."""
