@@ -43,6 +43,8 @@ class PeerResult:
     queue_ms: list[float] = field(default_factory=list)
     #: server_ms minus its measured stages: thread → event loop hand-offs, waiting for the GIL.
     handoff_ms: list[float] = field(default_factory=list)
+    #: preprocess (incl. YUV -> RGB) + postprocess, as the server measured them.
+    prepost_ms: list[float] = field(default_factory=list)
     sent: int = 0
     replies: int = 0
     window_s: float = 0.0
@@ -95,6 +97,7 @@ async def _run_peer(url: str, fps: float, duration_s: float, frames: list[np.nda
         result.server_ms.append(m["timing"]["server_ms"])
         result.queue_ms.append(m["timing"]["queue_ms"])
         timing = m["timing"]
+        result.prepost_ms.append(timing["preprocess_ms"] + timing["postprocess_ms"])
         result.handoff_ms.append(timing["server_ms"] - timing["queue_ms"] - timing["preprocess_ms"]
                                  - timing["inference_ms"] - timing["postprocess_ms"])
     # Throughput counts replies by arrival time: a backlogged server answers late, not never.
@@ -131,6 +134,7 @@ def aggregate(results: list[PeerResult]) -> dict[str, Any]:
         "queue_ms": summary([v for r in results for v in r.queue_ms]),
         "server_ms": summary([v for r in results for v in r.server_ms]),
         "handoff_ms": summary([v for r in results for v in r.handoff_ms]),
+        "prepost_ms": summary([v for r in results for v in r.prepost_ms]),
         # Sender encode + RTP + jitter buffer + decode + data channel: everything outside the server.
         "outside_server_ms": summary([lat - srv for r in results for lat, srv in zip(r.latency_ms, r.server_ms,
                                                                                     strict=True)]),
