@@ -129,9 +129,10 @@ def decode(output: np.ndarray, thresholds: Thresholds) -> tuple[np.ndarray, np.n
     Results are in descending score order, at most ``max_det`` of them.
     """
     class_scores = output[4:]
-    # max() down the class axis is a fast contiguous reduction; argmax() down it is ~8x
-    # slower (bench/model_floor.py), so find the best class only for the few anchors that
-    # pass the confidence threshold. Same result: argmax's first-maximum rule on a subset.
+    # max() down the class axis is a fast contiguous reduction; argmax() down it is ~7x
+    # slower, so find the best class only for the few anchors that pass the confidence
+    # threshold. Same result: argmax's first-maximum rule on a subset of the columns
+    # (bench/decode_before_after.py: identical arrays, 0.3 -> 0.09 ms per 640x480 frame).
     scores = class_scores.max(axis=0)
     mask = scores > thresholds.conf
     if not mask.any():
