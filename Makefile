@@ -6,7 +6,7 @@ MODEL  ?= models/yolo11n.onnx
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test install model lint bench clean
+.PHONY: run test install model lint bench bench-venv clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,37 @@ image:
 .PHONY: soak
 soak: model
 	$(PY) bench/soak.py
+
+# ----- benchmarks (bench/, docs/benchmarks.md) -----------------------------------------
+BENCH_VENV ?= .venv-bench
+BENCH_OUT  ?= artifacts/bench
+E2E_ARGS   ?=
+ALT_ARGS   ?=
+# Run one bench script, its output also kept in $(BENCH_OUT)/<name>.log.
+bench_run = bash -o pipefail -c '$(PY) -m bench.$(1) $(2) | tee $(BENCH_OUT)/$(1).log'
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# Ultralytics, for the comparison only, in its own venv (it brings torch; the service does
+# not). The local CPU torch 2.13.0 wheel cannot be used: the only torchvision reachable
+# (PyPI's) is built against CUDA torch and fails to load its ops on a +cpu torch, and
+# download.pytorch.org is not reachable here. So this takes PyPI's torch (runs on CPU).
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet ultralytics onnxruntime
+	touch $@
+
+bench-venv: $(BENCH_VENV)/.installed
+
+bench: model $(VENV)/.bench-installed bench-venv
+	@mkdir -p $(BENCH_OUT)
+	$(call bench_run,cold_start,--out $(BENCH_OUT)/cold_start.json)
+	$(call bench_run,model_floor,--out $(BENCH_OUT)/model_floor.json)
+	$(call bench_run,threads,)
+	$(call bench_run,decode_before_after,)
+	$(call bench_run,alternatives,--out $(BENCH_OUT)/alternatives.json $(ALT_ARGS))
+	$(call bench_run,webrtc_e2e,--out $(BENCH_OUT)/webrtc_e2e.json $(E2E_ARGS))
+	$(PY) -m bench.plots --src $(BENCH_OUT) --dest docs

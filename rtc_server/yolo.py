@@ -119,21 +119,32 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
+def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+
+
 def decode(output: np.ndarray, thresholds: Thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image's ``84 x A`` output -> (xyxy boxes in input pixels, scores, class ids).
 
     Results are in descending score order, at most ``max_det`` of them.
     """
     class_scores = output[4:]
-    class_ids = class_scores.argmax(axis=0)
-    scores = class_scores[class_ids, np.arange(class_scores.shape[1])]
+    # max() down the class axis is a fast contiguous reduction; argmax() down it is ~7x
+    # slower, so find the best class only for the few anchors that pass the confidence
+    # threshold. Same result: argmax's first-maximum rule on a subset of the columns
+    # (bench/decode_before_after.py: identical arrays, 0.3 -> 0.09 ms per 640x480 frame).
+    scores = class_scores.max(axis=0)
     mask = scores > thresholds.conf
-    if thresholds.classes is not None:
-        mask &= np.isin(class_ids, np.fromiter(thresholds.classes, dtype=np.int64))
     if not mask.any():
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        return _empty()
+    class_ids = class_scores[:, mask].argmax(axis=0)
+    scores = scores[mask]
     cxcywh = output[:4, mask].T
-    scores, class_ids = scores[mask], class_ids[mask]
+    if thresholds.classes is not None:
+        wanted = np.isin(class_ids, np.fromiter(thresholds.classes, dtype=np.int64))
+        if not wanted.any():
+            return _empty()
+        cxcywh, scores, class_ids = cxcywh[wanted], scores[wanted], class_ids[wanted]
     order = np.argsort(-scores, kind="stable")[:MAX_NMS]
     cxcywh, scores, class_ids = cxcywh[order], scores[order], class_ids[order]
     half = cxcywh[:, 2:] / 2
