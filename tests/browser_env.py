@@ -96,8 +96,9 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "RTC_ICE_ADDRESSES": "127.0.0.1", "RTC_ICE_SERVERS": "", "RTC_THREADS": "1"}
+    def start(self, timeout: float = 60.0, **settings: str) -> None:
+        """Start (again); ``settings`` are extra ``RTC_*`` variables, e.g. ``RTC_MAX_SESSIONS="1"``."""
+        env = {**os.environ, "RTC_ICE_ADDRESSES": "127.0.0.1", "RTC_ICE_SERVERS": "", "RTC_THREADS": "1", **settings}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rtc_server", "--host", "127.0.0.1", "--port", str(self.port),

@@ -207,7 +207,8 @@ def test_dropped_connection_restarts_with_one_click(page: Page, server: ServerPr
     wait_for_sessions(server, 0, page)
 
 
-def test_server_unreachable_and_server_full_are_explained(page: Page, server: ServerProcess) -> None:
+def test_server_unreachable_and_server_full_are_explained(page: Page, server: ServerProcess,
+                                                          browser: BrowserContext) -> None:
     server.stop()
     try:
         page.get_by_role("button", name="Start", exact=True).click()
@@ -215,20 +216,29 @@ def test_server_unreachable_and_server_full_are_explained(page: Page, server: Se
         assert app_state(page)["error"]["kind"] == "unreachable"
         assert "rtc-server is running" in page.get_by_role("alert").inner_text()
     finally:
+        server.start(RTC_MAX_SESSIONS="1")
+    # A real full server: another tab holds the only slot, so /offer answers 503 + Retry-After.
+    other = browser.new_page()
+    try:
+        other.goto(server.url + "/")
+        start_and_wait(other, messages=2)
+        page.get_by_role("button", name="Start", exact=True).click()
+        page.wait_for_function("() => window.rtcYolo.state === 'failed'", timeout=30000)
+        assert app_state(page)["error"]["kind"] == "server-full"
+        text = page.get_by_role("alert").inner_text()
+        assert "full" in text and "1 sessions" in text, text
+        assert page.get_by_role("button", name="Start", exact=True).is_enabled()
+        assert server.metric("rtc_sessions_active") == 1
+        # The slot frees as soon as the other tab stops; one click then connects.
+        other.get_by_role("button", name="Stop", exact=True).click()
+        wait_for_sessions(server, 0, page)
+        start_and_wait(page, messages=2)
+        page.get_by_role("button", name="Stop", exact=True).click()
+        wait_for_sessions(server, 0, page)
+    finally:
+        other.close()
+        server.stop()
         server.start()
-    # A full server answers 503 with Retry-After (the session cap). Until the server has one,
-    # the browser is given that answer here; everything else is real.
-    page.route("**/offer", lambda route: route.fulfill(
-        status=503, headers={"Retry-After": "7"}, content_type="application/json",
-        body='{"error": "server_full", "detail": "4 of 4 sessions in use"}'))
-    page.get_by_role("button", name="Start", exact=True).click()
-    page.wait_for_function("() => window.rtcYolo.state === 'failed'", timeout=30000)
-    assert app_state(page)["error"]["kind"] == "server-full"
-    text = page.get_by_role("alert").inner_text()
-    assert "full" in text and "7 s" in text and "4 of 4 sessions" in text
-    assert page.get_by_role("button", name="Start", exact=True).is_enabled()
-    page.unroute("**/offer")
-    assert server.metric("rtc_sessions_active") == 0
 
 
 def test_insecure_context_is_explained(browser: BrowserContext, server: ServerProcess) -> None:
