@@ -79,6 +79,11 @@ class ReleaseCounts:
 COUNTS = ReleaseCounts()
 
 
+def release_counts() -> dict[str, int]:
+    """``COUNTS`` as ``{rule: frames}`` (``padding_skipped`` counts packets), for /metrics."""
+    return dict(vars(COUNTS))
+
+
 def _data(packet: RtpPacket) -> bytes:
     """The depayloaded bytes aiortc's receiver attached before ``add()``."""
     return getattr(packet, "_data", packet.payload)

@@ -7,10 +7,12 @@ the active-session gauge, which reads the registry's size when scraped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from .detector import DetectionResult, ModelInfo
 
@@ -18,10 +20,29 @@ STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+class _ReleaseCollector(Collector):
+    """Reads the receive path's process-wide release counts at scrape time."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "rtc_video_frames_released", "Video frames the jitter buffer released, by rule "
+            "(marker: on the RTP marker bit; stock: aiortc's next-frame rule; keyframe_resync: a "
+            "keyframe released past a lost packet; padding_skipped counts padding packets)", labels=["rule"])
+        for rule, value in sorted(self._counts().items()):
+            family.add_metric([rule], value)
+        yield family
+
+
 class Metrics:
-    def __init__(self, active_sessions: Callable[[], int], model: ModelInfo) -> None:
+    def __init__(self, active_sessions: Callable[[], int], model: ModelInfo,
+                 release_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        if release_counts is not None:
+            r.register(_ReleaseCollector(release_counts))
         Gauge("rtc_sessions_active", "Peer sessions currently live", registry=r).set_function(active_sessions)
         self.sessions_total = Counter("rtc_sessions_total", "Peer sessions created", registry=r)
         self.frames_received = Counter("rtc_frames_received_total", "Video frames decoded and received", registry=r)

@@ -16,6 +16,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from .config import Settings
 from .ice import advertise_address, filter_remote_candidates, rtc_configuration
 from .inference import InferenceService
+from .marker_release import release_counts
 from .metrics import Metrics
 from .session import PeerSession, SessionLimits
 from .yolo import Thresholds
@@ -44,7 +45,7 @@ class SessionRegistry:
         self._inference = inference
         self._sessions: dict[str, PeerSession] = {}
         self._collect_pending = False
-        self.metrics = Metrics(lambda: len(self._sessions), inference.info)
+        self.metrics = Metrics(lambda: len(self._sessions), inference.info, release_counts)
 
     def __len__(self) -> int:
         return len(self._sessions)

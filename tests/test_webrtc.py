@@ -199,5 +199,7 @@ async def test_metrics_count_sessions_and_frames(
     assert during["rtc_frames_processed_total"] >= 3
     assert during["rtc_frames_received_total"] >= during["rtc_frames_processed_total"]
     assert during['rtc_stage_seconds_count{stage="inference"}'] >= 3
+    # The receive path releases frames on the RTP marker bit (on by default).
+    assert during['rtc_video_frames_released_total{rule="marker"}'] >= 3
     await wait_for(lambda: len(app[REGISTRY]) == 0)
     assert (await scrape())["rtc_sessions_active"] == 0
