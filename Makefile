@@ -53,7 +53,7 @@ BENCH_OUT  ?= artifacts/bench
 E2E_ARGS   ?=
 ALT_ARGS   ?=
 # Run one bench script, its output also kept in $(BENCH_OUT)/<name>.log.
-bench_run = bash -o pipefail -c '$(PY) -m bench.$(1) $(2) | tee $(BENCH_OUT)/$(1).log'
+bench_run = bash -o pipefail -c 'BENCH_VENV=$(BENCH_VENV) $(PY) -m bench.$(1) $(2) | tee $(BENCH_OUT)/$(1).log'
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,bench]'

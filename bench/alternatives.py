@@ -50,7 +50,8 @@ from bench.common import (
 )
 from bench.peers import aggregate, camera_frames, run_peers
 
-BENCH_VENV = ROOT / ".venv-bench"
+#: Ultralytics' venv; the Makefile passes its BENCH_VENV here.
+BENCH_VENV = Path(os.environ.get("BENCH_VENV") or ROOT / ".venv-bench")
 CAMERA_FPS = 30.0
 
 
