@@ -12,7 +12,8 @@ from aiortc import RTCRtpSender
 from rtc_server.client import DetectionClient, ImageTrack
 from rtc_server.codec_preference import VIDEO_DECODE_ORDER, video_preferences
 from rtc_server.ice import rtc_configuration
-from tests.test_webrtc import ServerFactory, serve
+
+from .helpers import ServerFactory, serve
 
 
 def answered_video_codecs(sdp: str) -> list[str]:

@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestClient
 from rtc_server.client import DetectionClient, ImageTrack
 from signaling.context import REGISTRY
 
+from .helpers import ServerFactory, serve
 from .sdp import make_offer
 from .test_http import ClientFactory, wait_ready
-from .test_webrtc import ServerFactory, serve
 
 JPEG = {"Content-Type": "image/jpeg"}
 

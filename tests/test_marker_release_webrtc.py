@@ -17,7 +17,8 @@ from aiohttp import web
 
 from rtc_server.client import DetectionClient, ImageTrack, pts_step
 from rtc_server.marker_release import COUNTS, marker_release_active
-from tests.test_webrtc import ServerFactory, serve
+
+from .helpers import ServerFactory, serve
 
 FPS = 2
 MESSAGES = 6

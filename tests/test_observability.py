@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient
 from rtc_server.client import DetectionClient, ImageTrack
 from rtc_server.logs import JsonFormatter, SessionFilter, TextFormatter
 
+from .helpers import ServerFactory, serve, wait_for
 from .test_http import ClientFactory, wait_ready
-from .test_webrtc import ServerFactory, serve, wait_for
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from rtc_server.ice import use_host_addresses
 from signaling.context import REGISTRY
 
 from .conftest import FIXTURES, ROOT
-from .test_webrtc import ServerFactory, serve, wait_for
+from .helpers import ServerFactory, serve, wait_for
 
 
 def free_port() -> int:

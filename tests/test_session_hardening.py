@@ -20,8 +20,8 @@ from rtc_server.detector import DetectionResult, Detector
 from rtc_server.yolo import Thresholds
 from signaling.context import REGISTRY
 
+from .helpers import ServerFactory, serve, wait_for
 from .sdp import make_offer
-from .test_webrtc import ServerFactory, serve, wait_for
 
 
 async def scrape(url: str) -> dict[str, float]:

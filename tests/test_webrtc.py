@@ -10,32 +10,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from rtc_server.client import DetectionClient, ImageTrack
 from rtc_server.detector import DetectionResult, Detector
 from rtc_server.yolo import Thresholds
 from signaling.context import REGISTRY
 
-ServerFactory = Callable[..., "asyncio.Future[TestServer]"]
-
-
-async def serve(aiohttp_server: ServerFactory, app: web.Application) -> str:
-    server = await aiohttp_server(app, host="127.0.0.1")
-    url = str(server.make_url("")).rstrip("/")
-    async with asyncio.timeout(30):
-        import aiohttp
-
-        async with aiohttp.ClientSession() as http:
-            while (await http.get(f"{url}/readyz")).status != 200:
-                await asyncio.sleep(0.05)
-    return url
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
+from .helpers import ServerFactory, serve, wait_for
 
 
 async def test_client_streams_bus_frames_and_gets_detections(
