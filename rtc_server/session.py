@@ -213,8 +213,9 @@ class PeerSession:
         frame_id = 0
         try:
             while True:
-                try:
-                    frame = await asyncio.wait_for(track.recv(), self.limits.idle_timeout)
+                try:  # asyncio.timeout: no extra Task per frame, unlike wait_for on 3.11
+                    async with asyncio.timeout(self.limits.idle_timeout):
+                        frame = await track.recv()
                 except TimeoutError:
                     self.log.warning("no video frame for %.1f s; reaping", self.limits.idle_timeout)
                     self._metrics.count_error("session_idle_timeout")
