@@ -31,7 +31,7 @@ test: model
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(PY) -m ruff check rtc_server signaling tests bench
+	$(PY) -m ruff check rtc_server signaling drivers tests bench
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

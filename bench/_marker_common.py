@@ -12,7 +12,7 @@ library files):
 * ``RemoteStreamTrack.recv`` -> the moment the decoded frame reaches the event loop.
 
 Frames are matched by pts: the receiver maps RTP timestamps to pts relative to the first
-released frame, exactly as the sending ``ImageTrack`` numbers them (see rtc_server/client.py).
+released frame, exactly as the sending ``ImageTrack`` numbers them (see drivers/client.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from aiortc.codecs import get_decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 
-from rtc_server.detector import DetectionResult, ModelInfo
+from rtc_server.engine.detector import DetectionResult, ModelInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 

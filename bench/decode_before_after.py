@@ -20,11 +20,11 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.common import ROOT, bus_rgb, emit, find_model, load, summary
-from rtc_server import yolo
+from rtc_server.engine import yolo
 
 
 def load_old(commit: str, folder: Path) -> object:
-    source = subprocess.run(["git", "show", f"{commit}:rtc_server/yolo.py"], cwd=ROOT, check=True,
+    source = subprocess.run(["git", "show", f"{commit}:rtc_server/engine/yolo.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     path = folder / "yolo_before.py"
     path.write_text(source)
@@ -38,7 +38,7 @@ def load_old(commit: str, folder: Path) -> object:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", default="ab7c3fd", help="commit with the pre-fix rtc_server/yolo.py")
+    parser.add_argument("--before", default="ab7c3fd", help="commit with the pre-fix rtc_server/engine/yolo.py")
     parser.add_argument("--calls", type=int, default=500)
     args = parser.parse_args()
     load_start = load()

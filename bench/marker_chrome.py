@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _marker_common import NoopDetector, StageClock, camera_frames, decode_cost, install, model_path, p50, uninstall
 
-import rtc_server.session as session_module
+import rtc_server.webrtc.peer as session_module
 from rtc_server.app import create_app
 from rtc_server.config import Settings
-from rtc_server.marker_release import use_marker_release
+from rtc_server.webrtc.marker_release import use_marker_release
 from signaling.context import REGISTRY
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -51,10 +51,10 @@ from _marker_common import (
     uninstall,
 )
 
+from drivers.client import DetectionClient, ImageTrack
 from rtc_server.app import create_app
-from rtc_server.client import DetectionClient, ImageTrack
 from rtc_server.config import Settings
-from rtc_server.marker_release import COUNTS, use_marker_release
+from rtc_server.webrtc.marker_release import COUNTS, use_marker_release
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP_S = 1.5  # connection set-up and the first keyframe: not steady state

@@ -26,9 +26,9 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.common import bus_rgb, emit, find_model, load, save_json, summary, table
-from rtc_server.detector import OnnxYoloDetector
-from rtc_server.messages import detection_message, encode
-from rtc_server.yolo import Letterbox, Thresholds, to_blob
+from rtc_server.engine.detector import OnnxYoloDetector
+from rtc_server.engine.yolo import Letterbox, Thresholds, to_blob
+from rtc_server.streams.messages import detection_message, encode
 
 SIZES = ((640, 480), (1280, 720))
 MODES = ("rect", "square")

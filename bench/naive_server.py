@@ -24,11 +24,11 @@ from aiohttp import web
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from rtc_server.detector import OnnxYoloDetector
-from rtc_server.ice import rtc_configuration, use_host_addresses
-from rtc_server.inference import InferenceService
-from rtc_server.messages import FrameCounts, detection_message, encode
-from rtc_server.yolo import Thresholds
+from rtc_server.engine.detector import OnnxYoloDetector
+from rtc_server.engine.inference import InferenceService
+from rtc_server.engine.yolo import Thresholds
+from rtc_server.streams.messages import FrameCounts, detection_message, encode
+from rtc_server.webrtc.ice import rtc_configuration, use_host_addresses
 
 INFERENCE = web.AppKey("inference", InferenceService)
 PEERS = web.AppKey("peers", set)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import bus_rgb, slope_per_minute, summary
-from rtc_server.client import DetectionClient, ImageTrack
-from rtc_server.ice import use_host_addresses
+from drivers.client import DetectionClient, ImageTrack
+from rtc_server.webrtc.ice import use_host_addresses
 
 #: Replies in the first seconds (connection set-up, encoder ramp-up) are not counted.
 WARMUP_S = 3.0

@@ -27,8 +27,8 @@ import cv2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rtc_server.ice import use_host_addresses  # noqa: E402
-from rtc_server.soak import run_soak  # noqa: E402
+from drivers.soak import run_soak  # noqa: E402
+from rtc_server.webrtc.ice import use_host_addresses  # noqa: E402
 
 
 def default_model() -> Path:

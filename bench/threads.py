@@ -16,7 +16,7 @@ import time
 import onnxruntime as ort
 
 from bench.common import bus_rgb, emit, find_model, load, summary, table
-from rtc_server.yolo import Letterbox, to_blob
+from rtc_server.engine.yolo import Letterbox, to_blob
 
 VARIANTS = ((1, True), (2, True), (2, False))
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .app import create_app, load_detector
 from .config import ConfigError, load_settings
-from .detector import ModelError
+from .engine.detector import ModelError
 from .logs import configure as configure_logging
 
 log = logging.getLogger("rtc_server")

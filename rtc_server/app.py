@@ -1,9 +1,11 @@
-"""The application factory: settings in, a wired aiohttp ``Application`` out.
+"""The composition root: settings in, a wired aiohttp ``Application`` out.
 
-``create_app`` builds the pieces in data-path order — detector → inference service →
-session registry → routes — and ties their lifetimes to the app: warm-up starts with the
-server (``/readyz`` says 503 until it is done), shutdown closes every session through its
-normal close path, then stops the inference thread.
+``create_app`` builds the pieces in data-path order — engine (detector → inference
+service) → stream registry → WebRTC adapters → routes — and ties their lifetimes to the
+app: warm-up starts with the server (``/readyz`` says 503 until it is done), shutdown
+closes every stream through its normal close path, then stops the inference thread. It is
+the only module that knows every part; the process-wide aiortc/aioice adaptations are
+installed here and nowhere else.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from signaling.cors import cors_middleware
 from signaling.errors import ERROR_SINK, error_middleware
 
 from .config import Settings
-from .detector import Detector, OnnxYoloDetector
-from .ice import use_host_addresses
-from .inference import InferenceService
-from .marker_release import use_marker_release
-from .portrange import use_udp_ports
-from .registry import SessionRegistry
+from .engine.detector import Detector, OnnxYoloDetector
+from .engine.inference import InferenceService
+from .streams.registry import StreamRegistry
+from .webrtc.ice import use_host_addresses
+from .webrtc.marker_release import release_counts, use_marker_release
+from .webrtc.portrange import use_udp_ports
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ def create_app(settings: Settings, detector: Detector | None = None) -> web.Appl
                           client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[INFERENCE] = inference
-    app[REGISTRY] = SessionRegistry(settings, inference)
+    app[REGISTRY] = StreamRegistry(settings, inference, release_counts)
     app[ERROR_SINK] = app[REGISTRY].metrics.count_error
     setup_routes(app)
     app.cleanup_ctx.append(_lifetime)

@@ -157,13 +157,6 @@ def _parse_udp_ports(text: str) -> tuple[int, int] | None:
         return int(low), int(high if sep else low)
     except ValueError as exc:
         raise ConfigError(f"RTC_UDP_PORTS={text!r} is not a port range like 40000-40100") from exc
-def _parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "on", "yes"):
-        return True
-    if value in ("0", "false", "off", "no"):
-        return False
-    raise ValueError(f"{text!r} is not one of 1/0, true/false, on/off, yes/no")
 
 
 def _parse_addresses(text: str) -> tuple[str, ...]:

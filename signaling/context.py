@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from rtc_server.config import Settings
-from rtc_server.inference import InferenceService
-from rtc_server.registry import SessionRegistry
+from rtc_server.engine.inference import InferenceService
+from rtc_server.streams.registry import StreamRegistry
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 INFERENCE: web.AppKey[InferenceService] = web.AppKey("inference", InferenceService)
-REGISTRY: web.AppKey[SessionRegistry] = web.AppKey("registry", SessionRegistry)
+REGISTRY: web.AppKey[StreamRegistry] = web.AppKey("registry", StreamRegistry)

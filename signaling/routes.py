@@ -13,12 +13,12 @@ from typing import Any
 
 from aiohttp import web
 
-from rtc_server.images import EncodedImage, ImageDecodeError, ImageSizeError, check_image
-from rtc_server.messages import detection_message
+from rtc_server.engine.images import EncodedImage, ImageDecodeError, ImageSizeError, check_image
+from rtc_server.engine.yolo import Thresholds
 from rtc_server.metrics import CONTENT_TYPE
-from rtc_server.registry import GatherTimeout, ServerFull
-from rtc_server.session import OfferError
-from rtc_server.yolo import Thresholds
+from rtc_server.streams.messages import detection_message
+from rtc_server.streams.registry import ServerFull
+from rtc_server.webrtc.peer import GatherTimeout, OfferError, answer_offer
 
 from .auth import require_token
 from .context import INFERENCE, REGISTRY, SETTINGS
@@ -69,7 +69,7 @@ async def offer(request: web.Request) -> web.Response:
                           "offer again without 'session_id'")
     _require_ready(request)
     try:
-        session, answer = await registry.create(offer_.sdp)
+        stream, answer = await answer_offer(registry, request.app[SETTINGS], offer_.sdp)
     except ServerFull as exc:
         raise ClientError(503, "server_full", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
     except GatherTimeout as exc:
@@ -78,7 +78,7 @@ async def offer(request: web.Request) -> web.Response:
         raise ClientError(400, "bad_offer", str(exc)) from exc
     except ValueError as exc:  # aiortc's SDP parser and negotiation raise ValueError
         raise ClientError(400, "bad_offer", f"the offer cannot be answered: {exc}") from exc
-    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id})
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id})
 
 
 async def predict(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from rtc_server.app import create_app, load_detector
 from rtc_server.config import Settings
-from rtc_server.detector import Detector
+from rtc_server.engine.detector import Detector
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -25,8 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from rtc_server.client import DetectionClient, ImageTrack
-from rtc_server.ice import use_host_addresses
+from drivers.client import DetectionClient, ImageTrack
+from rtc_server.webrtc.ice import use_host_addresses
 from tests.conftest import FIXTURES
 
 PRIVATE = "10.99.0.2"

@@ -6,7 +6,7 @@ import re
 
 from aiortc import RTCPeerConnection
 
-from rtc_server.ice import rtc_configuration
+from rtc_server.webrtc.ice import rtc_configuration
 
 
 async def make_offer(video: int = 1, audio: int = 0, channel: bool = True) -> str:

@@ -9,9 +9,9 @@ import pytest
 from aiohttp import web
 from aiortc import RTCRtpSender
 
-from rtc_server.client import DetectionClient, ImageTrack
-from rtc_server.codec_preference import VIDEO_DECODE_ORDER, video_preferences
-from rtc_server.ice import rtc_configuration
+from drivers.client import DetectionClient, ImageTrack
+from rtc_server.webrtc.codec_preference import VIDEO_DECODE_ORDER, video_preferences
+from rtc_server.webrtc.ice import rtc_configuration
 
 from .helpers import ServerFactory, serve
 

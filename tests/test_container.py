@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rtc_server.client import DetectionClient, ImageTrack
-from rtc_server.ice import use_host_addresses
+from drivers.client import DetectionClient, ImageTrack
 from rtc_server.models import DEFAULT_SOURCE
+from rtc_server.webrtc.ice import use_host_addresses
 from tests.conftest import FIXTURES, ROOT
 from tests.containers import BASE_TAG, PrivateDocker, unavailable
 

@@ -17,7 +17,7 @@ import yaml
 from aiortc.rtcicetransport import connection_kwargs
 
 from rtc_server.config import load_settings
-from rtc_server.ice import rtc_configuration
+from rtc_server.webrtc.ice import rtc_configuration
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"

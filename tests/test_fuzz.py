@@ -24,8 +24,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtc_server.control import Config, ControlError, Ping, parse_control
-from rtc_server.yolo import Thresholds
+from rtc_server.engine.yolo import Thresholds
+from rtc_server.streams.control import Config, ControlError, Ping, parse_control
 from signaling.context import INFERENCE, REGISTRY
 
 from .sdp import make_offer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aioice.ice
 import pytest
 
-from rtc_server.ice import filter_remote_candidates, is_loopback_only, use_host_addresses
+from rtc_server.webrtc.ice import filter_remote_candidates, is_loopback_only, use_host_addresses
 
 OFFER = "\r\n".join([
     "v=0", "m=video 9 UDP/TLS/RTP/SAVPF 96",

@@ -8,7 +8,7 @@ import numpy as np
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from rtc_server.client import DetectionClient, ImageTrack
+from drivers.client import DetectionClient, ImageTrack
 from signaling.context import REGISTRY
 
 from .helpers import ServerFactory, serve

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from rtc_server.mailbox import FrameMailbox, MailboxClosed
+from rtc_server.streams.mailbox import FrameMailbox, MailboxClosed
 
 
 async def test_newest_item_wins_and_drops_are_counted() -> None:

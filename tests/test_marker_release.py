@@ -21,7 +21,7 @@ from aiortc.codecs import depayload, get_decoder, get_encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 
-from rtc_server.marker_release import (
+from rtc_server.webrtc.marker_release import (
     COUNTS,
     STOCK_JITTER_BUFFER,
     MarkerReleaseJitterBuffer,

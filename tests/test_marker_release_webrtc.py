@@ -15,8 +15,8 @@ from collections.abc import Callable
 import numpy as np
 from aiohttp import web
 
-from rtc_server.client import DetectionClient, ImageTrack, pts_step
-from rtc_server.marker_release import COUNTS, marker_release_active
+from drivers.client import DetectionClient, ImageTrack, pts_step
+from rtc_server.webrtc.marker_release import COUNTS, marker_release_active
 
 from .helpers import ServerFactory, serve
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from rtc_server.client import DetectionClient, ImageTrack
+from drivers.client import DetectionClient, ImageTrack
 from rtc_server.logs import JsonFormatter, SessionFilter, TextFormatter
 
 from .helpers import ServerFactory, serve, wait_for
@@ -71,7 +71,7 @@ async def test_session_log_lines_carry_the_session_id_and_frames_are_not_logged(
     await wait_for(lambda: any("closed:" in str(e["message"]) for e in entries(json_log)))
     lines = entries(json_log)
     assert late == early, lines[early:late]  # nothing logged per frame at INFO
-    session_lines = [e for e in lines if e["logger"] == "rtc_server.session"]
+    session_lines = [e for e in lines if e["logger"] in ("rtc_server.streams.stream", "rtc_server.webrtc.peer")]
     messages = [str(e["message"]) for e in session_lines]
     assert any(m.startswith("answered") for m in messages) and any(m.startswith("closed:") for m in messages)
     assert any(m.startswith("bad control message") for m in messages)

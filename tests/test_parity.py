@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from rtc_server.detector import OnnxYoloDetector
-from rtc_server.yolo import Thresholds
+from rtc_server.engine.detector import OnnxYoloDetector
+from rtc_server.engine.yolo import Thresholds
 
 from .conftest import COCO128, FIXTURES
 

@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 from aiortc import RTCPeerConnection
 
-from rtc_server.client import DetectionClient, ImageTrack
+from drivers.client import DetectionClient, ImageTrack
 from rtc_server.config import ConfigError, Settings, load_settings
-from rtc_server.ice import advertise_address, rtc_configuration, use_host_addresses
-from rtc_server.portrange import bind_in_range, use_udp_ports
+from rtc_server.webrtc.ice import advertise_address, rtc_configuration, use_host_addresses
+from rtc_server.webrtc.portrange import bind_in_range, use_udp_ports
 
 ServerFactory = Callable[..., "asyncio.Future[object]"]
 
@@ -103,7 +103,7 @@ async def test_gathering_binds_every_host_candidate_in_range() -> None:
 
 async def test_restoring_gives_aioice_its_own_binding() -> None:
     use_udp_ports((47000, 47010))
-    assert aioice.ice.Connection.get_component_candidates.__module__ == "rtc_server.portrange"
+    assert aioice.ice.Connection.get_component_candidates.__module__ == "rtc_server.webrtc.portrange"
     use_udp_ports(None)
     assert aioice.ice.Connection.get_component_candidates.__module__ == "aioice.ice"
 
@@ -179,7 +179,7 @@ async def _wait_ready(url: str) -> None:
 GATHER_SCRIPT = """
 import asyncio
 from aiortc import RTCConfiguration, RTCPeerConnection
-from rtc_server.ice import use_host_addresses
+from rtc_server.webrtc.ice import use_host_addresses
 use_host_addresses(["127.0.0.1"])
 async def main():
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

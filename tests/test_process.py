@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from rtc_server.client import DetectionClient, ImageTrack
-from rtc_server.ice import use_host_addresses
+from drivers.client import DetectionClient, ImageTrack
+from rtc_server.webrtc.ice import use_host_addresses
 from signaling.context import REGISTRY
 
 from .conftest import FIXTURES, ROOT
@@ -232,9 +232,9 @@ def test_bad_config_exits_2(spawn: Callable[..., ServerProcess], tmp_path: Path)
 CLIENT_SCRIPT = """
 import asyncio, sys
 import cv2
-from rtc_server.client import DetectionClient, ImageTrack
-from rtc_server.ice import use_host_addresses
-from rtc_server.ice import use_host_addresses
+from drivers.client import DetectionClient, ImageTrack
+from rtc_server.webrtc.ice import use_host_addresses
+from rtc_server.webrtc.ice import use_host_addresses
 
 async def main():
     use_host_addresses(["127.0.0.1"])
@@ -266,14 +266,14 @@ async def test_a_client_killed_mid_stream_is_reaped_by_ice_consent(
         assert proc.stdout is not None
         session_id = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
         session = app[REGISTRY].get(session_id)
-        assert session is not None and session.pc.connectionState == "connected"
+        assert session is not None and session.source.pc.connectionState == "connected"
         proc.kill()
         await proc.wait()
         killed_at = time.monotonic()
         await wait_for(lambda: len(app[REGISTRY]) == 0, timeout=45)
         print(f"vanished peer reaped after {time.monotonic() - killed_at:.1f} s ({session.close_reason})")
         assert session.close_reason in ("connection failed", "connection closed", "track ended")
-        assert session.pc.connectionState == "closed"
+        assert session.source.pc.connectionState == "closed"
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from aiortc.mediastreams import VideoStreamTrack
 
-from rtc_server.client import DetectionClient, ImageTrack
-from rtc_server.detector import DetectionResult, Detector
-from rtc_server.yolo import Thresholds
+from drivers.client import DetectionClient, ImageTrack
+from rtc_server.engine.detector import DetectionResult, Detector
+from rtc_server.engine.yolo import Thresholds
 from signaling.context import REGISTRY
 
 from .helpers import ServerFactory, serve, wait_for
@@ -160,7 +160,7 @@ async def test_a_peer_that_never_connects_is_reaped(
         session = app[REGISTRY].get((await response.json())["session_id"])
     assert session is not None
     await wait_for(lambda: len(app[REGISTRY]) == 0, timeout=15)
-    assert session.close_reason == "connect timeout" and session.pc.connectionState == "closed"
+    assert session.close_reason == "connect timeout" and session.source.pc.connectionState == "closed"
     assert (await scrape(url))['rtc_errors_total{kind="session_connect_timeout"}'] == 1
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rtc_server.ice import use_host_addresses
-from rtc_server.soak import run_soak
+from drivers.soak import run_soak
+from rtc_server.webrtc.ice import use_host_addresses
 
 from .test_process import ServerProcess, wait_ready
 from .test_process import spawn as spawn  # the fixture, shared

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from rtc_server.client import DetectionClient, ImageTrack
-from rtc_server.detector import DetectionResult, Detector
-from rtc_server.yolo import Thresholds
+from drivers.client import DetectionClient, ImageTrack
+from rtc_server.engine.detector import DetectionResult, Detector
+from rtc_server.engine.yolo import Thresholds
 from signaling.context import REGISTRY
 
 from .helpers import ServerFactory, serve, wait_for
@@ -122,7 +122,7 @@ async def test_server_shutdown_closes_sessions(
         assert session is not None
         await app[REGISTRY].close_all()
         assert len(app[REGISTRY]) == 0 and session.closed
-        assert session.pc.connectionState == "closed"
+        assert session.source.pc.connectionState == "closed"
     finally:
         await client.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtc_server.yolo import Letterbox, Thresholds, decode, nms
+from rtc_server.engine.yolo import Letterbox, Thresholds, decode, nms
 
 
 def test_rect_letterbox_keeps_4_3_frames_unpadded() -> None:

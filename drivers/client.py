@@ -29,7 +29,7 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 
-from .ice import rtc_configuration
+from rtc_server.webrtc.ice import rtc_configuration
 
 VIDEO_CLOCK = 90_000
 

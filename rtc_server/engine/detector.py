@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from .models import sha256_of
+from ..models import sha256_of
 from .yolo import Letterbox, Thresholds, decode, to_blob
 
 

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .detector import DetectionResult, ModelInfo
+from ..engine.detector import DetectionResult, ModelInfo
 
 
 @dataclass(frozen=True)

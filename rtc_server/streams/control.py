@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .yolo import Thresholds
+from ..engine.yolo import Thresholds
 
 #: Largest control message accepted; real ones are well under 200 bytes.
 MAX_CONTROL_BYTES = 4096

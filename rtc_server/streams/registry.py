@@ -1,0 +1,103 @@
+"""``StreamRegistry``: the server's only stream state — which streams are live.
+
+A source asks it for a new stream (``open``), which reserves a slot under
+``max_sessions`` before anything costly is built; a stream removes itself on close.
+Shutdown closes every stream through the same ``Stream.close`` path. Whatever the source
+(``/offer``, ``/whip``, a pulled URL), every live stream counts against the same cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+
+from ..config import Settings
+from ..engine.inference import InferenceService
+from ..engine.yolo import Thresholds
+from ..metrics import Metrics
+from .stream import Stream, StreamLimits
+
+log = logging.getLogger(__name__)
+
+#: Seconds a client told "server full" is asked to wait before trying again.
+SERVER_FULL_RETRY_AFTER = 5
+
+
+class ServerFull(RuntimeError):
+    """``max_sessions`` streams are live; the client should retry after ``retry_after`` s."""
+
+    def __init__(self, limit: int, retry_after: int = SERVER_FULL_RETRY_AFTER) -> None:
+        super().__init__(f"the server is full ({limit} sessions); retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class StreamRegistry:
+    def __init__(self, settings: Settings, inference: InferenceService,
+                 release_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
+        self._settings = settings
+        self._inference = inference
+        self._streams: dict[str, Stream] = {}
+        self._collect_pending = False
+        self.metrics = Metrics(lambda: len(self._streams), inference.info, release_counts)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def __iter__(self) -> Iterator[Stream]:
+        return iter(list(self._streams.values()))
+
+    def get(self, stream_id: str) -> Stream | None:
+        return self._streams.get(stream_id)
+
+    def open(self, source_kind: str) -> Stream:
+        """A new stream with the server's default settings, holding a slot until it closes.
+
+        Raises ``ServerFull`` at ``max_sessions``; a closing stream frees its slot the
+        moment it leaves the registry.
+        """
+        cap = self._settings.max_sessions
+        if cap and len(self._streams) >= cap:
+            raise ServerFull(cap)
+        settings = self._settings
+        stream = Stream(
+            self._inference,
+            Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det),
+            self.metrics,
+            source_kind=source_kind,
+            on_closed=self._forget,
+            limits=StreamLimits(message_rate=settings.message_rate),
+        )
+        self._streams[stream.id] = stream
+        self.metrics.sessions_total.inc()
+        return stream
+
+    def _forget(self, stream: Stream) -> None:
+        self._streams.pop(stream.id, None)
+        self._collect_soon()
+
+    def _collect_soon(self) -> None:
+        """Run a full garbage collection shortly after streams end (at most once a second).
+
+        Why: a closed aiortc peer connection leaves reference cycles that hold its native
+        VP8 decoder — and the decoder's libvpx threads — until the cyclic collector's next
+        full pass, which may not come for a long time. Measured: without this, a server
+        process gained ~0.7 native threads per session over 20 sessions, all released by one
+        ``gc.collect()``. One pass per second of churn bounds that at no per-frame cost.
+        """
+        if self._collect_pending:
+            return
+        self._collect_pending = True
+
+        def collect() -> None:
+            self._collect_pending = False
+            started = time.perf_counter()
+            freed = gc.collect()
+            log.debug("gc after stream close: %d objects in %.1f ms", freed, (time.perf_counter() - started) * 1e3)
+
+        asyncio.get_running_loop().call_later(1.0, collect)
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(s.close() for s in list(self._streams.values())), return_exceptions=True)

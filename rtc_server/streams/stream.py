@@ -1,0 +1,282 @@
+"""``Stream``: one live video stream's state, free of any transport.
+
+A *source* (a WebRTC peer from ``/offer``, later ``/whip`` or a pulled URL) pushes decoded
+frames in; the stream keeps only the newest, has it detected, and hands each detection
+message to its *sinks* (the peer's data channel, later SSE/WebSocket subscribers)::
+
+    source --push()--> FrameMailbox (newest wins) --worker task--> engine.detect()
+           --> detection message --> every sink
+
+The stream owns what is the same whatever the transport: the mailbox and the counts,
+the client's settings (thresholds), control messages, message building, its tasks, and
+the one close path every ending takes (peer gone, ICE failure, timeout, server shutdown,
+a crashed task, DELETE). Closing stops the source (bounded in time), closes the sinks and
+tells the registry to forget the stream. It imports nothing of aiortc or HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..engine.inference import InferenceService, VideoFrameLike
+from ..engine.yolo import Thresholds
+from ..logs import SESSION_ID, session_logger
+from ..metrics import Metrics
+from ..ratelimit import TokenBucket
+from .control import Config, ControlError, parse_control
+from .mailbox import FrameMailbox, MailboxClosed
+from .messages import FrameCounts, detection_message, error_message
+
+log = logging.getLogger(__name__)
+
+class Source(Protocol):
+    """Where a stream's frames come from. It calls ``Stream.push`` per decoded frame and
+    ``Stream.close_soon`` when its transport ends."""
+
+    #: ``offer`` (WebRTC via ``/offer``), ``whip`` or ``pull``.
+    kind: str
+
+    async def stop(self) -> None:
+        """Release the transport (sockets, decoder threads). Called once, by ``Stream``."""
+        ...
+
+
+class Sink(Protocol):
+    """Where a stream's messages go. ``send`` never blocks: a sink that cannot keep up
+    drops (and counts) rather than queue, because a stale detection is worth nothing."""
+
+    def send(self, message: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """How chatty a stream's clients may be, and how long its source may take to stop."""
+
+    #: Control messages per second (burst: twice that); the rest are dropped.
+    message_rate: float = 20.0
+    #: Seconds a source may take to stop (e.g. aiortc closing a peer connection whose DTLS
+    #: goodbye never gets through) before the stream closes without waiting for it.
+    stop_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class ReceivedFrame:
+    frame_id: int
+    frame: VideoFrameLike
+    pts: int | None
+    received_at: float
+
+
+class Stream:
+    def __init__(
+        self,
+        inference: InferenceService,
+        thresholds: Thresholds,
+        metrics: Metrics,
+        *,
+        source_kind: str,
+        on_closed: Callable[[Stream], Awaitable[None] | None] | None = None,
+        limits: StreamLimits | None = None,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.source_kind = source_kind
+        self.log = session_logger(log, self.id)
+        self.limits = limits or StreamLimits()
+        self.thresholds = thresholds
+        #: Why the stream ended, once it has: "connection closed", "no video", ...
+        self.close_reason: str | None = None
+        self.created_at = time.monotonic()
+        self.source: Source | None = None
+        self._inference = inference
+        self._metrics = metrics
+        self._on_closed = on_closed
+        self._mailbox: FrameMailbox[ReceivedFrame] = FrameMailbox()
+        self._sinks: list[Sink] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing: asyncio.Task[None] | None = None
+        self._messages = TokenBucket(self.limits.message_rate, 2 * self.limits.message_rate)
+        self._flooding = False
+        self.processed = 0
+        self._frame_failures = 0
+        self._next_frame_id = 0
+
+    # ----- wiring --------------------------------------------------------------------------
+    def attach(self, source: Source) -> None:
+        self.source = source
+
+    def add_sink(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        if sink in self._sinks:
+            self._sinks.remove(sink)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], role: str) -> asyncio.Task[None]:
+        """Run one of the stream's tasks (its own or its source's), supervised.
+
+        The task runs in a context whose ``SESSION_ID`` is ours, so every log line written
+        from it (ours, the engine's, aiortc's) carries the id. A task that dies of an
+        unexpected exception closes the stream with reason ``internal_error`` (logged once
+        with its traceback) instead of leaving a zombie that holds a slot.
+        """
+        context = contextvars.copy_context()
+        context.run(SESSION_ID.set, self.id)
+        task = asyncio.get_running_loop().create_task(coro, name=f"{role}-{self.id[:8]}", context=context)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self.log.error("task %s failed; closing the stream", task.get_name(), exc_info=exc)
+        self._metrics.count_error("session_internal_error")
+        self.close_soon("internal_error")
+
+    def count_error(self, kind: str) -> None:
+        """``rtc_errors_total{kind}`` for something that went wrong in this stream or its source."""
+        self._metrics.count_error(kind)
+
+    def start(self) -> None:
+        """Start processing frames (the source starts pushing when its transport is up)."""
+        self.spawn(self._process_frames(), "worker")
+
+    # ----- frames in -----------------------------------------------------------------------
+    def push(self, frame: VideoFrameLike, pts: int | None) -> None:
+        """A decoded frame from the source; replaces any frame not yet taken."""
+        if self._mailbox.put(ReceivedFrame(self._next_frame_id, frame, pts, time.perf_counter())):
+            self._metrics.frames_dropped.inc()
+        self._metrics.frames_received.inc()
+        self._next_frame_id += 1
+
+    @property
+    def counts(self) -> FrameCounts:
+        return FrameCounts(self._mailbox.received, self.processed, self._mailbox.dropped)
+
+    # ----- control -------------------------------------------------------------------------
+    def control(self, raw: Any) -> dict[str, Any] | None:
+        """Apply one control message (JSON text); the reply for the channel it came on.
+
+        At most ``message_rate`` per second: a flood is answered with one ``rate_limited``
+        error and logged once; the messages beyond the rate are dropped (None) and counted.
+        The flood counts as over once the client has been quiet long enough for the whole
+        burst to refill.
+        """
+        if self._flooding and self._messages.full:
+            self._flooding = False
+        if self._messages.take() > 0:
+            self._metrics.count_error("session_rate_limited")
+            if self._flooding:
+                return None
+            self._flooding = True
+            self.log.warning("control messages over %.0f/s: dropping until the client slows down",
+                             self.limits.message_rate)
+            return error_message("rate_limited", f"at most {self.limits.message_rate:g} "
+                                 "control messages per second; the rest are dropped")
+        try:
+            decision = parse_control(raw, self.thresholds)
+        except ControlError as exc:
+            self.log.info("bad control message: %s", exc)
+            self._metrics.count_error("session_bad_message")
+            return error_message("bad_message", str(exc))
+        if isinstance(decision, Config):
+            self.thresholds = decision.thresholds
+            return decision.ack(self._inference.info.class_names)
+        return {"type": "pong", "t": decision.t}
+
+    # ----- frames through the model, messages out ---------------------------------------------
+    async def _process_frames(self) -> None:
+        try:
+            while True:
+                item = await self._mailbox.get()
+                try:
+                    result = await self._inference.detect(item.frame, self.thresholds)
+                except Exception as exc:
+                    self._frame_failed(item, exc)
+                    continue
+                self.processed += 1
+                done_at = time.perf_counter()
+                self._metrics.observe(result, result.started_at - item.received_at, done_at - item.received_at)
+                self.publish(detection_message(
+                    result, self._inference.info, received_at=item.received_at, done_at=done_at,
+                    frame_id=item.frame_id, pts=item.pts, counts=self.counts,
+                ))
+        except MailboxClosed:
+            pass
+
+    def _frame_failed(self, item: ReceivedFrame, exc: Exception) -> None:
+        """A frame the pipeline could not process: skip it, keep the stream.
+
+        Logged with its traceback the first time, counted always (``session_frame_failed``)
+        and reported to the client, so a stream of bad frames is visible without flooding
+        the log.
+        """
+        self._frame_failures += 1
+        self._metrics.count_error("session_frame_failed")
+        if self._frame_failures == 1:
+            self.log.error("frame %d (%s) could not be processed; skipping it", item.frame_id,
+                           type(exc).__name__, exc_info=exc)
+            self.publish(error_message("frame_failed", f"frame {item.frame_id} could not be processed: "
+                                       f"{type(exc).__name__}"))
+
+    def publish(self, message: dict[str, Any]) -> None:
+        for sink in list(self._sinks):
+            sink.send(message)
+
+    # ----- the one way out -------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closing is not None
+
+    def close_soon(self, reason: str = "closed") -> None:
+        """Start closing from a synchronous callback; idempotent (the first reason wins)."""
+        if self._closing is None:
+            self.close_reason = reason
+            self._closing = asyncio.ensure_future(self._close())
+
+    async def close(self, reason: str = "closed by server") -> None:
+        self.close_soon(reason)
+        assert self._closing is not None
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        self._mailbox.close()
+        current = asyncio.current_task()
+        others = [t for t in self._tasks if t is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        if self.source is not None:
+            try:
+                async with asyncio.timeout(self.limits.stop_timeout):
+                    await self.source.stop()
+            except TimeoutError:
+                self.log.warning("the %s source did not stop within %.1f s; leaving it", self.source.kind,
+                                 self.limits.stop_timeout)
+                self._metrics.count_error("session_close_timeout")
+            except Exception:
+                # e.g. aiortc failing to close a connection left half-built by a malformed
+                # offer (found by the fuzz tests): the stream must still leave the registry.
+                self.log.warning("the %s source failed while stopping", self.source.kind, exc_info=True)
+                self._metrics.count_error("session_close_failed")
+        for sink in list(self._sinks):
+            sink.close()
+        self._sinks.clear()
+        counts = self.counts
+        self._metrics.sessions_closed.labels((self.close_reason or "closed").replace(" ", "_")).inc()
+        self.log.info("closed: %s (%d received, %d processed, %d dropped)",
+                      self.close_reason, counts.received, counts.processed, counts.dropped)
+        if self._on_closed is not None:
+            outcome = self._on_closed(self)
+            if outcome is not None:
+                await outcome
