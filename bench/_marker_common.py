@@ -248,7 +248,8 @@ class NoopDetector:
 
     def detect(self, images: Any, thresholds: Any) -> list[DetectionResult]:
         now = time.perf_counter()
-        return [DetectionResult(width=i.shape[1], height=i.shape[0], input_hw=i.shape[:2], detections=[],
+        return [DetectionResult(model=self.info, width=i.shape[1], height=i.shape[0], input_hw=i.shape[:2],
+                                detections=[],
                                 started_at=now, preprocess_ms=0.0, inference_ms=0.0, postprocess_ms=0.0)
                 for i in images]
 

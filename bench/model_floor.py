@@ -67,7 +67,7 @@ def measure(model: Path, width: int, height: int, mode: str, threads: int, iters
         t1 = time.perf_counter()
         received = time.perf_counter()
         (result,) = detector.detect([image], [thresholds])
-        text = encode(detection_message(result, detector.info, received_at=received, done_at=time.perf_counter()))
+        text = encode(detection_message(result, received_at=received, done_at=time.perf_counter()))
         t2 = time.perf_counter()
         frame.to_ndarray(format="rgb24")
         t3 = time.perf_counter()

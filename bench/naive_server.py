@@ -24,6 +24,7 @@ from aiohttp import web
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from rtc_server.engine.catalog import ModelCatalog
 from rtc_server.engine.detector import OnnxYoloDetector
 from rtc_server.engine.inference import InferenceService
 from rtc_server.engine.yolo import Thresholds
@@ -41,7 +42,7 @@ async def process_every_frame(track: MediaStreamTrack, channel: RTCDataChannel, 
             frame = await track.recv()
             received_at = time.perf_counter()  # when this loop got it: the aiortc queue wait is hidden
             result = await inference.detect(frame, Thresholds())
-            message = detection_message(result, inference.info, received_at=received_at,
+            message = detection_message(result, received_at=received_at,
                                         done_at=time.perf_counter(), frame_id=frame_id, pts=frame.pts,
                                         counts=FrameCounts(frame_id + 1, frame_id + 1, 0))
             if channel.readyState == "open":
@@ -105,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     use_host_addresses(["127.0.0.1"])
     app = web.Application()
-    app[INFERENCE] = InferenceService(OnnxYoloDetector(args.model))
+    app[INFERENCE] = InferenceService(ModelCatalog.of(OnnxYoloDetector(args.model)))
     app[PEERS] = set()
     app.router.add_post("/offer", offer)
     app.router.add_get("/readyz", readyz)

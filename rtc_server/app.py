@@ -22,6 +22,7 @@ from signaling.cors import cors_middleware
 from signaling.errors import ERROR_SINK, error_middleware
 
 from .config import Settings
+from .engine.catalog import ModelCatalog
 from .engine.detector import Detector, OnnxYoloDetector
 from .engine.inference import InferenceService
 from .streams.registry import StreamRegistry
@@ -46,7 +47,7 @@ def create_app(settings: Settings, detector: Detector | None = None) -> web.Appl
     use_host_addresses(settings.ice_addresses)
     use_udp_ports(settings.udp_ports)
     use_marker_release(settings.marker_release)  # before any receiver exists
-    inference = InferenceService(detector if detector is not None else load_detector(settings))
+    inference = InferenceService(ModelCatalog.of(detector if detector is not None else load_detector(settings)))
     # CORS outside the error middleware, so error answers carry CORS headers too.
     app = web.Application(middlewares=[cors_middleware(settings.cors_origins), error_middleware],
                           client_max_size=settings.max_body_bytes)

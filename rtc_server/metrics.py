@@ -7,7 +7,7 @@ the active-session gauge, which reads the registry's size when scraped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -37,7 +37,7 @@ class _ReleaseCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, active_sessions: Callable[[], int], model: ModelInfo,
+    def __init__(self, active_sessions: Callable[[], int], models: Iterable[ModelInfo],
                  release_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -54,9 +54,10 @@ class Metrics:
                                        ["reason"], registry=r)
         self.stage_seconds = Histogram("rtc_stage_seconds", "Per-frame time by pipeline stage", ["stage"],
                                        buckets=STAGE_BUCKETS, registry=r)
-        info = Gauge("rtc_model_info", "The loaded model (value is always 1)", ["name", "version", "sha256"],
+        info = Gauge("rtc_model_info", "The loaded models (value is always 1)", ["name", "version", "sha256"],
                      registry=r)
-        info.labels(model.name, model.version, model.sha256[:12]).set(1)
+        for model in models:
+            info.labels(model.name, model.version, model.sha256[:12]).set(1)
 
     def count_error(self, kind: str) -> None:
         """``rtc_errors_total{kind}``: ``http_<error>`` from the HTTP layer, ``session_<what>``

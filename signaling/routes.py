@@ -103,7 +103,7 @@ async def predict(request: web.Request) -> web.Response:
         result = await inference.detect(EncodedImage(data), thresholds)
     except ImageDecodeError as exc:
         raise ClientError(400, "bad_image", str(exc)) from exc
-    message = detection_message(result, inference.info, received_at=received_at, done_at=time.perf_counter())
+    message = detection_message(result, received_at=received_at, done_at=time.perf_counter())
     return web.json_response(message)
 
 
@@ -125,7 +125,7 @@ async def readyz(request: web.Request) -> web.Response:
     inference = request.app[INFERENCE]
     if not inference.ready:
         return web.json_response({"status": "loading"}, status=503)
-    return web.json_response({"status": "ready", "model": inference.info.to_dict(),
+    return web.json_response({"status": "ready", "model": inference.models.info().to_dict(),
                               "sessions": len(request.app[REGISTRY])})
 
 

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtc_server.engine.yolo import Thresholds
-from rtc_server.streams.control import Config, ControlError, Ping, parse_control
+from rtc_server.streams.control import Config, ControlError, Ping, StreamSettings, parse_control
 from signaling.context import INFERENCE, REGISTRY
 
 from .sdp import make_offer
@@ -206,12 +206,12 @@ def test_fuzzing_left_no_sessions_and_the_server_works(server: ThreadedServer) -
 @FUZZ
 @given(raw=st.one_of(st.text(max_size=300), st.binary(max_size=100),
                      JSON_VALUES.map(json.dumps),
-                     st.dictionaries(st.sampled_from(["type", "conf", "iou", "classes", "t", "x"]),
+                     st.dictionaries(st.sampled_from(["type", "conf", "iou", "classes", "model", "max_fps", "t", "x"]),
                                      JSON_VALUES | st.sampled_from(["config", "ping"]), max_size=5).map(json.dumps)))
 def test_fuzz_control_messages(raw: str | bytes) -> None:
-    current = Thresholds(conf=0.25, iou=0.7, max_det=300)
+    current = StreamSettings(Thresholds(conf=0.25, iou=0.7, max_det=300))
     try:
-        decision = parse_control(raw, current)
+        decision = parse_control(raw, current, ("yolo11n", "yolo11n-int8"))
     except ControlError as exc:
         assert str(exc)
         return
@@ -220,4 +220,7 @@ def test_fuzz_control_messages(raw: str | bytes) -> None:
         th = decision.thresholds
         assert 0.0 <= th.conf <= 1.0 and 0.0 <= th.iou <= 1.0 and th.max_det == 300
         assert th.classes is None or all(isinstance(c, int) for c in th.classes)
-        json.dumps(decision.ack())
+        assert decision.settings.model in (None, "yolo11n", "yolo11n-int8")
+        fps = decision.settings.max_fps
+        assert fps is None or 0 < fps <= 240
+        json.dumps(decision.ack("yolo11n"))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from rtc_server.config import Settings
+from rtc_server.engine.catalog import ModelCatalog
 from rtc_server.engine.detector import Detector
 from rtc_server.engine.inference import InferenceService
 from rtc_server.streams.registry import ServerFull, StreamRegistry
@@ -46,7 +47,7 @@ class StuckSource:
 
 @pytest.fixture
 async def registry(detector: Detector, model_file: Path) -> AsyncIterator[StreamRegistry]:
-    inference = InferenceService(detector)
+    inference = InferenceService(ModelCatalog.of(detector))
     yield StreamRegistry(Settings(model=model_file, max_sessions=2), inference)
     inference.close()
 

@@ -43,9 +43,23 @@ class Detection:
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    sha256: str
+    class_names: tuple[str, ...]
+    providers: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256[:12]}
+
+
+@dataclass(frozen=True)
 class DetectionResult:
     """Detections for one image plus the honest timing of each stage (milliseconds)."""
 
+    #: The model that produced them.
+    model: ModelInfo
     width: int
     height: int
     input_hw: tuple[int, int]
@@ -56,18 +70,6 @@ class DetectionResult:
     inference_ms: float
     postprocess_ms: float
     batch_size: int = 1
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    version: str
-    sha256: str
-    class_names: tuple[str, ...]
-    providers: tuple[str, ...] = field(default=())
-
-    def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256[:12]}
 
 
 class Detector(Protocol):
@@ -175,6 +177,7 @@ class OnnxYoloDetector:
                 detections = self._detections(output[row], boxes_of[i], thresholds[i])
                 post_ms = (time.perf_counter() - t1) * 1000
                 results[i] = DetectionResult(
+                    model=self.info,
                     width=boxes_of[i].width,
                     height=boxes_of[i].height,
                     input_hw=boxes_of[i].input_hw,

@@ -1,10 +1,10 @@
-"""``InferenceService``: the one door between the event loop and the detector.
+"""``InferenceService``: the one door between the event loop and the detectors.
 
 It owns a dedicated worker thread (not the loop's default executor, which DNS lookups and
 file I/O share) so a frame being processed never blocks signaling or other peers:
-onnxruntime releases the GIL while it runs. Sessions and routes call ``await detect(...)``
-and never see the detector or its thread; a cross-peer batching scheduler can later take
-this class's place behind the same method.
+onnxruntime releases the GIL while it runs. Streams and routes call ``await detect(...)``
+naming a model of the catalog (None: the default) and never see a detector or its thread;
+a cross-stream batching scheduler can later take this class's place behind the same method.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .detector import DetectionResult, Detector, ModelInfo
+from .catalog import ModelCatalog
+from .detector import DetectionResult, Detector
 from .yolo import Thresholds
 
 log = logging.getLogger(__name__)
@@ -35,35 +36,36 @@ Image = np.ndarray | VideoFrameLike
 
 
 class InferenceService:
-    def __init__(self, detector: Detector) -> None:
-        self._detector = detector
+    def __init__(self, models: ModelCatalog) -> None:
+        self.models = models
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._ready = threading.Event()
 
     @property
-    def info(self) -> ModelInfo:
-        return self._detector.info
-
-    @property
     def ready(self) -> bool:
-        """True once the model has run once (warm): what ``/readyz`` reports."""
+        """True once every model has run once (warm): what ``/readyz`` reports."""
         return self._ready.is_set()
 
     async def warmup(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._detector.warmup)
-        self._ready.set()
-        log.info("model %s warmed up (%s)", self.info.name, ", ".join(self.info.providers))
-
-    async def detect(self, image: Image, thresholds: Thresholds) -> DetectionResult:
-        """Detect in one RGB image or video frame, off the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._detect_one, image, thresholds)
+        for detector in self.models:
+            await loop.run_in_executor(self._executor, detector.warmup)
+            log.info("model %s warmed up (%s)", detector.info.name, ", ".join(detector.info.providers))
+        self._ready.set()
 
-    def _detect_one(self, image: Image, thresholds: Thresholds) -> DetectionResult:
+    async def detect(self, image: Image, thresholds: Thresholds, model: str | None = None) -> DetectionResult:
+        """Detect in one RGB image or video frame with ``model`` (None: the default), off
+        the event loop. Raises ``UnknownModel`` for a name the catalog does not have."""
+        detector = self.models.get(model)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._detect_one, detector, image, thresholds)
+
+    @staticmethod
+    def _detect_one(detector: Detector, image: Image, thresholds: Thresholds) -> DetectionResult:
         t0 = time.perf_counter()
         array = image if isinstance(image, np.ndarray) else image.to_ndarray(format="rgb24")
         convert_ms = (time.perf_counter() - t0) * 1000
-        (result,) = self._detector.detect([array], [thresholds])
+        (result,) = detector.detect([array], [thresholds])
         # The YUV -> RGB conversion is preprocessing too; report it there, honestly.
         return replace(result, started_at=t0, preprocess_ms=result.preprocess_ms + convert_ms)
 

@@ -1,8 +1,11 @@
 """Client -> server control messages on the data channel: parsing and validation.
 
-Kept apart from ``PeerSession`` so that the whole input surface of the data channel is
-one pure function — ``parse_control(raw, current)`` — which the fuzz tests drive with
+Kept apart from ``Stream`` so that the whole input surface of a control channel is one
+pure function — ``parse_control(raw, current, models)`` — which the fuzz tests drive with
 arbitrary input: it returns a decision or raises ``ControlError``, nothing else.
+
+``StreamSettings`` is what a client may set for its stream: the detection thresholds,
+which model runs its frames, and at most how many detections per second it wants.
 """
 
 from __future__ import annotations
@@ -18,10 +21,21 @@ from ..engine.yolo import Thresholds
 MAX_CONTROL_BYTES = 4096
 #: The class ids a ``config`` message may name (COCO has 80; room for larger heads).
 MAX_CLASS_ID = 1000
+#: The largest ``max_fps`` a stream may ask for (above any camera's rate).
+MAX_FPS = 240.0
 
 
 class ControlError(ValueError):
     """A control message the server will not act on; the text goes back to the client."""
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    thresholds: Thresholds
+    #: A model of the server's catalog; None: the server's default model.
+    model: str | None = None
+    #: At most this many detections per second for this stream; None: as many as it gets.
+    max_fps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,18 +45,24 @@ class Ping:
 
 @dataclass(frozen=True)
 class Config:
-    thresholds: Thresholds
+    settings: StreamSettings
 
-    def ack(self, class_names: Sequence[str] = ()) -> dict[str, Any]:
-        """The thresholds now in force, and the model's class names so that a client (the
-        page's class filter) can offer them: a bare ``{"type": "config"}`` is a query."""
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.settings.thresholds
+
+    def ack(self, model: str, class_names: Sequence[str] = ()) -> dict[str, Any]:
+        """The settings now in force, with the model's name and class names so that a client
+        (the page's class filter) can offer them: a bare ``{"type": "config"}`` is a query."""
         th = self.thresholds
         return {"type": "config", "conf": th.conf, "iou": th.iou,
-                "classes": sorted(th.classes) if th.classes else None, "class_names": list(class_names)}
+                "classes": sorted(th.classes) if th.classes else None, "model": model,
+                "max_fps": self.settings.max_fps, "class_names": list(class_names)}
 
 
-def parse_control(raw: Any, current: Thresholds) -> Ping | Config:
-    """Decode one data-channel message; ``current`` is the session's thresholds now."""
+def parse_control(raw: Any, current: StreamSettings, models: Sequence[str] = ()) -> Ping | Config:
+    """Decode one control message; ``current`` is the stream's settings now, ``models`` the
+    names a ``config`` message may choose from."""
     if not isinstance(raw, str):
         raise ControlError("control messages are JSON text, not binary")
     if len(raw) > MAX_CONTROL_BYTES:
@@ -60,13 +80,13 @@ def parse_control(raw: Any, current: Thresholds) -> Ping | Config:
             raise ControlError("ping 't' must be a number or a string")
         return Ping(t)
     if kind == "config":
-        return Config(apply_config(current, message))
+        return Config(apply_config(current, message, models))
     raise ControlError(f"unknown message type {kind!r}; expected 'config' or 'ping'")
 
 
-def apply_config(current: Thresholds, message: dict[str, Any]) -> Thresholds:
-    """Validate a ``config`` control message and return the new thresholds."""
-    allowed = {"type", "conf", "iou", "classes"}
+def apply_config(current: StreamSettings, message: dict[str, Any], models: Sequence[str] = ()) -> StreamSettings:
+    """Validate a ``config`` control message and return the new settings."""
+    allowed = {"type", "conf", "iou", "classes", "model", "max_fps"}
     extra = set(message) - allowed
     if extra:
         raise ControlError(f"unknown fields {sorted(extra)}")
@@ -87,4 +107,16 @@ def apply_config(current: Thresholds, message: dict[str, Any]) -> Thresholds:
             updates["classes"] = frozenset(classes)
         else:
             raise ControlError(f"classes must be null or a list of class ids in [0, {MAX_CLASS_ID})")
-    return replace(current, **updates)
+    settings = replace(current, thresholds=replace(current.thresholds, **updates))
+    if "model" in message:
+        model = message["model"]
+        if model is not None and (not isinstance(model, str) or model not in models):
+            raise ControlError(f"model must be one of {', '.join(models) or '(none)'}, or null for the default")
+        settings = replace(settings, model=model)
+    if "max_fps" in message:
+        fps = message["max_fps"]
+        if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float))
+                                or not 0.0 < fps <= MAX_FPS):
+            raise ControlError(f"max_fps must be null or a number in (0, {MAX_FPS:g}]")
+        settings = replace(settings, max_fps=None if fps is None else float(fps))
+    return settings

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.detector import DetectionResult, ModelInfo
+from ..engine.detector import DetectionResult
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,6 @@ def _ms(value: float) -> float:
 
 def detection_message(
     result: DetectionResult,
-    model: ModelInfo,
     *,
     received_at: float,
     done_at: float,
@@ -62,7 +61,7 @@ def detection_message(
             "server_ms": _ms((done_at - received_at) * 1000),
             "batch_size": result.batch_size,
         },
-        "model": model.to_dict(),
+        "model": result.model.to_dict(),
     }
     if counts is not None:
         message["frames"] = {"received": counts.received, "processed": counts.processed, "dropped": counts.dropped}

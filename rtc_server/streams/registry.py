@@ -18,6 +18,7 @@ from ..config import Settings
 from ..engine.inference import InferenceService
 from ..engine.yolo import Thresholds
 from ..metrics import Metrics
+from .control import StreamSettings
 from .stream import Stream, StreamLimits
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class StreamRegistry:
         self._inference = inference
         self._streams: dict[str, Stream] = {}
         self._collect_pending = False
-        self.metrics = Metrics(lambda: len(self._streams), inference.info, release_counts)
+        self.metrics = Metrics(lambda: len(self._streams), [d.info for d in inference.models], release_counts)
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -64,7 +65,7 @@ class StreamRegistry:
         settings = self._settings
         stream = Stream(
             self._inference,
-            Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det),
+            StreamSettings(Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det)),
             self.metrics,
             source_kind=source_kind,
             on_closed=self._forget,

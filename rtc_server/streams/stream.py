@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..engine.inference import InferenceService, VideoFrameLike
-from ..engine.yolo import Thresholds
 from ..logs import SESSION_ID, session_logger
 from ..metrics import Metrics
 from ..ratelimit import TokenBucket
-from .control import Config, ControlError, parse_control
+from .control import Config, ControlError, StreamSettings, parse_control
 from .mailbox import FrameMailbox, MailboxClosed
 from .messages import FrameCounts, detection_message, error_message
 
@@ -80,7 +79,7 @@ class Stream:
     def __init__(
         self,
         inference: InferenceService,
-        thresholds: Thresholds,
+        settings: StreamSettings,
         metrics: Metrics,
         *,
         source_kind: str,
@@ -91,7 +90,8 @@ class Stream:
         self.source_kind = source_kind
         self.log = session_logger(log, self.id)
         self.limits = limits or StreamLimits()
-        self.thresholds = thresholds
+        #: What the client chose: thresholds, model, detection rate. Replaced, never mutated.
+        self.settings = settings
         #: Why the stream ended, once it has: "connection closed", "no video", ...
         self.close_reason: str | None = None
         self.created_at = time.monotonic()
@@ -184,14 +184,15 @@ class Stream:
             return error_message("rate_limited", f"at most {self.limits.message_rate:g} "
                                  "control messages per second; the rest are dropped")
         try:
-            decision = parse_control(raw, self.thresholds)
+            decision = parse_control(raw, self.settings, self._inference.models.names)
         except ControlError as exc:
             self.log.info("bad control message: %s", exc)
             self._metrics.count_error("session_bad_message")
             return error_message("bad_message", str(exc))
         if isinstance(decision, Config):
-            self.thresholds = decision.thresholds
-            return decision.ack(self._inference.info.class_names)
+            self.settings = decision.settings
+            info = self._inference.models.info(self.settings.model)
+            return decision.ack(info.name, info.class_names)
         return {"type": "pong", "t": decision.t}
 
     # ----- frames through the model, messages out ---------------------------------------------
@@ -200,7 +201,8 @@ class Stream:
             while True:
                 item = await self._mailbox.get()
                 try:
-                    result = await self._inference.detect(item.frame, self.thresholds)
+                    settings = self.settings
+                    result = await self._inference.detect(item.frame, settings.thresholds, settings.model)
                 except Exception as exc:
                     self._frame_failed(item, exc)
                     continue
@@ -208,7 +210,7 @@ class Stream:
                 done_at = time.perf_counter()
                 self._metrics.observe(result, result.started_at - item.received_at, done_at - item.received_at)
                 self.publish(detection_message(
-                    result, self._inference.info, received_at=item.received_at, done_at=done_at,
+                    result, received_at=item.received_at, done_at=done_at,
                     frame_id=item.frame_id, pts=item.pts, counts=self.counts,
                 ))
         except MailboxClosed:
