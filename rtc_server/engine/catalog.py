@@ -38,6 +38,9 @@ class ModelCatalog:
     def __init__(self, detectors: Mapping[str, Detector], serving: Mapping[str, Serving] | None = None) -> None:
         if not detectors:
             raise ValueError("a catalog needs at least one model")
+        misnamed = [f"{name}: {d.info.name}" for name, d in detectors.items() if d.info.name != name]
+        if misnamed:  # results name their model by ModelInfo: it must be the name clients use
+            raise ValueError(f"catalog names differ from the models' own: {', '.join(misnamed)}")
         self._detectors = dict(detectors)
         self._serving = dict(serving or {})
         self._ready: set[str] = set()
