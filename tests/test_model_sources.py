@@ -1,7 +1,8 @@
 """Models from ``https://`` and ``gs://``: real servers on loopback, started by the tests.
 
-- HTTPS: Python's ``http.server`` behind TLS with a certificate made here; the client
-  trusts it only through ``SSL_CERT_FILE`` (verification is never turned off).
+- HTTPS: Python's ``http.server`` behind TLS with a certificate made here
+  (``drivers/https_files.py``); the client trusts it only through ``SSL_CERT_FILE``
+  (verification is never turned off).
 - Cloud Storage: ``gcp-storage-emulator`` (PyPI) in its own process; the server reaches it
   through ``STORAGE_EMULATOR_HOST`` with Google's own client, as it would reach GCS.
 
@@ -13,22 +14,20 @@ untrusted certificate, a model whose warm-up fails).
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from drivers.https_files import HttpsFileServer
 from rtc_server.engine.sources import SourceError, parse_spec, resolve
 from rtc_server.models import sha256_of
 
@@ -41,57 +40,15 @@ WRONG = "0" * 64
 
 
 # ----- a real HTTPS server ---------------------------------------------------------------------
-@dataclass
-class FileServer:
-    url: str
-    cert: Path
-    files: dict[str, bytes]
-    requests: list[str] = field(default_factory=list)
-
-
 @pytest.fixture(scope="module")
-def https_server(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
-    folder = tmp_path_factory.mktemp("https")
-    cert, key = self_signed(folder)
-    served = FileServer("", cert, {"/models/yolo11n.onnx": model_file.read_bytes()})
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            served.requests.append(self.path)
-            if self.path == "/truncated.onnx":  # promises more than it sends, then hangs up
-                self.send_response(200)
-                self.send_header("Content-Length", "1000000")
-                self.end_headers()
-                self.wfile.write(b"x" * 1000)
-                self.close_connection = True
-                return
-            body = served.files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    served.url = f"https://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="https-models", daemon=True)
-    thread.start()
-    yield served
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+def https_server(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpsFileServer]:
+    with HttpsFileServer(tmp_path_factory.mktemp("https"), {"/models/yolo11n.onnx": model_file.read_bytes()},
+                         truncated={"/truncated.onnx"}) as server:
+        yield server
 
 
 @pytest.fixture
-def trust(https_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def trust(https_server: HttpsFileServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Trust the test server's certificate the documented way: SSL_CERT_FILE."""
     monkeypatch.setenv("SSL_CERT_FILE", str(https_server.cert))
 
@@ -101,7 +58,7 @@ def _leftovers(cache: Path) -> list[str]:
 
 
 def test_https_model_is_downloaded_once_verified_into_the_cache(
-    https_server: FileServer, trust: None, model_file: Path, tmp_path: Path
+    https_server: HttpsFileServer, trust: None, model_file: Path, tmp_path: Path
 ) -> None:
     digest = sha256_of(model_file)
     spec = parse_spec(f"{https_server.url}/models/yolo11n.onnx#sha256={digest}")
@@ -123,7 +80,7 @@ def test_https_model_is_downloaded_once_verified_into_the_cache(
     ("/truncated.onnx", WRONG, "the download from 127.0.0.1:[0-9]+ broke off after 1000 of 1000000 bytes"),
 ])
 def test_https_failures_say_which_and_keep_nothing(
-    https_server: FileServer, trust: None, tmp_path: Path, path: str, sha256: str, says: str
+    https_server: HttpsFileServer, trust: None, tmp_path: Path, path: str, sha256: str, says: str
 ) -> None:
     with pytest.raises(SourceError, match=says):
         resolve(parse_spec(f"{https_server.url}{path}#sha256={sha256}"), tmp_path)
@@ -131,7 +88,7 @@ def test_https_failures_say_which_and_keep_nothing(
 
 
 def test_an_untrusted_certificate_is_refused_not_ignored(
-    https_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    https_server: HttpsFileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     other, _ = self_signed(tmp_path)  # some other CA: the server's certificate is not trusted
     monkeypatch.setenv("SSL_CERT_FILE", str(other))
@@ -145,7 +102,7 @@ def test_an_unreachable_host_is_named(tmp_path: Path) -> None:
         resolve(parse_spec(f"https://127.0.0.1:{port}/m.onnx#sha256={WRONG}"), tmp_path, timeout=5)
 
 
-def test_an_unwritable_cache_is_named(https_server: FileServer, trust: None, tmp_path: Path) -> None:
+def test_an_unwritable_cache_is_named(https_server: HttpsFileServer, trust: None, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(SourceError, match=r"cannot write to the model cache.*RTC_MODEL_CACHE"):
@@ -249,7 +206,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 
 async def test_server_serves_https_and_gs_models_and_reuses_its_cache(
-    spawn: Callable[..., ServerProcess], https_server: FileServer, storage: Storage, model_file: Path,
+    spawn: Callable[..., ServerProcess], https_server: HttpsFileServer, storage: Storage, model_file: Path,
     tmp_path: Path,
 ) -> None:
     people = storage.objects["yolo/people.onnx"]
@@ -282,7 +239,7 @@ async def test_server_serves_https_and_gs_models_and_reuses_its_cache(
 @pytest.mark.parametrize("case", ["wrong_sha256", "http_404", "untrusted", "no_bucket", "no_object",
                                   "unreachable_storage", "no_credentials", "warmup_fails"])
 def test_start_up_stops_with_exit_1_saying_which_failure(
-    spawn: Callable[..., ServerProcess], https_server: FileServer, storage: Storage, model_file: Path,
+    spawn: Callable[..., ServerProcess], https_server: HttpsFileServer, storage: Storage, model_file: Path,
     tmp_path: Path, case: str,
 ) -> None:
     https = {"SSL_CERT_FILE": str(https_server.cert)}
@@ -323,7 +280,7 @@ def test_start_up_stops_with_exit_1_saying_which_failure(
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # nothing half-fetched kept
 
 
-def test_pull_command_fills_the_cache(https_server: FileServer, model_file: Path, tmp_path: Path) -> None:
+def test_pull_command_fills_the_cache(https_server: HttpsFileServer, model_file: Path, tmp_path: Path) -> None:
     """``python -m rtc_server.models pull`` (an image build or init container) then ``hash``."""
     digest = sha256_of(model_file)
     env = {**os.environ, "SSL_CERT_FILE": str(https_server.cert)}
