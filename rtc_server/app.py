@@ -21,7 +21,7 @@ from signaling.context import INFERENCE, REGISTRY, SETTINGS
 from signaling.cors import cors_middleware
 from signaling.errors import ERROR_SINK, error_middleware
 
-from .config import Settings
+from .config import DEFAULT_MODEL, Settings
 from .engine.catalog import ModelCatalog
 from .engine.detector import Detector
 from .engine.inference import InferenceService
@@ -46,6 +46,8 @@ def load_models(settings: Settings) -> ModelCatalog:
     ``ModelError`` saying exactly which model and what is wrong."""
     options = LoadOptions(imgsz=settings.imgsz, letterbox=settings.letterbox, threads=settings.threads,
                           cache_dir=settings.model_cache, fetch_timeout=settings.model_fetch_timeout)
+    if settings.models and settings.model != DEFAULT_MODEL:
+        log.info("RTC_MODELS is set, so RTC_MODEL/--model (%s) is not used", settings.model)
     return load_catalog(settings.model_specs(), options)
 
 
