@@ -30,8 +30,10 @@ run: model
 test: model
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff on everything; mypy on the runtime packages (config: setup.cfg [mypy]).
 lint: install
 	$(PY) -m ruff check rtc_server signaling drivers tests bench
+	$(PY) -m mypy rtc_server signaling
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

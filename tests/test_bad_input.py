@@ -18,9 +18,8 @@ from PIL import Image
 
 from signaling.context import REGISTRY
 
-from .conftest import FIXTURES
+from .helpers import FIXTURES, ClientFactory, wait_ready
 from .sdp import make_offer, only_unsupported_video_codecs
-from .test_http import ClientFactory, wait_ready
 
 JSON = {"Content-Type": "application/json"}
 README = Path(__file__).resolve().parent.parent / "README.md"

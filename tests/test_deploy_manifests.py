@@ -18,7 +18,7 @@ from aiortc.rtcicetransport import connection_kwargs
 
 from rtc_server.config import load_settings
 from rtc_server.webrtc.ice import rtc_configuration
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
 K8S_VERSION = "1.33.0"  # a GKE regular-channel version kubernetes-validate knows

@@ -11,9 +11,8 @@ from aiohttp.test_utils import TestClient
 from drivers.client import DetectionClient, ImageTrack
 from signaling.context import REGISTRY
 
-from .helpers import ServerFactory, serve
+from .helpers import ClientFactory, ServerFactory, serve, wait_ready
 from .sdp import make_offer
-from .test_http import ClientFactory, wait_ready
 
 JPEG = {"Content-Type": "image/jpeg"}
 

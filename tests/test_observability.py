@@ -16,8 +16,7 @@ from aiohttp.test_utils import TestClient
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.logs import JsonFormatter, SessionFilter, TextFormatter
 
-from .helpers import ServerFactory, serve, wait_for
-from .test_http import ClientFactory, wait_ready
+from .helpers import ClientFactory, ServerFactory, serve, wait_for, wait_ready
 
 
 @pytest.fixture

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
-import shutil
-import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import aiohttp
 import aioice.ice
@@ -23,33 +20,7 @@ from rtc_server.config import ConfigError, Settings, load_settings
 from rtc_server.webrtc.ice import advertise_address, rtc_configuration, use_host_addresses
 from rtc_server.webrtc.portrange import bind_in_range, use_udp_ports
 
-ServerFactory = Callable[..., "asyncio.Future[object]"]
-
-
-def free_udp_range(size: int) -> tuple[int, int]:
-    """``size`` consecutive UDP ports on 127.0.0.1 that are free right now."""
-    # Below the kernel's ephemeral range (32768+): no other socket lands there by chance.
-    for low in range(20000, 32000, size):
-        socks = []
-        try:
-            for port in range(low, low + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return low, low + size - 1
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free UDP range")
-
-
-@pytest.fixture(autouse=True)
-def _restore_aioice() -> Iterator[None]:
-    yield
-    use_udp_ports(None)
-    use_host_addresses(["127.0.0.1"])
+from .helpers import ServerFactory, free_udp_range, require_root_tools, wait_ready
 
 
 def host_candidates(sdp: str) -> list[tuple[str, int]]:
@@ -114,7 +85,7 @@ async def test_session_works_with_ports_in_range(
     low, high = free_udp_range(10)
     server = await aiohttp_server(make_app(udp_ports=(low, high)), host="127.0.0.1")
     url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    await _wait_ready(url)
+    await wait_ready(url)
     client = DetectionClient(url, ImageTrack(bus_frame, fps=15))
     try:
         await client.connect()
@@ -133,7 +104,7 @@ async def test_public_address_replaces_host_candidates_in_the_answer(
     low, high = free_udp_range(4)
     server = await aiohttp_server(make_app(udp_ports=(low, high), public_address="203.0.113.7"), host="127.0.0.1")
     url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    await _wait_ready(url)
+    await wait_ready(url)
     pc = RTCPeerConnection(rtc_configuration([]))
     pc.createDataChannel("detections")
     pc.addTransceiver("video", direction="sendonly")
@@ -170,12 +141,6 @@ async def _gather(pc: RTCPeerConnection) -> None:
     await pc.setLocalDescription(await pc.createOffer())
 
 
-async def _wait_ready(url: str) -> None:
-    async with asyncio.timeout(30), aiohttp.ClientSession() as http:
-        while (await http.get(f"{url}/readyz")).status != 200:
-            await asyncio.sleep(0.05)
-
-
 GATHER_SCRIPT = """
 import asyncio
 from aiortc import RTCConfiguration, RTCPeerConnection
@@ -193,8 +158,7 @@ asyncio.run(main())
 
 def test_ip_local_port_range_alternative_in_own_namespace() -> None:
     """The documented alternative: without RTC_UDP_PORTS, a namespace's ephemeral range."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root and unshare to make a network namespace")
+    require_root_tools("unshare", "ip", "sysctl")
     script = (f'ip link set lo up && sysctl -qw net.ipv4.ip_local_port_range="41000 41010" && '
               f'exec {sys.executable} -c "$0"')
     proc = subprocess.run(["unshare", "--net", "sh", "-c", script, GATHER_SCRIPT],

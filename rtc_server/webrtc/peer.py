@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..config import Settings
+from ..engine.inference import VideoFrameLike
 from ..logs import session_logger
 from ..streams.messages import encode
 from ..streams.registry import StreamRegistry
@@ -160,7 +161,9 @@ class PeerSource:
                     self._stream.count_error("session_idle_timeout")
                     self._stream.close_soon("no video")
                     return
-                self._stream.push(frame, frame.pts)
+                # A video track yields av.VideoFrame; PyAV's stub types to_ndarray's format as a
+                # keyword, which VideoFrameLike (engine) does not spell the same way.
+                self._stream.push(cast(VideoFrameLike, frame), frame.pts)
         except MediaStreamError:
             self.log.info("video track ended")
             self._stream.close_soon("track ended")
