@@ -30,6 +30,7 @@ from ..streams.registry import StreamRegistry
 from ..streams.stream import Stream
 from .codec_preference import prefer_cheap_video_decoder
 from .ice import advertise_address, filter_remote_candidates, rtc_configuration
+from .turn import ice_servers
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ class OfferError(ValueError):
 
 class GatherTimeout(RuntimeError):
     """The server could not gather its ICE candidates in time (e.g. an unreachable TURN server)."""
+
+
+class NoCandidates(RuntimeError):
+    """The answer offers no ICE candidate at all (every port of ``RTC_UDP_PORTS`` taken, no
+    TURN): the peer could never connect, so the offer is refused now, not 15 s later."""
 
 
 @dataclass(frozen=True)
@@ -179,12 +185,13 @@ async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: 
     """Answer an SDP offer with a new stream fed by a new peer. On failure nothing is left.
 
     Raises ``ServerFull`` (from the registry, before anything is built), ``GatherTimeout``
-    when ICE gathering outlasts ``ice_gather_timeout``, ``OfferError``/``ValueError`` for
-    offers aiortc cannot answer.
+    when ICE gathering outlasts ``ice_gather_timeout``, ``NoCandidates`` when no local
+    candidate could be gathered, ``OfferError``/``ValueError`` for offers aiortc cannot answer.
+    The session's own TURN credential (``RTC_TURN_SECRET``) is made for it here.
     """
     stream = registry.open(kind)
-    source = PeerSource(stream, RTCPeerConnection(configuration=rtc_configuration(settings.ice_servers)),
-                        PeerLimits.of(settings), kind)
+    configuration = rtc_configuration(ice_servers(settings, stream.id))
+    source = PeerSource(stream, RTCPeerConnection(configuration=configuration), PeerLimits.of(settings), kind)
     stream.attach(source)
     try:
         sdp = filter_remote_candidates(offer_sdp, settings.ice_addresses)
@@ -192,10 +199,16 @@ async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: 
             answer = await source.accept(RTCSessionDescription(sdp=sdp, type="offer"))
         if settings.public_address:  # 1:1 NAT: tell the peer the public address
             answer = RTCSessionDescription(advertise_address(answer.sdp, settings.public_address), "answer")
+        if "a=candidate:" not in answer.sdp:
+            raise NoCandidates("no UDP port or relay is free for a new session (RTC_UDP_PORTS all taken?); "
+                               "retry shortly")
     except TimeoutError as exc:
         await stream.close("ice gather timeout")
         raise GatherTimeout(f"ICE gathering took over {settings.ice_gather_timeout} s "
                             "(is a configured STUN/TURN server unreachable?)") from exc
+    except NoCandidates:
+        await stream.close("no candidates")
+        raise
     except BaseException:
         await stream.close("bad offer")
         raise
