@@ -11,6 +11,9 @@ import argparse
 import ipaddress
 import json
 import os
+import site
+import sys
+import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,6 +21,20 @@ from typing import Any
 
 DEFAULT_MODEL = Path("models/yolo11n.onnx")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def default_static_dir() -> Path:
+    """The page: ``static/`` beside the package in a checkout (``make run``, editable
+    installs), else the copy a wheel installed as data under ``<prefix>/share/rtc-yolo/static``
+    (setup.cfg ``data_files``; ``pip install .`` then ``rtc-server`` serves the page)."""
+    checkout = Path(__file__).resolve().parent.parent / "static"
+    if (checkout / "index.html").is_file():
+        return checkout
+    for prefix in (sysconfig.get_path("data"), sys.prefix, site.getuserbase()):
+        installed = Path(prefix) / "share" / "rtc-yolo" / "static"
+        if (installed / "index.html").is_file():
+            return installed
+    return checkout  # nowhere: the error names the checkout path
 
 
 class ConfigError(ValueError):
@@ -55,7 +72,7 @@ class Settings:
     #: Release each received video frame on its RTP marker bit (rtc_server/marker_release.py)
     #: instead of when the next frame starts: one frame interval less latency.
     marker_release: bool = True
-    static_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "static")
+    static_dir: Path = field(default_factory=lambda: default_static_dir())
     log_level: str = "INFO"
     # ----- hardening (issue 7): limits, access, lifecycle, logs --------------------------
     #: Concurrent peer sessions at most; an offer beyond it gets 503 + Retry-After. 0 = no cap.

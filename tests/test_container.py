@@ -24,7 +24,7 @@ from drivers.client import DetectionClient, ImageTrack
 from rtc_server.models import DEFAULT_SOURCE
 from rtc_server.webrtc.ice import use_host_addresses
 from tests.containers import BASE_TAG, PrivateDocker, unavailable
-from tests.helpers import FIXTURES, ROOT, cannot_run, free_port, wait_ready_sync
+from tests.helpers import FIXTURES, ROOT, cannot_run, free_port, http_get, wait_ready_sync
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -104,6 +104,9 @@ def container(docker: PrivateDocker, image: str) -> Iterator[Container]:
 def test_ready_and_predict_finds_bus_and_people(container: Container) -> None:
     status, ready = http(container.url + "/readyz")
     assert status == 200 and ready["model"]["name"] == "yolo11n"
+    # The page comes from the installed wheel's data (no RTC_STATIC_DIR, no copy of static/).
+    status, page = http_get(container.url + "/")
+    assert status == 200 and "<button" in page
     status, message = http(container.url + "/predict", (FIXTURES / "bus.jpg").read_bytes(), "image/jpeg")
     assert status == 200, message
     labels = [d["label"] for d in message["detections"]]
