@@ -168,3 +168,16 @@ def test_github_workflow() -> None:
     assert workflow["jobs"]["deploy"]["needs"] == "test"
     runs = " ".join(s.get("run", "") for s in workflow["jobs"]["test"]["steps"])
     assert "pytest" in runs and "debootstrap" in runs
+
+
+def test_docs_state_the_shutdown_timeout_the_code_uses() -> None:
+    """Every "N s shutdown" in the docs and deploy files is the code's own figure."""
+    from rtc_server.__main__ import SHUTDOWN_TIMEOUT
+
+    files = [ROOT / "README.md", ROOT / "Dockerfile", *(ROOT / "docs").glob("*.md"),
+             *(p for p in DEPLOY.rglob("*") if p.is_file())]
+    said = {f"{path.relative_to(ROOT)}: {m[0]}" for path in files
+            for m in re.finditer(r"(\d+(?:\.\d+)?) ?s shutdown", path.read_text())}
+    assert said, "the docs say how long shutdown takes"
+    wrong = {s for s in said if float(s.rsplit(": ", 1)[1].split()[0].rstrip("s")) != SHUTDOWN_TIMEOUT}
+    assert not wrong, f"the code's shutdown timeout is {SHUTDOWN_TIMEOUT:g} s: {sorted(wrong)}"
