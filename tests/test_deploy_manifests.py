@@ -272,19 +272,21 @@ def test_cloud_run_service() -> None:
     assert service["apiVersion"] == "serving.knative.dev/v1" and service["kind"] == "Service"
     template = service["spec"]["template"]
     annotations = template["metadata"]["annotations"]
-    assert int(annotations["autoscaling.knative.dev/minScale"]) >= 1
+    assert int(annotations["autoscaling.knative.dev/minScale"]) >= 1  # the warm instance stays
     assert annotations["run.googleapis.com/cpu-throttling"] == "false"
     assert annotations["run.googleapis.com/sessionAffinity"] == "true"
     assert 1 <= template["spec"]["containerConcurrency"] <= 1000
     (container,) = template["spec"]["containers"]
     assert container["ports"][0]["containerPort"] == 8080
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
-    ice = next(e for e in container["env"] if e["name"] == "RTC_ICE_SERVERS")
-    assert ice["valueFrom"]["secretKeyRef"]["name"]
-    example = (DEPLOY / "cloudrun" / "ice-servers.example.json").read_text()
-    check_server_env({**plain_env(container["env"]), "RTC_ICE_SERVERS": example})
-    assert "turn" in json.loads(example)[0]["urls"]
-    assert "TURN" in (DEPLOY / "cloudrun" / "service.yaml").read_text()  # says media needs TURN
+    secret = next(e for e in container["env"] if e["name"] == "RTC_TURN_SECRET")
+    assert secret["valueFrom"]["secretKeyRef"]["name"]
+    settings = load_settings([], {**plain_env(container["env"]), "RTC_TURN_SECRET": "from-secret-manager"})
+    check_server_env({**plain_env(container["env"]), "RTC_TURN_SECRET": "from-secret-manager"})
+    assert settings.turn_urls and settings.max_sessions >= 1 and settings.drain_seconds == 0  # 10 s grace
+    assert [str(n) for n in settings.trusted_proxies] == ["169.254.0.0/16"]
+    text = (DEPLOY / "cloudrun" / "service.yaml").read_text()
+    assert "TURN" in text and "containerConcurrency caps concurrent HTTP *requests*" in text
 
 
 def test_compose_file() -> None:
