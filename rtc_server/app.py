@@ -20,6 +20,7 @@ from signaling import setup_routes
 from signaling.context import INFERENCE, REGISTRY, SETTINGS
 from signaling.cors import cors_middleware
 from signaling.errors import ERROR_SINK, error_middleware
+from signaling.proxies import resolve_client
 
 from .config import DEFAULT_MODEL, Settings
 from .engine.catalog import ModelCatalog
@@ -68,9 +69,10 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     if models is None:
         models = load_models(settings)
     inference = InferenceService(models if isinstance(models, ModelCatalog) else ModelCatalog.of(models))
-    # CORS outside the error middleware, so error answers carry CORS headers too.
-    app = web.Application(middlewares=[cors_middleware(settings.cors_origins), error_middleware],
-                          client_max_size=settings.max_body_bytes)
+    # The client first (behind trusted proxies: the address and scheme they name), then CORS
+    # outside the error middleware, so error answers carry CORS headers too.
+    middlewares = [resolve_client(settings.trusted_proxies), cors_middleware(settings.cors_origins), error_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[INFERENCE] = inference
     app[REGISTRY] = StreamRegistry(settings, inference, release_counts)

@@ -34,7 +34,9 @@ def _bad(detail: str) -> ClientError:
 
 def receivable_video_codecs() -> frozenset[str]:
     """Video codec names aiortc can decode, e.g. ``{"vp8", "h264"}`` (rtx is not a codec)."""
-    names = {c.mimeType.split("/", 1)[1].lower() for c in RTCRtpReceiver.getCapabilities("video").codecs}
+    capabilities = RTCRtpReceiver.getCapabilities("video")
+    codecs = capabilities.codecs if capabilities is not None else []
+    names = {c.mimeType.split("/", 1)[1].lower() for c in codecs}
     return frozenset(names - {"rtx", "red", "ulpfec"})
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -18,8 +19,9 @@ from rtc_server.engine.images import EncodedImage, ImageDecodeError, ImageSizeEr
 from rtc_server.engine.yolo import Thresholds
 from rtc_server.metrics import CONTENT_TYPE
 from rtc_server.streams.messages import detection_message
-from rtc_server.streams.registry import ServerFull
-from rtc_server.webrtc.peer import GatherTimeout, OfferError, answer_offer
+from rtc_server.streams.registry import Draining, ServerFull
+from rtc_server.webrtc.peer import GatherTimeout, NoCandidates, OfferError, answer_offer
+from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 
 from .auth import require_token
 from .context import INFERENCE, REGISTRY, SETTINGS
@@ -74,8 +76,12 @@ async def offer(request: web.Request) -> web.Response:
     try:
         stream, answer = await answer_offer(registry, request.app[SETTINGS], offer_.sdp,
                                             stream_settings=replace(registry.defaults(), model=model))
+    except Draining as exc:
+        raise ClientError(503, "draining", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
     except ServerFull as exc:
         raise ClientError(503, "server_full", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
+    except NoCandidates as exc:
+        raise ClientError(503, "no_candidates", str(exc), {"Retry-After": "5"}) from exc
     except GatherTimeout as exc:
         raise ClientError(503, "ice_gather_timeout", str(exc), {"Retry-After": "5"}) from exc
     except OfferError as exc:
@@ -113,13 +119,15 @@ async def predict(request: web.Request) -> web.Response:
 
 
 async def ice_servers(request: web.Request) -> web.Response:
-    """The STUN/TURN servers the page should use: ``RTC_ICE_SERVERS``, as configured.
+    """The STUN/TURN servers the page should use: ``RTC_ICE_SERVERS``, and with
+    ``RTC_TURN_SECRET`` the TURN server with a credential made for this page alone.
 
     Where media must go through TURN (Cloud Run, UDP-blocking networks) the browser needs the
-    relay as much as the server does. The credentials are served to every page that may call
-    ``/offer``, so use short-lived ones (coturn's ``use-auth-secret`` / TURN REST API).
+    relay as much as the server does. A static credential in ``RTC_ICE_SERVERS`` reaches every
+    page; the generated one expires after ``RTC_TURN_TTL`` (rtc_server/webrtc/turn.py).
     """
-    return web.json_response({"ice_servers": list(request.app[SETTINGS].ice_servers)})
+    servers = ice_servers_for(request.app[SETTINGS], f"page-{uuid.uuid4().hex[:12]}")
+    return web.json_response({"ice_servers": servers}, headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -127,8 +135,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 once every model is warm; 503 while loading, or for good once one has failed."""
+    """Can this process serve? 503 ``loading`` (models warming up), ``failed`` (a model
+    failed its warm-up; the process is stopping) or ``draining`` (shutting down), else 200.
+    ``?capacity=1`` also answers 503 ``full`` while every session slot is taken: the readiness
+    a load balancer should use, so new offers go to instances with a free slot while
+    established sessions go on (their media never passes the balancer)."""
     inference = request.app[INFERENCE]
+    registry = request.app[REGISTRY]
     catalog = inference.models
     models = [{"name": n, "ready": catalog.is_ready(n)} for n in catalog.names]
     failures = [catalog.failure(n) for n in catalog.names if catalog.failure(n)]
@@ -136,8 +149,12 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "failed", "detail": failures[0], "models": models}, status=503)
     if not inference.ready:
         return web.json_response({"status": "loading", "models": models}, status=503)
-    return web.json_response({"status": "ready", "model": catalog.info().to_dict(), "models": models,
-                              "sessions": len(request.app[REGISTRY])})
+    sessions = {"sessions": len(registry), "max_sessions": request.app[SETTINGS].max_sessions}
+    if registry.draining:
+        return web.json_response({"status": "draining", "models": models, **sessions}, status=503)
+    if request.query.get("capacity") in ("1", "true") and registry.full:
+        return web.json_response({"status": "full", "models": models, **sessions}, status=503)
+    return web.json_response({"status": "ready", "model": catalog.info().to_dict(), "models": models, **sessions})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -147,6 +164,20 @@ async def metrics(request: web.Request) -> web.Response:
         require_token(request, settings.auth_token)
     body = request.app[REGISTRY].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+#: With ``RTC_METRICS_PORT``: the application that serves ``/metrics`` on that port (the
+#: composition root runs it); the main port then has no ``/metrics``.
+METRICS_APP: web.AppKey[web.Application] = web.AppKey("metrics_app", web.Application)
+
+
+def metrics_app(app: web.Application) -> web.Application:
+    """``/metrics`` alone, reading the same registry, for a port of its own."""
+    separate = web.Application()
+    separate[SETTINGS] = app[SETTINGS]
+    separate[REGISTRY] = app[REGISTRY]
+    separate.router.add_get("/metrics", metrics)
+    return separate
 
 
 def setup_routes(app: web.Application) -> None:
@@ -163,7 +194,10 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if app[SETTINGS].metrics_port:
+        app[METRICS_APP] = metrics_app(app)
+    else:
+        app.router.add_get("/metrics", metrics)
     app.router.add_get("/static/{path:.*}", static_file(static_dir))
 
 
