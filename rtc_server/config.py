@@ -208,18 +208,6 @@ class Settings:
             return (ModelSpec(name=self.model.stem, source=str(self.model)),)
         return (parse_spec(self.model),)
 
-
-def _parse_model(text: str) -> Path | str:
-    """A plain path stays a ``Path``; a URL or a path with ``#options`` stays text (a spec)."""
-    text = text.strip()
-    return text if "://" in text or "#" in text else Path(text)
-
-
-def _parse_models(text: str) -> tuple[ModelSpec, ...]:
-    try:
-        return parse_specs(text)
-    except SpecError as exc:
-        raise ValueError(str(exc)) from exc
     def _validate_infrastructure(self) -> None:
         try:  # Settings(trusted_proxies=("10.0.0.0/8",)) works as well as parsed networks
             networks = tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies)
@@ -249,6 +237,17 @@ def _parse_models(text: str) -> tuple[ModelSpec, ...]:
                                   f"RTC_MAX_SESSIONS <= {ports} or widen RTC_UDP_PORTS")
 
 
+def _parse_model(text: str) -> Path | str:
+    """A plain path stays a ``Path``; a URL or a path with ``#options`` stays text (a spec)."""
+    text = text.strip()
+    return text if "://" in text or "#" in text else Path(text)
+
+
+def _parse_models(text: str) -> tuple[ModelSpec, ...]:
+    try:
+        return parse_specs(text)
+    except SpecError as exc:
+        raise ValueError(str(exc)) from exc
 def _parse_ice_servers(text: str) -> tuple[dict[str, Any], ...]:
     try:
         value = json.loads(text) if text.strip() else []
