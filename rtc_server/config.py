@@ -39,7 +39,8 @@ class Settings:
     imgsz: int = 640
     #: "rect" (minimal padding, the Ultralytics predict default) or "square" (imgsz x imgsz).
     letterbox: str = "rect"
-    #: onnxruntime intra-op threads; 0 lets onnxruntime choose (one per core).
+    #: onnxruntime intra-op threads of each worker; 0: the cores shared out among the
+    #: workers (``engine.scheduler.plan_workers``).
     threads: int = 0
     #: RTCIceServer dicts, e.g. ``[{"urls": "turn:turn.example:443", ...}]``. Empty by
     #: default so the server never contacts a public STUN server unless told to.
@@ -87,6 +88,22 @@ class Settings:
     key: Path | None = None
     #: "text" (human) or "json" (one object per line, Cloud Logging field names).
     log_format: str = "text"
+    # ----- scheduler (issue 12): workers, batching, sampling, /predict admission -----------
+    #: Concurrent inference calls, each with its own model instance and share of the
+    #: cores; 0: from the backend and core count (one per 4 cores on a CPU, at least 1).
+    workers: int = 0
+    #: Newest frames of different streams (same model and frame size) in one inference
+    #: call at most; 0: from the backend (1 on a CPU, where batching gains ~nothing; 8 on a GPU).
+    max_batch: int = 0
+    #: Milliseconds a ready frame may wait for a batch to fill (0: never wait).
+    batch_wait_ms: float = 0.0
+    #: Detections per second per stream at most (0: as many as its share gives); a stream
+    #: may ask for less (offer ``"max_fps"``, control ``{"type": "config", "max_fps": F}``).
+    max_fps: float = 0.0
+    #: /predict requests that may wait for the model; the next gets 503 ``overloaded`` at once.
+    predict_queue: int = 4
+    #: Seconds a /predict request may wait for the model before it gets 503 ``overloaded``.
+    predict_max_wait: float = 1.5
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -111,6 +128,7 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"public_address {self.public_address!r} is not an IP address") from exc
         self._validate_hardening()
+        self._validate_scheduler()
 
     def _validate_hardening(self) -> None:
         for name in ("max_sessions", "rate_burst"):
@@ -136,6 +154,17 @@ class Settings:
                 raise ConfigError(f"{name} file not found: {path}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
+
+    def _validate_scheduler(self) -> None:
+        for name in ("workers", "max_batch", "predict_queue"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be >= 0")
+        if not 0.0 <= self.batch_wait_ms <= 1000.0:
+            raise ConfigError(f"batch_wait_ms {self.batch_wait_ms} is not in [0, 1000]")
+        if not 0.0 <= self.max_fps <= 240.0:
+            raise ConfigError(f"max_fps {self.max_fps} is not in [0, 240] (0: no cap)")
+        if not self.predict_max_wait > 0:
+            raise ConfigError(f"predict_max_wait {self.predict_max_wait} must be a positive number of seconds")
 
 
 def _parse_ice_servers(text: str) -> tuple[dict[str, Any], ...]:
@@ -182,7 +211,7 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "max_det": (int, "maximum detections per frame"),
     "imgsz": (int, "model input long side (multiple of 32)"),
     "letterbox": (str, "'rect' (minimal padding) or 'square'"),
-    "threads": (int, "onnxruntime intra-op threads (0: one per core)"),
+    "threads": (int, "onnxruntime intra-op threads per worker (0: cores / workers)"),
     "ice_servers": (_parse_ice_servers, "JSON list of RTCIceServer dicts (default: none)"),
     "ice_addresses": (_parse_addresses, "comma-separated local addresses for host candidates"),
     "udp_ports": (_parse_udp_ports, "UDP port range for host candidates, e.g. 40000-40100 (default: any)"),
@@ -205,6 +234,12 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "cert": (Path, "TLS certificate (PEM) to serve HTTPS"),
     "key": (Path, "TLS private key (PEM) to serve HTTPS"),
     "log_format": (str, "'text' or 'json' (Cloud Logging fields)"),
+    "workers": (int, "concurrent inference calls (0: from backend and cores)"),
+    "max_batch": (int, "frames of different streams per inference call at most (0: from backend)"),
+    "batch_wait_ms": (float, "ms a ready frame may wait for a batch to fill"),
+    "max_fps": (float, "detections/s per stream at most (0: no cap)"),
+    "predict_queue": (int, "/predict requests that may wait; beyond it 503 overloaded"),
+    "predict_max_wait": (float, "seconds a /predict request may wait before 503 overloaded"),
 }
 
 

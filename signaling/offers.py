@@ -14,9 +14,11 @@ from typing import Any
 from aiortc import RTCRtpReceiver
 from aiortc.sdp import SessionDescription
 
+from rtc_server.streams.control import MAX_FPS
+
 from .errors import ClientError
 
-ALLOWED_FIELDS = frozenset({"sdp", "type", "session_id"})
+ALLOWED_FIELDS = frozenset({"sdp", "type", "session_id", "max_fps"})
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class Offer:
     sdp: str
     #: Set when the client says the offer is for an existing session (renegotiation).
     session_id: str | None
+    #: Detections per second the client wants at most (None: as many as its share gives).
+    max_fps: float | None = None
 
 
 def _bad(detail: str) -> ClientError:
@@ -40,7 +44,8 @@ def parse_offer(body: dict[str, Any]) -> Offer:
     """Check the JSON fields and the SDP; raise ``ClientError`` (400) saying what is wrong."""
     extra = set(body) - ALLOWED_FIELDS
     if extra:
-        raise _bad(f"unknown fields {sorted(extra)}; an offer has 'sdp', 'type' and optionally 'session_id'")
+        raise _bad(f"unknown fields {sorted(extra)}; an offer has 'sdp', 'type' and optionally 'session_id' "
+                   "and 'max_fps'")
     kind, sdp, session_id = body.get("type"), body.get("sdp"), body.get("session_id")
     if kind != "offer":
         raise _bad(f"'type' must be \"offer\", not {kind!r}")
@@ -48,8 +53,12 @@ def parse_offer(body: dict[str, Any]) -> Offer:
         raise _bad("'sdp' must be an SDP offer (text starting with v=0)")
     if session_id is not None and not isinstance(session_id, str):
         raise _bad("'session_id' must be a string")
+    max_fps = body.get("max_fps")
+    if max_fps is not None and (isinstance(max_fps, bool) or not isinstance(max_fps, (int, float))
+                                or not 0.0 < max_fps <= MAX_FPS):
+        raise _bad(f"'max_fps' must be null or a number in (0, {MAX_FPS:g}]")
     check_sdp(sdp)
-    return Offer(sdp=sdp, session_id=session_id)
+    return Offer(sdp=sdp, session_id=session_id, max_fps=None if max_fps is None else float(max_fps))
 
 
 def check_sdp(sdp: str) -> None:

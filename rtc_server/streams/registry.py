@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from ..config import Settings
-from ..engine.inference import InferenceService
+from ..engine.scheduler import Scheduler
 from ..engine.yolo import Thresholds
 from ..metrics import Metrics
 from .control import StreamSettings
@@ -36,13 +36,14 @@ class ServerFull(RuntimeError):
 
 
 class StreamRegistry:
-    def __init__(self, settings: Settings, inference: InferenceService,
+    def __init__(self, settings: Settings, scheduler: Scheduler,
                  release_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._settings = settings
-        self._inference = inference
+        self._scheduler = scheduler
         self._streams: dict[str, Stream] = {}
         self._collect_pending = False
-        self.metrics = Metrics(lambda: len(self._streams), [d.info for d in inference.models], release_counts)
+        self.metrics = Metrics(lambda: len(self._streams), [d.info for d in scheduler.models], release_counts,
+                               scheduler=scheduler)
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -53,23 +54,25 @@ class StreamRegistry:
     def get(self, stream_id: str) -> Stream | None:
         return self._streams.get(stream_id)
 
-    def open(self, source_kind: str) -> Stream:
+    def open(self, source_kind: str, *, max_fps: float | None = None) -> Stream:
         """A new stream with the server's default settings, holding a slot until it closes.
 
-        Raises ``ServerFull`` at ``max_sessions``; a closing stream frees its slot the
-        moment it leaves the registry.
+        ``max_fps``: the detection rate the client asked for (None: as many as its share
+        gives); the server's ``max_fps``, if set, caps it. Raises ``ServerFull`` at ``max_sessions``; a closing stream
+        frees its slot the moment it leaves the registry.
         """
         cap = self._settings.max_sessions
         if cap and len(self._streams) >= cap:
             raise ServerFull(cap)
         settings = self._settings
         stream = Stream(
-            self._inference,
-            StreamSettings(Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det)),
+            self._scheduler,
+            StreamSettings(Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det),
+                           max_fps=max_fps),
             self.metrics,
             source_kind=source_kind,
             on_closed=self._forget,
-            limits=StreamLimits(message_rate=settings.message_rate),
+            limits=StreamLimits(message_rate=settings.message_rate, max_fps=settings.max_fps or None),
         )
         self._streams[stream.id] = stream
         self.metrics.sessions_total.inc()

@@ -172,14 +172,17 @@ class PeerSource:
 
 
 async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: str,
-                       kind: str = "offer") -> tuple[Stream, RTCSessionDescription]:
+                       kind: str = "offer", *, max_fps: float | None = None) -> tuple[Stream, RTCSessionDescription]:
     """Answer an SDP offer with a new stream fed by a new peer. On failure nothing is left.
+
+    ``max_fps``: the detections per second the client asked for in its offer (None: no cap
+    of its own).
 
     Raises ``ServerFull`` (from the registry, before anything is built), ``GatherTimeout``
     when ICE gathering outlasts ``ice_gather_timeout``, ``OfferError``/``ValueError`` for
     offers aiortc cannot answer.
     """
-    stream = registry.open(kind)
+    stream = registry.open(kind, max_fps=max_fps)
     source = PeerSource(stream, RTCPeerConnection(configuration=rtc_configuration(settings.ice_servers)),
                         PeerLimits.of(settings), kind)
     stream.attach(source)
