@@ -33,7 +33,6 @@ needs no locks; the workers are threads of its own executor (onnxruntime release
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -360,7 +359,9 @@ class Scheduler:
         self._states: dict[int, _LaneState] = {}
         self._cursor = 0
         self._predict = _PredictLane(self._predict_outcome)
-        self._predict_state = self._register(self._predict, cap=workers)
+        self._predict_state = _LaneState(self._predict, cap=workers)
+        self._states[id(self._predict)] = self._predict_state
+        self._lanes.append(self._predict_state)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._closed = False
@@ -414,16 +415,24 @@ class Scheduler:
             self._cursor -= 1
         if self._lanes:
             self._cursor %= len(self._lanes)
+        self._share_out()
 
     def notify(self) -> None:
         """A lane has something new: dispatch now if a worker is free (cheap otherwise)."""
         self._pump()
 
-    def _register(self, lane: Lane, cap: int = 1) -> _LaneState:
-        state = _LaneState(lane, cap=cap)
+    def _register(self, lane: Lane) -> None:
+        state = _LaneState(lane)
         self._states[id(lane)] = state
         self._lanes.append(state)
-        return state
+        self._share_out()
+
+    def _share_out(self) -> None:
+        """``/predict``'s fair share of the workers: all of them while no stream is live,
+        else its part as one lane among ``streams + 1`` (at least one worker)."""
+        streams = len(self._lanes) - 1
+        workers = self.workers
+        self._predict_state.cap = workers if streams == 0 else max(1, math.ceil(workers / (streams + 1)))
 
     # ----- /predict -------------------------------------------------------------------------
     def check_predict_room(self) -> None:
@@ -458,16 +467,19 @@ class Scheduler:
             result = await item.future
         except (Overloaded, Abandoned, SchedulerClosed):
             raise  # counted where they happened
+        except asyncio.CancelledError:
+            # Our caller was cancelled (a server with handler cancellation on: the client
+            # hung up). If it was still waiting, leave the queue: it will not be run.
+            if item in self._predict.queue:
+                self._predict.queue.remove(item)
+                self._predict_outcome("abandoned")
+            raise
         except Exception:
             self._predict_outcome("failed")
             raise
         finally:
-            if not item.future.done():  # our caller was cancelled: leave the queue
-                item.future.cancel()
-                if item.expiry is not None:
-                    item.expiry.cancel()
-                with contextlib.suppress(ValueError):
-                    self._predict.queue.remove(item)
+            if item.expiry is not None:
+                item.expiry.cancel()
         self._predict_outcome("ok")
         return result
 
