@@ -54,6 +54,20 @@ class _LaneRateCollector(Collector):
         yield family
 
 
+class _BusyCollector(Collector):
+    """The scheduler's busy worker-seconds, read at scrape time so that a call still running
+    counts up to now: ``rate()`` over any window is then exact, not lumpy by whole calls."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("rtc_scheduler_busy_seconds", "Worker-seconds spent in inference calls "
+                                     "(rate / rtc_scheduler_workers = busy ratio)")
+        family.add_metric([], self._scheduler.busy_seconds())
+        yield family
+
+
 class Metrics:
     """The server's Prometheus metrics; also the scheduler's ``SchedulerObserver``."""
 
@@ -69,8 +83,6 @@ class Metrics:
         self.dispatch_wait = Histogram("rtc_dispatch_wait_seconds", "Image ready (received, and its stream's "
                                        "max_fps allowing) -> dispatched to a worker", buckets=STAGE_BUCKETS,
                                        registry=r)
-        self.busy_seconds = Counter("rtc_scheduler_busy_seconds", "Worker-seconds spent in inference calls "
-                                    "(rate / rtc_scheduler_workers = busy ratio)", registry=r)
         self.predict_requests = Counter("rtc_predict_requests_total", "/predict requests through the scheduler, "
                                         "by outcome (ok, overloaded, timeout, abandoned, failed)", ["outcome"],
                                         registry=r)
@@ -80,6 +92,7 @@ class Metrics:
             Gauge("rtc_scheduler_busy_ratio", "Share of the workers' time in inference calls, last 10 s",
                   registry=r).set_function(scheduler.busy_ratio)
             r.register(_LaneRateCollector(scheduler))
+            r.register(_BusyCollector(scheduler))
             scheduler.observer = self
         Gauge("rtc_sessions_active", "Peer sessions currently live", registry=r).set_function(active_sessions)
         self.sessions_total = Counter("rtc_sessions_total", "Peer sessions created", registry=r)
@@ -116,9 +129,6 @@ class Metrics:
         self.batch_size.observe(size)
         for wait in waits_s:
             self.dispatch_wait.observe(wait)
-
-    def batch_finished(self, busy_s: float) -> None:
-        self.busy_seconds.inc(busy_s)
 
     def predict_outcome(self, outcome: str) -> None:
         self.predict_requests.labels(outcome).inc()

@@ -212,6 +212,28 @@ async def test_ready_streams_of_one_model_and_size_share_one_call(
     assert 'rtc_batch_size_bucket{le="4.0"} 3.0' in registry.metrics.render().decode()
 
 
+@pytest.mark.parametrize("lanes", [SchedulerConfig(max_batch=2, batch_wait_s=3.0)], indirect=True)
+async def test_a_ready_frame_waits_for_a_batch_to_fill_at_most_batch_wait(
+        lanes: tuple[Scheduler, StreamRegistry], gated: GatedDetector, bus_frame: np.ndarray) -> None:
+    """With a batch wait, a lone ready frame is held while another stream could join; the
+    other's frame fills the batch and both go at once. Alone, it goes when the wait ends."""
+    _, registry = lanes
+    (a, a_sink), (b, _) = await open_streams(registry, 2)
+    a.push(marked(bus_frame, 0, 0), None)
+    await asyncio.sleep(0.3)
+    assert gated.calls == []  # held: B might have a frame any moment
+    b.push(marked(bus_frame, 1, 0), None)
+    assert sorted(await gated.entered()) == [(0, 0), (1, 0)]  # filled: dispatched at once
+    gated.release()
+    await wait_for(lambda: len(a_sink.detections()) == 1)
+    for count in range(1, 5):  # A's frames keep coming (as from a camera); B sends nothing
+        a.push(marked(bus_frame, 0, count), None)
+        await asyncio.sleep(0.1)
+    assert await gated.entered() == [(0, 4)]  # alone once the wait ran out, newest frame
+    gated.release()
+    assert a_sink.detections()[0]["timing"]["batch_size"] == 2
+
+
 async def test_max_fps_holds_a_stream_back_and_the_others_get_its_share(
         lanes: tuple[Scheduler, StreamRegistry], gated: GatedDetector, bus_frame: np.ndarray) -> None:
     """Stream A may have one detection per 5 s. While it waits, B is served every time
@@ -356,40 +378,25 @@ async def test_a_predict_whose_client_went_away_is_not_run(
             assert 'rtc_predict_requests_total{outcome="abandoned"} 1.0' in await response.text()
 
 
-class PacedDetector:
-    """The real detector plus a fixed pause: a model with a known small capacity."""
-
-    def __init__(self, inner: Detector, pause: float) -> None:
-        self._inner, self._pause, self.info = inner, pause, inner.info
-
-    def detect(self, images: Sequence[np.ndarray], thresholds: Sequence[Thresholds]) -> list[DetectionResult]:
-        time.sleep(self._pause)
-        return self._inner.detect(images, thresholds)
-
-    def warmup(self) -> None:
-        self._inner.warmup()
-
-
 def count_between(client: DetectionClient, start: float, end: float) -> int:
     return sum(1 for t in client.received_at.values() if start <= t <= end)
 
 
 async def test_max_fps_from_the_offer_and_the_control_message(
-        aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], detector: Detector,
-        bus_frame: np.ndarray) -> None:
-    """Peer A asks for 2 detections/s in its offer; peer B asks for nothing and gets the
-    spare; then B asks for 3/s with a control message. Counts over a window, bounded by
-    the rates asked (the scheduler never dispatches a stream sooner than 1 / max_fps)."""
-    url = await serve(aiohttp_server, make_app(detector_override=PacedDetector(detector, 0.05)))
-    async with DetectionClient(url, ImageTrack(bus_frame, fps=15), max_fps=2) as a, \
+        aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray) -> None:
+    """Peer A asks for one detection per 2 s in its offer; peer B asks for nothing and gets
+    the spare; then B asks for 3/s with a control message. Counts over a window are bounded
+    by the rates asked (the scheduler never dispatches a stream sooner than 1 / max_fps)."""
+    url = await serve(aiohttp_server, make_app())
+    async with DetectionClient(url, ImageTrack(bus_frame, fps=15), max_fps=0.5) as a, \
             DetectionClient(url, ImageTrack(bus_frame, fps=15)) as b:
         await a.next_message()
         await b.next_message()
         start = time.perf_counter()
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(4.0)
         end = time.perf_counter()
         got_a, got_b = count_between(a, start, end), count_between(b, start, end)
-        assert 1 <= got_a <= 2 * (end - start) + 2, got_a
+        assert 1 <= got_a <= 0.5 * (end - start) + 1, got_a
         assert got_b > got_a, (got_a, got_b)  # B had A's spare share
         b.send({"type": "config", "max_fps": 3})
         ack = await b.next_message("config")
@@ -417,3 +424,18 @@ async def test_readyz_shows_the_load_and_metrics_the_scheduler(
     for name in ("rtc_scheduler_busy_ratio", "rtc_scheduler_workers", "rtc_batch_size_bucket",
                  "rtc_dispatch_wait_seconds_bucket", "rtc_scheduler_busy_seconds_total"):
         assert name in text, name
+
+
+@pytest.mark.parametrize("value", [0, -1, 241, "5", True, [5]])
+async def test_an_offer_with_a_bad_max_fps_is_a_400(aiohttp_server: ServerFactory,
+                                                    make_app: Callable[..., web.Application], value: object) -> None:
+    url = await serve(aiohttp_server, make_app())
+    client = DetectionClient(url, ImageTrack(np.zeros((48, 64, 3), np.uint8)))
+    try:
+        await client.pc.setLocalDescription(await client.pc.createOffer())
+        async with aiohttp.ClientSession() as http, http.post(f"{url}/offer", json={
+                "sdp": client.pc.localDescription.sdp, "type": "offer", "max_fps": value}) as response:
+            body = await response.json()
+        assert response.status == 400 and body["error"] == "bad_offer" and "max_fps" in body["detail"], body
+    finally:
+        await client.close()

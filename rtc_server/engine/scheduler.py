@@ -144,8 +144,6 @@ class SchedulerObserver(Protocol):
 
     def batch_dispatched(self, size: int, waits_s: Sequence[float]) -> None: ...
 
-    def batch_finished(self, busy_s: float) -> None: ...
-
     def predict_outcome(self, outcome: str) -> None: ...
 
 
@@ -229,6 +227,12 @@ class BusyMeter:
     def start(self, worker: int, t: float) -> None:
         self._running[worker] = t
 
+    def seconds(self, now: float | None = None) -> float:
+        """Busy worker-seconds so far, the calls still running included up to ``now``:
+        monotonic, so a counter; exact at any instant (no whole-call jumps at the end)."""
+        now = time.perf_counter() if now is None else now
+        return self.total_s + sum(now - start for start in self._running.values())
+
     def stop(self, worker: int, t: float) -> float:
         started = self._running.pop(worker)
         self._done.append((started, t))
@@ -254,13 +258,24 @@ class _LaneState:
     cap: int = 1
     in_flight: int = 0
     last_taken: float = -math.inf
+    #: When the lane first had something pending since its last take. A stream's newer
+    #: frames replace its pending one but do not make the lane any less long ready: a
+    #: batch wait counts from here, or a stream at 30 fps would restart it forever.
+    pending_since: float | None = None
     registered_at: float = field(default_factory=time.perf_counter)
     delivered: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
 
     def due(self, request: Request) -> float:
-        """When this lane's pending request may be dispatched (its ``max_fps`` permitting)."""
+        """When this lane became (or becomes) ready: pending, and its ``max_fps`` permitting."""
+        since = request.arrived_at if self.pending_since is None else min(self.pending_since, request.arrived_at)
+        self.pending_since = since
         fps = self.lane.max_fps
-        return max(request.arrived_at, self.last_taken + 1.0 / fps) if fps else request.arrived_at
+        return max(since, self.last_taken + 1.0 / fps) if fps else since
+
+    def taken(self, now: float) -> None:
+        self.in_flight += 1
+        self.last_taken = now
+        self.pending_since = None
 
     def rate(self, now: float, window_s: float) -> float:
         low = now - window_s
@@ -500,6 +515,10 @@ class Scheduler:
         """Share of the workers' time spent in inference calls over the last 10 s."""
         return self.busy.ratio(self.workers)
 
+    def busy_seconds(self) -> float:
+        """Worker-seconds spent in inference calls since start (running calls included)."""
+        return self.busy.seconds()
+
     def lane_rates(self, window_s: float = 10.0) -> dict[str, float]:
         """Detections per second delivered to each lane over the last ``window_s``."""
         now = time.perf_counter()
@@ -608,8 +627,7 @@ class Scheduler:
             if request is None:  # cannot happen on one thread; be safe rather than stuck
                 continue
             waits.append(max(0.0, now - state.due(peeked)))  # ready -> dispatched
-            state.in_flight += 1
-            state.last_taken = now
+            state.taken(now)
             taken.append((state, request))
         if not taken:
             self._free.append(worker)
@@ -626,10 +644,8 @@ class Scheduler:
     def _finished(self, worker: int, taken: list[tuple[_LaneState, Request]],
                   future: asyncio.Future[list[DetectionResult | Exception]]) -> None:
         now = time.perf_counter()
-        busy_s = self.busy.stop(worker, now)
+        self.busy.stop(worker, now)
         self._free.append(worker)
-        if self.observer is not None:
-            self.observer.batch_finished(busy_s)
         try:
             outcomes: list[DetectionResult | Exception] = future.result()
         except BaseException as exc:  # the executor was shut down (cancelled), or _run itself broke
