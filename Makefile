@@ -69,6 +69,7 @@ BENCH_VENV ?= .venv-bench
 BENCH_OUT  ?= artifacts/bench
 E2E_ARGS   ?=
 ALT_ARGS   ?=
+SCHED_ARGS ?=
 # Run one bench script, its output also kept in $(BENCH_OUT)/<name>.log.
 bench_run = bash -o pipefail -c 'BENCH_VENV=$(BENCH_VENV) $(PY) -m bench.$(1) $(2) | tee $(BENCH_OUT)/$(1).log'
 
@@ -97,4 +98,5 @@ bench: model $(VENV)/.bench-installed bench-venv
 	$(call bench_run,decode_before_after,)
 	$(call bench_run,alternatives,--out $(BENCH_OUT)/alternatives.json $(ALT_ARGS))
 	$(call bench_run,webrtc_e2e,--out $(BENCH_OUT)/webrtc_e2e.json $(E2E_ARGS))
+	$(call bench_run,scheduler_before_after,--out $(BENCH_OUT)/scheduler_before_after.json $(SCHED_ARGS))
 	$(PY) -m bench.plots --src $(BENCH_OUT) --dest docs

@@ -161,8 +161,9 @@ class Server:
 
 
 def start_server(model: Path, *, extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
-                 module: str = "rtc_server") -> Server:
-    """``python -m <module> --host 127.0.0.1 --port <free> --model <model>``, not yet ready."""
+                 module: str = "rtc_server", cwd: Path = ROOT) -> Server:
+    """``python -m <module> --host 127.0.0.1 --port <free> --model <model>``, not yet ready.
+    ``cwd``: where ``<module>`` is imported from (another tree: an older version from git)."""
     port = free_port()
     # A load generator is one client address by design: no per-client rate limit, and
     # room for every benchmark peer (RTC_MAX_SESSIONS defaults to 16).
@@ -172,7 +173,7 @@ def start_server(model: Path, *, extra_args: Sequence[str] = (), env: dict[str, 
     process = subprocess.Popen(
         [sys.executable, "-m", module, "--host", LOOPBACK, "--port", str(port), "--model", str(model),
          *extra_args],
-        cwd=ROOT, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=cwd, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     return Server(process, port, started)
 

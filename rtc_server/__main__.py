@@ -12,7 +12,7 @@ Shutdown (SIGTERM or SIGINT), in order:
    that long. A second signal ends the drain at once; a model that fails its warm-up skips it.
 2. **stop**: stop listening, give requests in flight up to ``SHUTDOWN_TIMEOUT`` s, then the
    app's cleanup closes every session left through its normal close path and stops the
-   inference thread.
+   scheduler's inference workers.
 
 With the default drain of 0 the whole shutdown fits Cloud Run's and ``docker stop``'s 10 s;
 GKE's ``terminationGracePeriodSeconds`` is sized to the drain it configures.

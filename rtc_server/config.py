@@ -61,7 +61,8 @@ class Settings:
     imgsz: int = 640
     #: "rect" (minimal padding, the Ultralytics predict default) or "square" (imgsz x imgsz).
     letterbox: str = "rect"
-    #: onnxruntime intra-op threads; 0 lets onnxruntime choose (one per core).
+    #: onnxruntime intra-op threads of each worker; 0: the cores shared out among the
+    #: workers (``engine.scheduler.plan_workers``).
     threads: int = 0
     #: RTCIceServer dicts, e.g. ``[{"urls": "turn:turn.example:443", ...}]``. Empty by
     #: default so the server never contacts a public STUN server unless told to.
@@ -140,6 +141,22 @@ class Settings:
     predict_rate_limit: float = 60.0
     #: ``/predict`` requests a client may make at once before ``predict_rate_limit`` applies.
     predict_rate_burst: int = 60
+    # ----- scheduler (issue 12): workers, batching, sampling, /predict admission -----------
+    #: Concurrent inference calls, each with its own model instance and share of the
+    #: cores; 0: from the backend and core count (one per 4 cores on a CPU, at least 1).
+    workers: int = 0
+    #: Newest frames of different streams (same model and frame size) in one inference
+    #: call at most; 0: from the backend (1 on a CPU, where batching gains ~nothing; 8 on a GPU).
+    max_batch: int = 0
+    #: Milliseconds a ready frame may wait for a batch to fill (0: never wait).
+    batch_wait_ms: float = 0.0
+    #: Detections per second per stream at most (0: as many as its share gives); a stream
+    #: may ask for less (offer ``"max_fps"``, control ``{"type": "config", "max_fps": F}``).
+    max_fps: float = 0.0
+    #: /predict requests that may wait for the model; the next gets 503 ``overloaded`` at once.
+    predict_queue: int = 4
+    #: Seconds a /predict request may wait for the model before it gets 503 ``overloaded``.
+    predict_max_wait: float = 1.5
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -166,6 +183,7 @@ class Settings:
         self._validate_hardening()
         self._validate_models()
         self._validate_infrastructure()
+        self._validate_scheduler()
 
     def _validate_hardening(self) -> None:
         for name in ("max_sessions", "rate_burst"):
@@ -199,6 +217,17 @@ class Settings:
             raise ConfigError(str(exc)) from exc
         if not self.model_fetch_timeout > 0:
             raise ConfigError(f"model_fetch_timeout {self.model_fetch_timeout} must be a positive number of seconds")
+
+    def _validate_scheduler(self) -> None:
+        for name in ("workers", "max_batch", "predict_queue"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be >= 0")
+        if not 0.0 <= self.batch_wait_ms <= 1000.0:
+            raise ConfigError(f"batch_wait_ms {self.batch_wait_ms} is not in [0, 1000]")
+        if not 0.0 <= self.max_fps <= 240.0:
+            raise ConfigError(f"max_fps {self.max_fps} is not in [0, 240] (0: no cap)")
+        if not self.predict_max_wait > 0:
+            raise ConfigError(f"predict_max_wait {self.predict_max_wait} must be a positive number of seconds")
 
     def model_specs(self) -> tuple[ModelSpec, ...]:
         """The models to serve, the default first: ``models``, else the one ``model``."""
@@ -292,7 +321,7 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "max_det": (int, "maximum detections per frame"),
     "imgsz": (int, "model input long side (multiple of 32)"),
     "letterbox": (str, "'rect' (minimal padding) or 'square'"),
-    "threads": (int, "onnxruntime intra-op threads (0: one per core)"),
+    "threads": (int, "onnxruntime intra-op threads per worker (0: cores / workers)"),
     "ice_servers": (_parse_ice_servers, "JSON list of RTCIceServer dicts (default: none)"),
     "ice_addresses": (_parse_addresses, "comma-separated local addresses for host candidates"),
     "udp_ports": (_parse_udp_ports, "UDP port range for host candidates, e.g. 40000-40100 (default: any)"),
@@ -329,6 +358,12 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "metrics_port": (int, "serve /metrics on this port instead of the main one (0: main port)"),
     "predict_rate_limit": (float, "/predict requests/s per client (0: off)"),
     "predict_rate_burst": (int, "/predict requests a client may burst before predict_rate_limit applies"),
+    "workers": (int, "concurrent inference calls (0: from backend and cores)"),
+    "max_batch": (int, "frames of different streams per inference call at most (0: from backend)"),
+    "batch_wait_ms": (float, "ms a ready frame may wait for a batch to fill"),
+    "max_fps": (float, "detections/s per stream at most (0: no cap)"),
+    "predict_queue": (int, "/predict requests that may wait; beyond it 503 overloaded"),
+    "predict_max_wait": (float, "seconds a /predict request may wait before 503 overloaded"),
 }
 
 

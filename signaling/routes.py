@@ -1,5 +1,5 @@
 """The HTTP surface. Handlers validate input, then call the session registry or the
-inference service through their public methods — nothing here touches aiortc internals
+scheduler through their public methods — nothing here touches aiortc internals
 or onnxruntime.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from rtc_server.engine.images import EncodedImage, ImageDecodeError, ImageSizeError, check_image
+from rtc_server.engine.scheduler import Abandoned, Overloaded, SchedulerClosed
 from rtc_server.engine.yolo import Thresholds
 from rtc_server.metrics import CONTENT_TYPE
 from rtc_server.streams.messages import detection_message
@@ -74,8 +75,9 @@ async def offer(request: web.Request) -> web.Response:
     model = check_model(request.app[INFERENCE].models, offer_.model)
     _require_ready(request)
     try:
-        stream, answer = await answer_offer(registry, request.app[SETTINGS], offer_.sdp,
-                                            stream_settings=replace(registry.defaults(), model=model))
+        stream, answer = await answer_offer(
+            registry, request.app[SETTINGS], offer_.sdp,
+            stream_settings=replace(registry.defaults(), model=model, max_fps=offer_.max_fps))
     except Draining as exc:
         raise ClientError(503, "draining", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
     except ServerFull as exc:
@@ -91,19 +93,40 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id})
 
 
+def _overloaded(exc: Overloaded | SchedulerClosed) -> ClientError:
+    retry_after = exc.retry_after if isinstance(exc, Overloaded) else 5
+    return ClientError(503, "overloaded", str(exc), {"Retry-After": str(retry_after)})
+
+
+def _client_connected(request: web.Request) -> bool:
+    """Whether the client is still there to read an answer (checked before its image runs)."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
 async def predict(request: web.Request) -> web.Response:
-    """JPEG/PNG body -> the detection message for that image; ``?model=NAME`` picks the model."""
+    """JPEG/PNG body -> the detection message for that image; ``?model=NAME`` picks the model.
+
+    Admission is the scheduler's: ``/predict`` has one share of the workers beside the live
+    streams and a bounded queue. A full queue is a 503 ``overloaded`` with ``Retry-After``
+    at once, before the body is even read; so is a request that waited
+    ``RTC_PREDICT_MAX_WAIT`` seconds. A request whose client has hung up is not run.
+    """
     received_at = time.perf_counter()
     _guard(request, "predict")
     if request.content_type not in IMAGE_TYPES:
         raise ClientError(415, "unsupported_media_type", "send image/jpeg or image/png")
-    inference = request.app[INFERENCE]
-    model = check_model(inference.models, request.query.get("model"))
+    scheduler = request.app[INFERENCE]
+    model = check_model(scheduler.models, request.query.get("model"))
     _require_ready(request)
+    try:
+        scheduler.check_predict_room()  # a cheap refusal: nothing read, nothing decoded
+    except Overloaded as exc:
+        raise _overloaded(exc) from exc
     settings = request.app[SETTINGS]
     data = await read_capped(request, settings.max_body_bytes)
     try:
-        check_image(data, settings.max_image_pixels)
+        width, height = check_image(data, settings.max_image_pixels)
     except ImageSizeError as exc:
         raise ClientError(413 if exc.too_large else 400, "image_too_large" if exc.too_large else "image_too_small",
                           str(exc)) from exc
@@ -111,9 +134,14 @@ async def predict(request: web.Request) -> web.Response:
         raise ClientError(400, "bad_image", str(exc)) from exc
     thresholds = Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det)
     try:
-        result = await inference.detect(EncodedImage(data), thresholds, model)
+        result = await scheduler.detect(EncodedImage(data, (width, height)), thresholds, model,
+                                        wanted=lambda: _client_connected(request))
     except ImageDecodeError as exc:
         raise ClientError(400, "bad_image", str(exc)) from exc
+    except (Overloaded, SchedulerClosed) as exc:
+        raise _overloaded(exc) from exc
+    except Abandoned as exc:  # nobody reads this answer; 499 as nginx logs it
+        raise ClientError(499, "client_gone", str(exc)) from exc
     message = detection_message(result, received_at=received_at, done_at=time.perf_counter())
     return web.json_response(message)
 
@@ -149,7 +177,8 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "failed", "detail": failures[0], "models": models}, status=503)
     if not inference.ready:
         return web.json_response({"status": "loading", "models": models}, status=503)
-    sessions = {"sessions": len(registry), "max_sessions": request.app[SETTINGS].max_sessions}
+    sessions = {"sessions": len(registry), "max_sessions": request.app[SETTINGS].max_sessions,
+                "load": inference.load()}
     if registry.draining:
         return web.json_response({"status": "draining", "models": models, **sessions}, status=503)
     if request.query.get("capacity") in ("1", "true") and registry.full:

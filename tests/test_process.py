@@ -28,13 +28,15 @@ async def test_tls_json_logs_and_sigterm_finishes_the_request_in_flight(
     spawn: Callable[..., ServerProcess], model_file: Path, tmp_path: Path
 ) -> None:
     cert, key = self_signed(tmp_path)
-    server = spawn({"RTC_MODEL": str(model_file), "RTC_LOG_FORMAT": "json"},
-                   ("--cert", str(cert), "--key", str(key)))
+    # A /predict queue with room for all eight, and no queue deadline to speak of: this is
+    # about shutdown, not admission (tests/test_scheduler.py).
+    server = spawn({"RTC_MODEL": str(model_file), "RTC_LOG_FORMAT": "json", "RTC_PREDICT_QUEUE": "8",
+                    "RTC_PREDICT_MAX_WAIT": "60"}, ("--cert", str(cert), "--key", str(key)))
     trust = ssl.create_default_context(cafile=str(cert))
     base = f"https://127.0.0.1:{server.port}"
     await wait_ready(base, server, trust)
 
-    # Eight large /predict requests queue on the one inference thread (~1 s of work), all
+    # Eight large /predict requests queue for the one inference worker (~1 s of work), all
     # sent before SIGTERM: they are in flight when it arrives and must all be answered.
     # (aiohttp stops reading sockets at shutdown, so only fully-sent requests count.)
     import cv2

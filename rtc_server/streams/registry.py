@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from ..config import Settings
-from ..engine.inference import InferenceService
+from ..engine.scheduler import Scheduler
 from ..engine.yolo import Thresholds
 from ..metrics import Metrics
 from .control import StreamSettings
@@ -49,15 +49,16 @@ class Draining(ServerFull):
 
 
 class StreamRegistry:
-    def __init__(self, settings: Settings, inference: InferenceService,
+    def __init__(self, settings: Settings, scheduler: Scheduler,
                  release_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._settings = settings
-        self._inference = inference
+        self._scheduler = scheduler
         self._streams: dict[str, Stream] = {}
         self._collect_pending = False
         self._draining = False
         self._emptied: asyncio.Event | None = None
-        self.metrics = Metrics(lambda: len(self._streams), [d.info for d in inference.models], release_counts)
+        self.metrics = Metrics(lambda: len(self._streams), [d.info for d in scheduler.models], release_counts,
+                               scheduler=scheduler)
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -75,10 +76,12 @@ class StreamRegistry:
 
     def open(self, source_kind: str, stream_settings: StreamSettings | None = None) -> Stream:
         """A new stream, holding a slot until it closes; ``stream_settings`` (e.g. the model
-        an offer named, checked against the catalog by the caller) or ``defaults()``.
+        and ``max_fps`` an offer named, the model checked against the catalog by the caller)
+        or ``defaults()``. The server's ``max_fps``, if set, caps what the stream asks for.
 
-        Raises ``ServerFull`` at ``max_sessions``; a closing stream frees its slot the
-        moment it leaves the registry.
+        ``max_fps``: the detection rate the client asked for (None: as many as its share
+        gives); the server's ``max_fps``, if set, caps it. Raises ``ServerFull`` at ``max_sessions``; a closing stream
+        frees its slot the moment it leaves the registry.
         """
         if self._draining:
             raise Draining()
@@ -87,12 +90,12 @@ class StreamRegistry:
             raise ServerFull(cap)
         settings = self._settings
         stream = Stream(
-            self._inference,
+            self._scheduler,
             stream_settings or self.defaults(),
             self.metrics,
             source_kind=source_kind,
             on_closed=self._forget,
-            limits=StreamLimits(message_rate=settings.message_rate),
+            limits=StreamLimits(message_rate=settings.message_rate, max_fps=settings.max_fps or None),
         )
         self._streams[stream.id] = stream
         self.metrics.sessions_total.inc()

@@ -23,7 +23,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..config import Settings
-from ..engine.inference import VideoFrameLike
+from ..engine.scheduler import VideoFrameLike
 from ..logs import session_logger
 from ..streams.control import StreamSettings
 from ..streams.messages import encode
