@@ -14,6 +14,7 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def gated(detector: Detector) -> GatedDetector:
 async def open_streams(registry: StreamRegistry, count: int, **max_fps: float) -> list[tuple[Stream, ListSink]]:
     out = []
     for i in range(count):
-        stream = registry.open("offer", max_fps=max_fps.get(chr(ord("a") + i)))
+        stream = registry.open("offer", replace(registry.defaults(), max_fps=max_fps.get(chr(ord("a") + i))))
         sink = ListSink()
         stream.add_sink(sink)
         stream.start()
