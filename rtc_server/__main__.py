@@ -35,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ssl.SSLError) as exc:
         print(f"rtc-server: cannot use the TLS certificate/key: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, detector)
+    try:
+        app = create_app(settings, detector)
+    except ConfigError as exc:  # e.g. an RTC_SOURCES entry naming a model that is not loaded
+        print(f"rtc-server: configuration error: {exc}", file=sys.stderr)
+        return 2
     log.info("serving %s://%s:%d", "https" if tls else "http", settings.host, settings.port)
     # SIGTERM/SIGINT -> aiohttp stops accepting, waits up to shutdown_timeout for in-flight
     # requests, then runs the app's cleanup (every session closed): within Cloud Run's 10 s.

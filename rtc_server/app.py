@@ -25,6 +25,7 @@ from .config import Settings
 from .engine.catalog import ModelCatalog
 from .engine.detector import Detector, OnnxYoloDetector
 from .engine.inference import InferenceService
+from .ingest.source import start_configured_sources
 from .streams.registry import StreamRegistry
 from .webrtc.ice import use_host_addresses
 from .webrtc.marker_release import release_counts, use_marker_release
@@ -57,6 +58,8 @@ def create_app(settings: Settings, detector: Detector | None = None) -> web.Appl
     app[ERROR_SINK] = app[REGISTRY].metrics.count_error
     setup_routes(app)
     app.cleanup_ctx.append(_lifetime)
+    # RTC_SOURCES (issue 13): pull streams started with the server, their models checked now.
+    app.on_startup.append(start_configured_sources(app[REGISTRY], settings, inference.models.names))
     return app
 
 

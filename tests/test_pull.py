@@ -1,0 +1,194 @@
+"""Pull sources end to end: a real RTSP server (gst-rtsp-server) and real HTTP-served files
+(MP4, MPEG-TS, HLS made from bus.jpg), through ``POST /streams``, the real model, to a sink.
+
+Detections are read on the server side — a sink added to the stream through the app's
+registry — as any consumer (data channel, SSE) would get them. The sources restart for
+real: their process is stopped and started again on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from rtc_server.ingest.source import PullSource
+from rtc_server.streams.stream import Stream
+from signaling.context import REGISTRY
+from tests.helpers import serve, wait_for
+from tests.pull_media import ServerProcess, make_clip, make_hls, media_server, rtsp_server
+
+pytestmark = pytest.mark.slow
+LOOPBACK = ("127.0.0.0/8",)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def close(self) -> None:
+        pass
+
+    def labels_from(self, frame_id: int) -> set[str]:
+        """Labels detected in frames ``frame_id`` and later (the stream's received-frame count)."""
+        return {d["label"] for m in self.messages if m.get("type") == "detections" and m["frame_id"] >= frame_id
+                for d in m["detections"]}
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("issue-13-pull-media")
+    make_clip(folder / "bus.mp4", "mp4")  # the index (moov) at the end: read with Range requests
+    make_clip(folder / "bus.ts", "mpegts")
+    make_hls(folder)
+    return folder
+
+
+@pytest.fixture
+async def http_media(media: Path) -> AsyncIterator[ServerProcess]:
+    server = media_server(media)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def rtsp() -> AsyncIterator[ServerProcess]:
+    server = rtsp_server()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def start_stream(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> str:
+    async with http.post(f"{url}/streams", json=body) as response:
+        answer = await response.json()
+        assert response.status == 201, answer
+        assert response.headers["Location"] == f"/streams/{answer['id']}"
+        assert answer["source"] == "pull" and answer["state"] == "playing"
+        return str(answer["id"])
+
+
+def watch(app: web.Application, stream_id: str) -> tuple[Stream, ListSink]:
+    stream = app[REGISTRY].get(stream_id)
+    assert stream is not None and isinstance(stream.source, PullSource)
+    sink = ListSink()
+    stream.add_sink(sink)
+    return stream, sink
+
+
+async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
+    text = await (await http.get(f"{url}/metrics")).text()
+    found = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_rtsp_source_detects_and_recovers_after_the_server_restarts(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: ServerProcess) -> None:
+    app = make_app(source_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(http, url, {"url": f"rtsp://127.0.0.1:{rtsp.port}/bus"})
+        stream, sink = watch(app, stream_id)
+        await wait_for(lambda: {"bus", "person"} <= sink.labels_from(0), 30)
+        source = stream.source
+        assert isinstance(source, PullSource) and source.info is not None
+        assert (source.info.format, source.info.codec, source.info.finite) == ("rtsp", "h264", False)
+
+        await rtsp.stop()  # the camera goes away...
+        await wait_for(lambda: source.state == "reconnecting", 30)
+        failures = 'rtc_pull_open_failures_total{kind="connection"}'
+        await wait_for_metric(http, url, failures, 1)  # ...and stays away for at least one attempt
+        seen = stream.counts.received  # frames from the restarted server are numbered from here
+        await rtsp.start()  # same port
+        await wait_for(lambda: {"bus", "person"} <= sink.labels_from(seen), 60)
+
+        assert app[REGISTRY].get(stream_id) is stream and not stream.closed
+        assert source.reconnects >= 2 and source.state == "playing"
+        assert await metric(http, url, "rtc_pull_reconnects_total") >= 2
+        listed = await (await http.get(f"{url}/streams")).json()
+        assert [s["id"] for s in listed["streams"]] == [stream_id]
+        assert listed["streams"][0]["reconnects"] == source.reconnects
+
+        async with http.delete(f"{url}/streams/{stream_id}") as response:
+            assert response.status == 204
+        assert len(app[REGISTRY]) == 0 and stream.close_reason == "deleted"
+        async with http.get(f"{url}/streams/{stream_id}") as response:
+            assert response.status == 404
+
+
+async def wait_for_metric(http: aiohttp.ClientSession, url: str, name: str, at_least: float) -> None:
+    async with asyncio.timeout(60):
+        while await metric(http, url, name) < at_least:
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("name", ["bus.mp4", "bus.m3u8"])
+async def test_an_http_file_plays_once_with_detections_then_ends_the_stream(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], http_media: ServerProcess, name: str) -> None:
+    app = make_app(source_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(http, url, {"url": f"http://127.0.0.1:{http_media.port}/{name}"})
+        stream, sink = watch(app, stream_id)
+        source = stream.source
+        assert isinstance(source, PullSource) and source.info is not None and source.info.finite
+        await wait_for(lambda: stream.closed, 30)  # a 3 s clip, played at its own rate
+        assert stream.close_reason == "source ended" and len(app[REGISTRY]) == 0
+    assert {"bus", "person"} <= sink.labels_from(0)
+    # Paced at 15 fps rather than decoded in a burst: many frames reached the stream.
+    assert stream.counts.received >= 20, stream.counts
+
+
+async def test_a_looping_http_stream_recovers_after_the_http_server_restarts(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], http_media: ServerProcess) -> None:
+    app = make_app(source_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(
+            http, url, {"url": f"http://127.0.0.1:{http_media.port}/bus.ts", "loop": True, "conf": 0.3})
+        stream, sink = watch(app, stream_id)
+        assert stream.settings.thresholds.conf == 0.3
+        await wait_for(lambda: {"bus", "person"} <= sink.labels_from(0), 30)
+        source = stream.source
+        assert isinstance(source, PullSource)
+
+        await http_media.stop()
+        await wait_for_metric(http, url, 'rtc_pull_open_failures_total{kind="connection"}', 1)
+        seen = stream.counts.received
+        await http_media.start()
+        await wait_for(lambda: {"bus", "person"} <= sink.labels_from(seen), 60)
+        assert app[REGISTRY].get(stream_id) is stream and source.reconnects >= 1
+        await stream.close("closed by test")
+
+
+async def test_rtsp_goes_to_the_checked_address_not_to_the_name(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: ServerProcess,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """FFmpeg is handed the checked IP, never the name: it could not resolve this one."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == "camera.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    app = make_app(source_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(http, url, {"url": f"rtsp://user:pw@camera.test:{rtsp.port}/bus"})
+        stream, sink = watch(app, stream_id)
+        await wait_for(lambda: "bus" in sink.labels_from(0), 30)
+        view = await (await http.get(f"{url}/streams/{stream_id}")).json()
+        assert view["url"] == f"rtsp://user:***@camera.test:{rtsp.port}/bus"  # no password shown
+        assert view["media"] == {"format": "rtsp", "codec": "h264", "width": 540, "height": 720, "live": True}
+        await stream.close("closed by test")
