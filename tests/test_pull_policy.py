@@ -7,6 +7,7 @@ records that it was never contacted.
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 import os
 import socket
@@ -21,10 +22,11 @@ from aiohttp.test_utils import TestServer
 
 from rtc_server.config import ConfigError, settings_from_text
 from rtc_server.ingest.policy import SourcePolicy, UrlRefused
-from rtc_server.ingest.reader import MAX_PACING_LAG, Pacer, ffmpeg_input_protocols
+from rtc_server.ingest.reader import MAX_PACING_LAG, Pacer, describe, ffmpeg_input_protocols
 from rtc_server.ingest.source import PullSource, backoff_delay
 from rtc_server.ingest.spec import SpecError, parse_pull_spec, parse_sources
 from signaling.context import REGISTRY
+from tests.conftest import ROOT
 from tests.helpers import serve, wait_for
 from tests.pull_media import make_clip
 
@@ -353,3 +355,20 @@ async def test_the_connection_goes_to_the_checked_address_and_a_changed_answer_i
         status, answer = await post_stream(http, url, {"url": f"http://rebind.test:{port}/bus.ts"})
     assert (status, answer["error"]) == (400, "url_refused") and "10.1.2.3" in answer["detail"]
     assert names.calls.count("rebind.test") == 2 and len(app[REGISTRY]) == 0
+
+
+def test_failures_never_show_a_url_password() -> None:
+    error = ConnectionRefusedError(111, "Connection refused", "rtsp://admin:s3cret@192.168.1.10:554/live")
+    assert describe(error) == "ConnectionRefusedError: [Errno 111] Connection refused: " \
+                              "'rtsp://admin:***@192.168.1.10:554/live'"
+
+
+def test_ingest_imports_no_transport_or_http_face() -> None:
+    """Pull sources are sources like the WebRTC peer: no aiortc, no aiohttp, no routes."""
+    for path in (ROOT / "rtc_server" / "ingest").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in ("aiortc", "aioice", "aiohttp", "signaling"), (path, name)
+                assert "webrtc" not in name, (path, name)

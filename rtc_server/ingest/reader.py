@@ -30,6 +30,8 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -251,6 +253,8 @@ def failure_kind(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, ConnectionError):
         return "connection"
+    if isinstance(exc, ssl.SSLError):  # e.g. a certificate that does not verify
+        return "tls"
     if isinstance(exc, FileNotFoundError | av.error.HTTPNotFoundError):
         return "not_found"
     if isinstance(exc, av.error.InvalidDataError):
@@ -258,9 +262,16 @@ def failure_kind(exc: BaseException) -> str:
     return "other"
 
 
+_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s'\"]*):[^@/\s'\"]*@", re.I)
+
+
 def describe(exc: BaseException) -> str:
+    """The failure in one line for logs and API answers, URL passwords masked (PyAV puts the
+    URL it opened, credentials included, into its error messages)."""
     text = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
-    return text if isinstance(exc, UrlRefused | NoVideo | ProtocolUnavailable) else f"{type(exc).__name__}: {text}"
+    if not isinstance(exc, UrlRefused | NoVideo | ProtocolUnavailable):
+        text = f"{type(exc).__name__}: {text}"
+    return _CREDENTIALS.sub(r"\1:***@", text)
 
 
 class ProtocolUnavailable(Exception):
