@@ -307,14 +307,25 @@ async def test_streams_need_the_token_and_count_against_max_sessions(
         assert [s["id"] for s in listed["streams"]] == [second["id"]]
 
 
-async def test_rtc_sources_start_with_the_server(aiohttp_server: Any, make_app: Callable[..., web.Application],
-                                                canary: Canary) -> None:
-    app = make_app(source_allow_networks=LOOPBACK, sources=({"url": canary.url + "/bus.ts", "loop": True},))
-    await serve(aiohttp_server, app)
+async def test_rtc_sources_start_with_the_server_and_wait_for_their_source(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], canary: Canary) -> None:
+    """A camera that comes up after the server: the configured stream keeps retrying."""
+    port = _free_port()
+    app = make_app(source_allow_networks=LOOPBACK, sources=({"url": f"http://127.0.0.1:{port}/bus.ts", "loop": True},))
+    url = await serve(aiohttp_server, app)
     registry = app[REGISTRY]
-    await wait_for(lambda: any(isinstance(s.source, PullSource) and s.counts.processed for s in registry), 30)
     (stream,) = list(registry)
-    assert stream.source_kind == "pull"
+    source = stream.source
+    assert stream.source_kind == "pull" and isinstance(source, PullSource)
+    await wait_for(lambda: source.reconnects >= 1, 30)  # nothing listens there yet
+    assert source.state == "reconnecting" and "Connection refused" in (source.last_error or "")
+    late = Canary(canary.folder)
+    await aiohttp_server(late.app, host="127.0.0.1", port=port)  # the source comes up
+    await wait_for(lambda: stream.counts.processed > 0, 60)
+    assert late.requests and registry.get(stream.id) is stream
+    async with aiohttp.ClientSession() as http:
+        text = await (await http.get(f"{url}/metrics")).text()
+    assert 'rtc_pull_open_failures_total{kind="connection"}' in text
     with pytest.raises(ConfigError, match="model"):
         make_app(sources=({"url": "rtsp://8.8.8.8/x", "model": "missing"},))
 
