@@ -160,6 +160,7 @@ class Canary:
         self.folder = folder
         self.app = web.Application(middlewares=[self._record])
         self.app.router.add_get("/redirect", self._redirect)
+        self.app.router.add_get("/truncated.ts", self._truncated)
         self.app.router.add_static("/", folder)
         self.url = ""
 
@@ -171,19 +172,43 @@ class Canary:
     async def _redirect(self, request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["to"])
 
+    async def _truncated(self, request: web.Request) -> web.StreamResponse:
+        """long.ts, announced whole (ranges honoured); a connection that starts in the first
+        half drops at 75 % (FFmpeg's look at the tail for the duration is served whole, so
+        the drop comes during playback)."""
+        data = (self.folder / "long.ts").read_bytes()
+        start = request.http_range.start or 0
+        response = web.StreamResponse(status=206 if start else 200, headers={"Content-Type": "video/mp2t"})
+        if start:
+            response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        response.content_length = len(data) - start
+        await response.prepare(request)
+        if start >= len(data) // 2:
+            await response.write(data[start:])
+            return response
+        await response.write(data[start: len(data) * 3 // 4])
+        assert request.transport is not None
+        request.transport.close()
+        return response
 
-@pytest.fixture
-async def canary(aiohttp_server: Callable[..., Any], tmp_path: Path) -> Canary:
-    folder = tmp_path / "issue-13-pull-canary"
-    folder.mkdir()
+
+@pytest.fixture(scope="module")
+def canary_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("issue-13-pull-canary")
     make_clip(folder / "bus.ts", "mpegts", seconds=2.0)
+    make_clip(folder / "long.ts", "mpegts", seconds=4.0)
     fifo = folder / "secret.ts"
     os.mkfifo(fifo)  # opening it for reading would block: a 400 in time proves it was not opened
     (folder / "file-segment.m3u8").write_text(
         f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nfile://{fifo}\n#EXT-X-ENDLIST\n")
     (folder / "metadata-segment.m3u8").write_text(
         "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nhttp://169.254.169.254/latest/seg.ts\n#EXT-X-ENDLIST\n")
-    server = Canary(folder)
+    return folder
+
+
+@pytest.fixture
+async def canary(aiohttp_server: Callable[..., Any], canary_media: Path) -> Canary:
+    server = Canary(canary_media)
     test_server: TestServer = await aiohttp_server(server.app, host="127.0.0.1")
     server.url = str(test_server.make_url("")).rstrip("/")
     return server
@@ -276,6 +301,22 @@ async def test_a_silent_source_times_out(aiohttp_server: Any, make_app: Callable
             status, answer = await post_stream(http, url, {"url": f"{scheme}://127.0.0.1:{port}/x"})
     assert (status, answer["error"]) == (422, "source_unavailable")
     assert "(timeout)" in answer["detail"], answer
+
+
+async def test_a_download_cut_short_is_a_drop_not_the_end_of_the_clip(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], canary: Canary) -> None:
+    app = make_app(source_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        status, answer = await post_stream(http, url, {"url": canary.url + "/truncated.ts"})
+        assert status == 201, answer
+        stream = app[REGISTRY].get(answer["id"])
+        assert stream is not None and isinstance(stream.source, PullSource)
+        source = stream.source
+        await wait_for(lambda: source.reconnects >= 1, 30)
+        assert not stream.closed and "closed at byte" in (source.last_error or "")
+        async with http.delete(f"{url}/streams/{stream.id}") as response:
+            assert response.status == 204
 
 
 def _free_port() -> int:

@@ -67,6 +67,7 @@ class HttpOpener:
         self._files: set[HttpFile] = set()
         self._lock = threading.Lock()
         self._aborted = False
+        self._opened_any = False
         self._tls = ssl.create_default_context()
 
     def __call__(self, url: str, flags: int, options: dict[str, str]) -> HttpFile:
@@ -82,7 +83,8 @@ class HttpOpener:
             if self._aborted:
                 file.close()
                 raise ConnectionAbortedError("the source is stopping")
-            if not self._files and self.first_length is None:
+            if not self._opened_any:  # the URL itself, before any playlist entry or segment
+                self._opened_any = True
                 self.first_length = file.length
             self._files.add(file)
         return file
@@ -206,6 +208,10 @@ class HttpFile:
             self._open(self._pos)
         assert self._response is not None
         data = self._response.read1(size if size > 0 else 64 * 1024)
+        if not data and self.length is not None and self._pos < self.length:
+            # http.client reports a connection closed mid-body as a plain end of data; for
+            # FFmpeg that would be the end of the file (a clip "over" half-way): it is a drop.
+            raise ConnectionResetError(f"the connection closed at byte {self._pos} of {self.length}")
         self._pos += len(data)
         return data
 
