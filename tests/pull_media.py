@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import av
@@ -52,6 +54,41 @@ def make_hls(folder: Path, seconds: float = 3.0) -> Path:
     return make_clip(folder / "bus.m3u8", "hls", seconds, {
         "hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod",
         "hls_segment_filename": str(folder / "seg%d.ts")})
+
+
+class LiveHls:
+    """A live HLS stream being written: ``folder/live.m3u8`` gains a one-second segment every
+    second (bus.jpg at ``FPS``), the playlist keeps the last four, no end. A thread of the
+    test process writes it in real time until ``stop``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write, name="live-hls", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _write(self) -> None:
+        picture = bus_picture()
+        options = {"hls_time": "1", "hls_list_size": "4", "hls_flags": "delete_segments+omit_endlist",
+                   "hls_segment_filename": str(self.folder / "live%d.ts")}
+        with av.open(str(self.folder / "live.m3u8"), "w", format="hls", options=options) as container:
+            stream = container.add_stream("libx264", rate=FPS)
+            stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+            stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(FPS), "keyint_min": str(FPS)}
+            started = time.monotonic()
+            index = 0
+            while not self._stop.is_set():
+                frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+                frame.pts = index
+                container.mux(stream.encode(frame))
+                index += 1
+                self._stop.wait(max(0.0, started + index / FPS - time.monotonic()))
 
 
 class ServerProcess:

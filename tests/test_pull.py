@@ -23,7 +23,7 @@ from rtc_server.ingest.source import PullSource
 from rtc_server.streams.stream import Stream
 from signaling.context import REGISTRY
 from tests.helpers import serve, wait_for
-from tests.pull_media import ServerProcess, make_clip, make_hls, media_server, rtsp_server
+from tests.pull_media import LiveHls, ServerProcess, make_clip, make_hls, media_server, rtsp_server
 
 pytestmark = pytest.mark.slow
 LOOPBACK = ("127.0.0.0/8",)
@@ -123,6 +123,7 @@ async def test_rtsp_source_detects_and_recovers_after_the_server_restarts(
         async with http.delete(f"{url}/streams/{stream_id}") as response:
             assert response.status == 204
         assert len(app[REGISTRY]) == 0 and stream.close_reason == "deleted"
+        assert "session_close_timeout" not in await (await http.get(f"{url}/metrics")).text()
         async with http.get(f"{url}/streams/{stream_id}") as response:
             assert response.status == 404
 
@@ -192,3 +193,35 @@ async def test_rtsp_goes_to_the_checked_address_not_to_the_name(
         assert view["url"] == f"rtsp://user:***@camera.test:{rtsp.port}/bus"  # no password shown
         assert view["media"] == {"format": "rtsp", "codec": "h264", "width": 540, "height": 720, "live": True}
         await stream.close("closed by test")
+
+
+async def test_a_live_hls_playlist_is_followed_as_it_grows(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], tmp_path: Path) -> None:
+    folder = tmp_path / "issue-13-pull-live"
+    folder.mkdir()
+    live = LiveHls(folder)
+    live.start()
+    server = media_server(folder)
+    try:
+        await wait_for(lambda: (folder / "live.m3u8").exists() and "live2.ts" in (folder / "live.m3u8").read_text(),
+                       30)
+        await server.start()
+        app = make_app(source_allow_networks=LOOPBACK)
+        url = await serve(aiohttp_server, app)
+        async with aiohttp.ClientSession() as http:
+            stream_id = await start_stream(http, url, {"url": f"http://127.0.0.1:{server.port}/live.m3u8"})
+            stream, sink = watch(app, stream_id)
+            source = stream.source
+            assert isinstance(source, PullSource) and source.info is not None
+            assert (source.info.format, source.info.finite) == ("hls", False)
+            await wait_for(lambda: {"bus", "person"} <= sink.labels_from(0), 30)
+            # Segments written after the open arrive too: the playlist is reloaded as it grows.
+            reached = stream.counts.received
+            await wait_for(lambda: stream.counts.received >= reached + 2 * 15, 30)
+            assert source.reconnects == 0 and not stream.closed
+            await stream.close("closed by test")  # mid-wait for the next playlist reload
+            text = await (await http.get(f"{url}/metrics")).text()
+            assert "session_close_timeout" not in text  # its thread ended: nothing left behind
+    finally:
+        await server.stop()
+        live.stop()

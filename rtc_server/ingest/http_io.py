@@ -78,15 +78,19 @@ class HttpOpener:
         except UrlRefused as exc:
             self._refused(url, exc)
             raise
+        if self._aborted:
+            raise ConnectionAbortedError("the source is stopping")
         file = HttpFile(self, source)
         with self._lock:
-            if self._aborted:
-                file.close()
-                raise ConnectionAbortedError("the source is stopping")
-            if not self._opened_any:  # the URL itself, before any playlist entry or segment
-                self._opened_any = True
-                self.first_length = file.length
-            self._files.add(file)
+            aborted = self._aborted
+            if not aborted:
+                if not self._opened_any:  # the URL itself, before any playlist entry or segment
+                    self._opened_any = True
+                    self.first_length = file.length
+                self._files.add(file)
+        if aborted:  # aborted while this one was being opened
+            file.close()
+            raise ConnectionAbortedError("the source is stopping")
         return file
 
     def _refused(self, url: str, exc: UrlRefused) -> None:
