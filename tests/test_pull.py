@@ -225,3 +225,24 @@ async def test_a_live_hls_playlist_is_followed_as_it_grows(
     finally:
         await server.stop()
         live.stop()
+
+
+async def test_local_files_only_when_allowed_and_fenced_to_files(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], media: Path, http_media: ServerProcess,
+        tmp_path: Path) -> None:
+    """``file:`` needs RTC_SOURCE_ALLOW_FILE; even then FFmpeg may open files only, so a
+    playlist on disk cannot send it onto the network."""
+    local = tmp_path / "issue-13-pull-local.m3u8"
+    local.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n"
+                     f"http://127.0.0.1:{http_media.port}/seg0.ts\n#EXT-X-ENDLIST\n")
+    app = make_app(source_allow_file=True, source_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(http, url, {"url": f"file://{media / 'bus.mp4'}"})
+        stream, sink = watch(app, stream_id)
+        await wait_for(lambda: stream.closed, 30)
+        assert stream.close_reason == "source ended" and {"bus", "person"} <= sink.labels_from(0)
+        async with http.post(f"{url}/streams", json={"url": f"file://{local}"}) as response:
+            answer = await response.json()
+        assert (response.status, answer["error"]) == (422, "source_unavailable"), answer
+    assert len(app[REGISTRY]) == 0
