@@ -19,6 +19,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtc_server.config import ConfigError, settings_from_text
 from rtc_server.ingest.policy import SourcePolicy, UrlRefused
@@ -424,3 +426,29 @@ def test_ingest_imports_no_transport_or_http_face() -> None:
             for name in names:
                 assert name.split(".")[0] not in ("aiortc", "aioice", "aiohttp", "signaling"), (path, name)
                 assert "webrtc" not in name, (path, name)
+
+
+URL_PIECES = st.sampled_from(["http://", "https://", "rtsp://", "srt://", "file://", "gopher://", "HTTP://", "//",
+                              "@", ":", "[", "]", "::1", "127.0.0.1", "169.254.169.254", "0x7f.1", "%00", "\r\n",
+                              "#", "?", "/", "localhost", "a", "é", " ", "8.8.8.8", ":99999", ":0", "%40", "\\"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(url=st.one_of(st.lists(URL_PIECES, max_size=8).map("".join), st.text(max_size=60)),
+       extra=st.dictionaries(st.sampled_from(["conf", "iou", "classes", "model", "max_fps", "loop", "x"]),
+                             st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
+                                       st.lists(st.integers(), max_size=3)), max_size=3))
+def test_the_url_and_body_checks_answer_anything_with_their_own_errors(url: str, extra: dict[str, Any]) -> None:
+    """Pure (no resolution, no connection): whatever the input, the checks either accept it
+    or raise their own error, which the API turns into a 400 — never a 500."""
+    policy = SourcePolicy.of(["10.0.0.0/8"], allow_file=True)
+    try:
+        spec = parse_pull_spec({"url": url, **extra}, ["yolo11n"])
+        source = policy.parse(spec.url)
+    except (SpecError, UrlRefused):
+        return
+    assert source.scheme in policy.schemes
+    assert all(0x21 <= ord(c) <= 0x7E for c in source.url)
+    if source.scheme != "file":
+        assert source.host and 0 < source.port < 65536
+        assert "@" not in source.pinned("192.0.2.1").split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]

@@ -19,6 +19,9 @@ How a URL is opened, per scheme (``open_input``):
 - ``srt``: pinned like RTSP; only ``srt`` (and ``udp`` under it) may be opened.
 - ``file``: only ``file`` may be opened (an HLS playlist on disk cannot reach the network).
 
+RTSP's socket timeout is FFmpeg's ``timeout`` option in microseconds: FFmpeg 5 renamed it
+from ``stimeout`` (which FFmpeg 8, in PyAV 18's wheel, no longer has); ``rw_timeout`` is
+the generic protocol option, not needed since the interrupt callback bounds every read.
 Every scheme gets PyAV's open/read timeouts (FFmpeg's interrupt callback, which covers
 every protocol) and a demuxer allow-list (``format_whitelist``: no ``concat`` script, no
 ``sdp`` that opens arbitrary UDP ports, no image sequence reading local files).
