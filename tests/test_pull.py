@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -246,3 +247,28 @@ async def test_local_files_only_when_allowed_and_fenced_to_files(
             answer = await response.json()
         assert (response.status, answer["error"]) == (422, "source_unavailable"), answer
     assert len(app[REGISTRY]) == 0
+
+
+async def test_a_frozen_rtsp_server_is_a_drop_after_the_read_timeout(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: ServerProcess) -> None:
+    """A camera that hangs with its connection open (SIGSTOP): no error, no end, just no
+    data. The read timeout turns that into a drop; once it thaws, the stream resumes."""
+    app = make_app(source_allow_networks=LOOPBACK, source_read_timeout=2.0, source_open_timeout=2.0)
+    url = await serve(aiohttp_server, app)
+    assert rtsp.process is not None
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(http, url, {"url": f"rtsp://127.0.0.1:{rtsp.port}/bus"})
+        stream, sink = watch(app, stream_id)
+        await wait_for(lambda: "bus" in sink.labels_from(0), 30)
+        source = stream.source
+        assert isinstance(source, PullSource)
+        rtsp.process.send_signal(signal.SIGSTOP)
+        try:
+            await wait_for(lambda: source.reconnects >= 1, 30)
+            assert (source.last_error or "").startswith("TimeoutError: no data for 2 s"), source.last_error
+        finally:
+            rtsp.process.send_signal(signal.SIGCONT)
+        seen = stream.counts.received
+        await wait_for(lambda: "bus" in sink.labels_from(seen), 60)
+        assert app[REGISTRY].get(stream_id) is stream
+        await stream.close("closed by test")

@@ -204,19 +204,22 @@ class Connection:
         """Decode until the end (True), or until ``stop`` (False); failures raise."""
         video = container.streams.video[0]
         pacer = Pacer() if info.finite else None
-        for packet in container.demux(video):
-            if self._stop.is_set():
-                return False
-            try:
-                frames = packet.decode()
-            except av.error.InvalidDataError:
-                continue  # a corrupt packet: the decoder resynchronises on the next ones
-            for frame in frames:
-                if pacer is not None and frame.time is not None:
-                    if self._stop.wait(pacer.delay(frame.time)):
-                        return False
-                result.frames += 1
-                self._on_frame(frame, frame.pts)
+        try:
+            for packet in container.demux(video):
+                if self._stop.is_set():
+                    return False
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    continue  # a corrupt packet: the decoder resynchronises on the next ones
+                for frame in frames:
+                    if pacer is not None and frame.time is not None:
+                        if self._stop.wait(pacer.delay(frame.time)):
+                            return False
+                    result.frames += 1
+                    self._on_frame(frame, frame.pts)
+        except av.error.ExitError as exc:  # PyAV's read timeout interrupted FFmpeg
+            raise TimeoutError(f"no data for {self._timeouts.read:g} s (a hung source)") from exc
         return not self._stop.is_set()
 
 
