@@ -22,23 +22,22 @@ from aiohttp import web
 from rtc_server.ingest.policy import UrlRefused
 from rtc_server.ingest.source import PullSource, SourceOpenError, open_pull_stream
 from rtc_server.ingest.spec import SpecError, parse_pull_spec
-from rtc_server.streams.registry import ServerFull
+from rtc_server.streams.registry import Draining, ServerFull
 from rtc_server.streams.stream import Stream
 
 from .auth import require_token
 from .context import INFERENCE, REGISTRY, SETTINGS
 from .errors import ClientError
-from .limits import RateLimits, read_capped
+from .limits import RATE_LIMITS, read_capped
 
 #: Largest ``POST /streams`` body; a URL is at most 4 KiB.
 MAX_STREAM_BODY_BYTES = 16 * 1024
-STREAM_RATE_LIMITS: web.AppKey[RateLimits] = web.AppKey("stream_rate_limits", RateLimits)
 
 
 def _guard(request: web.Request, *, costly: bool = False) -> None:
     """Auth on every route; the rate limit on the one that starts work (``POST``)."""
     if costly:
-        request.app[STREAM_RATE_LIMITS].check("streams", request)
+        request.app[RATE_LIMITS].check("streams", request)
     require_token(request, request.app[SETTINGS].auth_token)
 
 
@@ -81,6 +80,8 @@ async def create_stream(request: web.Request) -> web.Response:
         stream = await open_pull_stream(request.app[REGISTRY], request.app[SETTINGS], spec)
     except UrlRefused as exc:
         raise ClientError(400, "url_refused", exc.detail) from exc
+    except Draining as exc:
+        raise ClientError(503, "draining", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
     except ServerFull as exc:
         raise ClientError(503, "server_full", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
     except SourceOpenError as exc:
@@ -110,7 +111,6 @@ async def delete_stream(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app[STREAM_RATE_LIMITS] = RateLimits(app[SETTINGS], ("streams",))
     app.router.add_post("/streams", create_stream)
     app.router.add_get("/streams", list_streams)
     app.router.add_get("/streams/{id}", get_stream)

@@ -2,7 +2,7 @@
 
 - ``make_clip`` / ``make_hls``: bus.jpg encoded as H.264 with PyAV (MP4, MPEG-TS, an HLS
   VOD playlist of MPEG-TS segments), so detections are real (bus, person).
-- ``ServerProcess``: a server in its own process that prints ``READY <port>``; it can be
+- ``MediaProcess``: a server in its own process that prints ``READY <port>``; it can be
   killed and started again on the same port — a source restarting mid-stream.
   ``rtsp_server`` runs GStreamer's gst-rtsp-server (``tests/rtsp_server.py`` under the
   system Python, which has PyGObject); ``media_server`` serves a folder over HTTP.
@@ -21,8 +21,7 @@ import av
 import cv2
 import numpy as np
 
-from tests.conftest import FIXTURES
-from tests.helpers import cannot_run
+from tests.helpers import FIXTURES, cannot_run
 
 HERE = Path(__file__).resolve().parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -91,7 +90,7 @@ class LiveHls:
                 self._stop.wait(max(0.0, started + index / FPS - time.monotonic()))
 
 
-class ServerProcess:
+class MediaProcess:
     """A server process started with ``argv + ["--port", N]``; ``port`` once it is ready."""
 
     def __init__(self, argv: list[str], name: str) -> None:
@@ -129,7 +128,7 @@ class ServerProcess:
             await process.wait()
 
 
-def rtsp_server() -> ServerProcess:
+def rtsp_server() -> MediaProcess:
     """gst-rtsp-server serving bus.jpg as live H.264 at ``rtsp://127.0.0.1:PORT/bus``."""
     if not Path(SYSTEM_PYTHON).is_file():
         cannot_run(f"{SYSTEM_PYTHON} (with python3-gi) is needed to run gst-rtsp-server")
@@ -142,10 +141,10 @@ def rtsp_server() -> ServerProcess:
         cannot_run("gst-rtsp-server with x264enc is not installed (apt: python3-gi gir1.2-gst-rtsp-server-1.0 "
                    "gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly): "
                    + probe.stderr.decode()[-300:])
-    return ServerProcess([SYSTEM_PYTHON, str(HERE / "rtsp_server.py"), "--image", str(FIXTURES / "bus.jpg"),
+    return MediaProcess([SYSTEM_PYTHON, str(HERE / "rtsp_server.py"), "--image", str(FIXTURES / "bus.jpg"),
                           "--fps", str(FPS)], "gst-rtsp-server")
 
 
-def media_server(folder: Path) -> ServerProcess:
+def media_server(folder: Path) -> MediaProcess:
     """An aiohttp static file server (Range requests) for ``folder``."""
-    return ServerProcess([sys.executable, str(HERE / "media_server.py"), "--dir", str(folder)], "media server")
+    return MediaProcess([sys.executable, str(HERE / "media_server.py"), "--dir", str(folder)], "media server")

@@ -9,7 +9,6 @@ real: their process is stopped and started again on the same port.
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -23,8 +22,8 @@ from aiohttp import web
 from rtc_server.ingest.source import PullSource
 from rtc_server.streams.stream import Stream
 from signaling.context import REGISTRY
-from tests.helpers import serve, wait_for
-from tests.pull_media import LiveHls, ServerProcess, make_clip, make_hls, media_server, rtsp_server
+from tests.helpers import scrape, serve, wait_for
+from tests.pull_media import LiveHls, MediaProcess, make_clip, make_hls, media_server, rtsp_server
 
 pytestmark = pytest.mark.slow
 LOOPBACK = ("127.0.0.0/8",)
@@ -56,7 +55,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def http_media(media: Path) -> AsyncIterator[ServerProcess]:
+async def http_media(media: Path) -> AsyncIterator[MediaProcess]:
     server = media_server(media)
     await server.start()
     yield server
@@ -64,7 +63,7 @@ async def http_media(media: Path) -> AsyncIterator[ServerProcess]:
 
 
 @pytest.fixture
-async def rtsp() -> AsyncIterator[ServerProcess]:
+async def rtsp() -> AsyncIterator[MediaProcess]:
     server = rtsp_server()
     await server.start()
     yield server
@@ -88,14 +87,8 @@ def watch(app: web.Application, stream_id: str) -> tuple[Stream, ListSink]:
     return stream, sink
 
 
-async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
-    text = await (await http.get(f"{url}/metrics")).text()
-    found = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
-
-
 async def test_rtsp_source_detects_and_recovers_after_the_server_restarts(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: ServerProcess) -> None:
+        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: MediaProcess) -> None:
     app = make_app(source_allow_networks=LOOPBACK)
     url = await serve(aiohttp_server, app)
     async with aiohttp.ClientSession() as http:
@@ -109,14 +102,14 @@ async def test_rtsp_source_detects_and_recovers_after_the_server_restarts(
         await rtsp.stop()  # the camera goes away...
         await wait_for(lambda: source.state == "reconnecting", 30)
         failures = 'rtc_pull_open_failures_total{kind="connection"}'
-        await wait_for_metric(http, url, failures, 1)  # ...and stays away for at least one attempt
+        await wait_for_metric(url, failures, 1)  # ...and stays away for at least one attempt
         seen = stream.counts.received  # frames from the restarted server are numbered from here
         await rtsp.start()  # same port
         await wait_for(lambda: {"bus", "person"} <= sink.labels_from(seen), 60)
 
         assert app[REGISTRY].get(stream_id) is stream and not stream.closed
         assert source.reconnects >= 2 and source.state == "playing"
-        assert await metric(http, url, "rtc_pull_reconnects_total") >= 2
+        assert (await scrape(url))["rtc_pull_reconnects_total"] >= 2
         listed = await (await http.get(f"{url}/streams")).json()
         assert [s["id"] for s in listed["streams"]] == [stream_id]
         assert listed["streams"][0]["reconnects"] == source.reconnects
@@ -129,15 +122,15 @@ async def test_rtsp_source_detects_and_recovers_after_the_server_restarts(
             assert response.status == 404
 
 
-async def wait_for_metric(http: aiohttp.ClientSession, url: str, name: str, at_least: float) -> None:
+async def wait_for_metric(url: str, name: str, at_least: float) -> None:
     async with asyncio.timeout(60):
-        while await metric(http, url, name) < at_least:
+        while (await scrape(url)).get(name, 0.0) < at_least:
             await asyncio.sleep(0.2)
 
 
 @pytest.mark.parametrize("name", ["bus.mp4", "bus.m3u8"])
 async def test_an_http_file_plays_once_with_detections_then_ends_the_stream(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], http_media: ServerProcess, name: str) -> None:
+        aiohttp_server: Any, make_app: Callable[..., web.Application], http_media: MediaProcess, name: str) -> None:
     app = make_app(source_allow_networks=LOOPBACK)
     url = await serve(aiohttp_server, app)
     async with aiohttp.ClientSession() as http:
@@ -153,7 +146,7 @@ async def test_an_http_file_plays_once_with_detections_then_ends_the_stream(
 
 
 async def test_a_looping_http_stream_recovers_after_the_http_server_restarts(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], http_media: ServerProcess) -> None:
+        aiohttp_server: Any, make_app: Callable[..., web.Application], http_media: MediaProcess) -> None:
     app = make_app(source_allow_networks=LOOPBACK)
     url = await serve(aiohttp_server, app)
     async with aiohttp.ClientSession() as http:
@@ -166,7 +159,7 @@ async def test_a_looping_http_stream_recovers_after_the_http_server_restarts(
         assert isinstance(source, PullSource)
 
         await http_media.stop()
-        await wait_for_metric(http, url, 'rtc_pull_open_failures_total{kind="connection"}', 1)
+        await wait_for_metric(url, 'rtc_pull_open_failures_total{kind="connection"}', 1)
         seen = stream.counts.received
         await http_media.start()
         await wait_for(lambda: {"bus", "person"} <= sink.labels_from(seen), 60)
@@ -175,7 +168,7 @@ async def test_a_looping_http_stream_recovers_after_the_http_server_restarts(
 
 
 async def test_rtsp_goes_to_the_checked_address_not_to_the_name(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: ServerProcess,
+        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: MediaProcess,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """FFmpeg is handed the checked IP, never the name: it could not resolve this one."""
     real = socket.getaddrinfo
@@ -229,7 +222,7 @@ async def test_a_live_hls_playlist_is_followed_as_it_grows(
 
 
 async def test_local_files_only_when_allowed_and_fenced_to_files(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], media: Path, http_media: ServerProcess,
+        aiohttp_server: Any, make_app: Callable[..., web.Application], media: Path, http_media: MediaProcess,
         tmp_path: Path) -> None:
     """``file:`` needs RTC_SOURCE_ALLOW_FILE; even then FFmpeg may open files only, so a
     playlist on disk cannot send it onto the network."""
@@ -250,7 +243,7 @@ async def test_local_files_only_when_allowed_and_fenced_to_files(
 
 
 async def test_a_frozen_rtsp_server_is_a_drop_after_the_read_timeout(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: ServerProcess) -> None:
+        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: MediaProcess) -> None:
     """A camera that hangs with its connection open (SIGSTOP): no error, no end, just no
     data. The read timeout turns that into a drop; once it thaws, the stream resumes."""
     app = make_app(source_allow_networks=LOOPBACK, source_read_timeout=2.0, source_open_timeout=2.0)

@@ -28,8 +28,7 @@ from rtc_server.ingest.reader import MAX_PACING_LAG, Pacer, describe, ffmpeg_inp
 from rtc_server.ingest.source import PullSource, backoff_delay
 from rtc_server.ingest.spec import SpecError, parse_pull_spec, parse_sources
 from signaling.context import REGISTRY
-from tests.conftest import ROOT
-from tests.helpers import serve, wait_for
+from tests.helpers import ROOT, free_port, serve, wait_for
 from tests.pull_media import make_clip
 
 LOOPBACK = ("127.0.0.0/8",)
@@ -274,7 +273,7 @@ async def test_bad_requests_and_unreachable_sources(aiohttp_server: Any, make_ap
             assert response.status == 415
         status, answer = await post_stream(http, url, {"url": canary.url + "/missing.ts"})
         assert (status, answer["error"]) == (422, "source_unavailable") and "404" in answer["detail"]
-        closed = _free_port()
+        closed = free_port()
         status, answer = await post_stream(http, url, {"url": f"rtsp://127.0.0.1:{closed}/x"})
         assert (status, answer["error"]) == (422, "source_unavailable") and "connection" in answer["detail"]
         status, answer = await post_stream(http, url, {"url": "srt://127.0.0.1:9/x" if "srt" in
@@ -321,12 +320,6 @@ async def test_a_download_cut_short_is_a_drop_not_the_end_of_the_clip(
             assert response.status == 204
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_streams_need_the_token_and_count_against_max_sessions(
         aiohttp_server: Any, make_app: Callable[..., web.Application], canary: Canary) -> None:
     app = make_app(source_allow_networks=LOOPBACK, max_sessions=1, auth_token=("t0ken",))
@@ -353,7 +346,7 @@ async def test_streams_need_the_token_and_count_against_max_sessions(
 async def test_rtc_sources_start_with_the_server_and_wait_for_their_source(
         aiohttp_server: Any, make_app: Callable[..., web.Application], canary: Canary) -> None:
     """A camera that comes up after the server: the configured stream keeps retrying."""
-    port = _free_port()
+    port = free_port()
     app = make_app(source_allow_networks=LOOPBACK, sources=({"url": f"http://127.0.0.1:{port}/bus.ts", "loop": True},))
     url = await serve(aiohttp_server, app)
     registry = app[REGISTRY]

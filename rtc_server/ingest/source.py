@@ -40,11 +40,12 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import av
 
 from ..config import ConfigError, Settings
+from ..engine.inference import VideoFrameLike
 from ..logs import session_logger
 from ..metrics import Metrics
 from ..streams.registry import StreamRegistry
@@ -233,7 +234,10 @@ class PullSource:
             item, self._pending = self._pending, None
         if item is not None and not self._stream.closed:
             self.frames += 1
-            self._stream.push(*item)
+            frame, pts = item
+            # PyAV's stub gives to_ndarray a positional ``channel_last`` and ``format`` as a
+            # keyword, which VideoFrameLike (engine) spells as a positional: the same call.
+            self._stream.push(cast(VideoFrameLike, frame), pts)
 
     def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None
@@ -273,9 +277,8 @@ async def open_pull_stream(registry: StreamRegistry, settings: Settings, spec: P
             await asyncio.get_running_loop().run_in_executor(None, policy.resolve, url)
         except ResolveError as exc:
             raise SourceOpenError(str(exc), "resolve") from exc
-    stream = registry.open("pull")
+    stream = registry.open("pull", spec.settings(registry.defaults()))
     try:
-        stream.settings = spec.settings(stream.settings)
         source = PullSource(stream, spec, url, policy, PullLimits.of(settings), registry.metrics, fail_fast=wait)
         stream.attach(source)
         stream.start()
