@@ -72,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         failures.append(reason)
         stop.set()
 
-    app = create_app(settings, models, on_fatal=stop_on_failure)
+    try:
+        app = create_app(settings, models, on_fatal=stop_on_failure)
+    except ConfigError as exc:  # e.g. an RTC_SOURCES entry naming a model that is not loaded
+        print(f"rtc-server: configuration error: {exc}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(serve(app, settings, tls, stop, drain=lambda: not failures))
     except OSError as exc:  # the port is taken, the address is not ours, ...

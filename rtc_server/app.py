@@ -27,6 +27,7 @@ from .engine.catalog import ModelCatalog
 from .engine.detector import Detector
 from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_accelerator, plan_workers
 from .engine.store import LoadOptions, load_catalog
+from .ingest.source import start_configured_sources
 from .streams.registry import StreamRegistry
 from .webrtc.ice import use_host_addresses
 from .webrtc.marker_release import release_counts, use_marker_release
@@ -112,6 +113,8 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     app[FATAL] = on_fatal or (lambda reason: None)
     setup_routes(app)
     app.cleanup_ctx.append(_lifetime)
+    # RTC_SOURCES (issue 13): pull streams started with the server, their models checked now.
+    app.on_startup.append(start_configured_sources(app[REGISTRY], settings, inference.models.names))
     return app
 
 

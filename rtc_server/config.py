@@ -157,6 +157,20 @@ class Settings:
     predict_queue: int = 4
     #: Seconds a /predict request may wait for the model before it gets 503 ``overloaded``.
     predict_max_wait: float = 1.5
+    # ----- pull sources (issue 13) -----------------------------------------------------------
+    #: Streams pulled from the start (RTSP cameras...): ``{"url", ...}`` objects as
+    #: ``POST /streams`` takes them; they count against ``max_sessions``.
+    sources: tuple[Any, ...] = field(default=(), repr=False)  # URLs may carry credentials
+    #: Networks (CIDRs) a pull source may be in although not public: a LAN camera's,
+    #: 127.0.0.0/8 for tests. Everything non-public is refused otherwise (SSRF).
+    source_allow_networks: tuple[str, ...] = ()
+    #: Whether pull URLs may be ``file:`` (local files the server process can read).
+    source_allow_file: bool = False
+    #: Seconds a pull source may take to open, and to deliver its next packet.
+    source_open_timeout: float = 10.0
+    source_read_timeout: float = 10.0
+    #: Longest wait, in seconds, between reconnect attempts of a pull source (backoff cap).
+    source_reconnect_max: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -184,6 +198,7 @@ class Settings:
         self._validate_models()
         self._validate_infrastructure()
         self._validate_scheduler()
+        self._validate_pull_sources()
 
     def _validate_hardening(self) -> None:
         for name in ("max_sessions", "rate_burst"):
@@ -228,6 +243,27 @@ class Settings:
             raise ConfigError(f"max_fps {self.max_fps} is not in [0, 240] (0: no cap)")
         if not self.predict_max_wait > 0:
             raise ConfigError(f"predict_max_wait {self.predict_max_wait} must be a positive number of seconds")
+
+    def _validate_pull_sources(self) -> None:
+        """Networks parse, timeouts are positive, and every RTC_SOURCES entry is a stream the
+        server would accept from ``POST /streams`` (its model is checked once models load;
+        host names are checked when they are resolved, at each connection)."""
+        from .ingest.policy import SourcePolicy, UrlRefused  # pure modules; imported late to keep
+        from .ingest.spec import SpecError as PullSpecError  # config importable on its own
+        from .ingest.spec import parse_pull_spec
+
+        for name in ("source_open_timeout", "source_read_timeout", "source_reconnect_max"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be a positive number of seconds")
+        try:
+            policy = SourcePolicy.of(self.source_allow_networks, self.source_allow_file)
+        except ValueError as exc:
+            raise ConfigError(f"source_allow_networks: {exc}") from exc
+        for index, entry in enumerate(self.sources):
+            try:
+                policy.parse(parse_pull_spec(entry, None).url)
+            except (PullSpecError, UrlRefused) as exc:
+                raise ConfigError(f"sources[{index}]: {exc}") from exc
 
     def model_specs(self) -> tuple[ModelSpec, ...]:
         """The models to serve, the default first: ``models``, else the one ``model``."""
@@ -311,6 +347,12 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (true/false)")
 
 
+def _parse_sources(text: str) -> tuple[Any, ...]:
+    from .ingest.spec import parse_sources
+
+    return parse_sources(text)
+
+
 #: name -> (converter from text, help). The order is the order of --help.
 _OPTIONS: dict[str, tuple[Any, str]] = {
     "host": (str, "address to serve HTTP on"),
@@ -364,6 +406,13 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "max_fps": (float, "detections/s per stream at most (0: no cap)"),
     "predict_queue": (int, "/predict requests that may wait; beyond it 503 overloaded"),
     "predict_max_wait": (float, "seconds a /predict request may wait before 503 overloaded"),
+    # ----- pull sources (issue 13) -----
+    "sources": (_parse_sources, "streams to pull from the start: comma-separated URLs or a JSON list"),
+    "source_allow_networks": (_parse_addresses, "comma-separated CIDRs pull sources may be in though not public"),
+    "source_allow_file": (_parse_bool, "true: pull URLs may be file: (local files)"),
+    "source_open_timeout": (float, "seconds a pull source may take to open"),
+    "source_read_timeout": (float, "seconds a pull source may go without data before it is reconnected"),
+    "source_reconnect_max": (float, "longest backoff in seconds between a pull source's reconnects"),
 }
 
 

@@ -109,6 +109,16 @@ class Metrics:
                      registry=r)
         for model in models:
             info.labels(model.name, model.version, model.sha256[:12]).set(1)
+        # ----- pull sources (issue 13) -----
+        self.pull_reconnects = Counter("rtc_pull_reconnects_total",
+                                       "Pull sources reconnecting after their source dropped or failed", registry=r)
+        self.pull_open_failures = Counter(
+            "rtc_pull_open_failures_total", "Pull source connections that failed to open, by kind (refused: "
+            "the SSRF policy; resolve, connection, timeout, tls, http_status, not_found, no_video, invalid_data, "
+            "protocol_unavailable, other)", ["kind"], registry=r)
+        self.pull_frames_skipped = Counter(
+            "rtc_pull_frames_skipped_total", "Frames a pull source decoded and replaced with a newer one before "
+            "the event loop took them", registry=r)
 
     def count_error(self, kind: str) -> None:
         """``rtc_errors_total{kind}``: ``http_<error>`` from the HTTP layer, ``session_<what>``

@@ -30,6 +30,7 @@ from .errors import ClientError
 from .limits import MAX_OFFER_BYTES, RATE_LIMITS, RateLimits, read_capped
 from .models import check_model, list_models
 from .offers import parse_offer
+from .streams import add_routes as add_stream_routes
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
 
@@ -228,6 +229,7 @@ def setup_routes(app: web.Application) -> None:
     else:
         app.router.add_get("/metrics", metrics)
     app.router.add_get("/static/{path:.*}", static_file(static_dir))
+    add_stream_routes(app)  # /streams: pull sources (issue 13)
 
 
 def static_file(static_dir: Path) -> Callable[[web.Request], Awaitable[web.FileResponse]]:

@@ -1,0 +1,267 @@
+"""Pull sources end to end: a real RTSP server (gst-rtsp-server) and real HTTP-served files
+(MP4, MPEG-TS, HLS made from bus.jpg), through ``POST /streams``, the real model, to a sink.
+
+Detections are read on the server side — a sink added to the stream through the app's
+registry — as any consumer (data channel, SSE) would get them. The sources restart for
+real: their process is stopped and started again on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from rtc_server.ingest.source import PullSource
+from rtc_server.streams.stream import Stream
+from signaling.context import REGISTRY
+from tests.helpers import scrape, serve, wait_for
+from tests.pull_media import LiveHls, MediaProcess, make_clip, make_hls, media_server, rtsp_server
+
+pytestmark = pytest.mark.slow
+LOOPBACK = ("127.0.0.0/8",)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def close(self) -> None:
+        pass
+
+    def labels_from(self, frame_id: int) -> set[str]:
+        """Labels detected in frames ``frame_id`` and later (the stream's received-frame count)."""
+        return {d["label"] for m in self.messages if m.get("type") == "detections" and m["frame_id"] >= frame_id
+                for d in m["detections"]}
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("issue-13-pull-media")
+    make_clip(folder / "bus.mp4", "mp4")  # the index (moov) at the end: read with Range requests
+    make_clip(folder / "bus.ts", "mpegts")
+    make_hls(folder)
+    return folder
+
+
+@pytest.fixture
+async def http_media(media: Path) -> AsyncIterator[MediaProcess]:
+    server = media_server(media)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def rtsp() -> AsyncIterator[MediaProcess]:
+    server = rtsp_server()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def start_stream(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> str:
+    async with http.post(f"{url}/streams", json=body) as response:
+        answer = await response.json()
+        assert response.status == 201, answer
+        assert response.headers["Location"] == f"/streams/{answer['id']}"
+        assert answer["source"] == "pull" and answer["state"] == "playing"
+        return str(answer["id"])
+
+
+def watch(app: web.Application, stream_id: str) -> tuple[Stream, ListSink]:
+    stream = app[REGISTRY].get(stream_id)
+    assert stream is not None and isinstance(stream.source, PullSource)
+    sink = ListSink()
+    stream.add_sink(sink)
+    return stream, sink
+
+
+async def test_rtsp_source_detects_and_recovers_after_the_server_restarts(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: MediaProcess) -> None:
+    app = make_app(source_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(http, url, {"url": f"rtsp://127.0.0.1:{rtsp.port}/bus"})
+        stream, sink = watch(app, stream_id)
+        await wait_for(lambda: {"bus", "person"} <= sink.labels_from(0), 30)
+        source = stream.source
+        assert isinstance(source, PullSource) and source.info is not None
+        assert (source.info.format, source.info.codec, source.info.finite) == ("rtsp", "h264", False)
+
+        await rtsp.stop()  # the camera goes away...
+        await wait_for(lambda: source.state == "reconnecting", 30)
+        failures = 'rtc_pull_open_failures_total{kind="connection"}'
+        await wait_for_metric(url, failures, 1)  # ...and stays away for at least one attempt
+        seen = stream.counts.received  # frames from the restarted server are numbered from here
+        await rtsp.start()  # same port
+        await wait_for(lambda: {"bus", "person"} <= sink.labels_from(seen), 60)
+
+        assert app[REGISTRY].get(stream_id) is stream and not stream.closed
+        assert source.reconnects >= 2 and source.state == "playing"
+        assert (await scrape(url))["rtc_pull_reconnects_total"] >= 2
+        listed = await (await http.get(f"{url}/streams")).json()
+        assert [s["id"] for s in listed["streams"]] == [stream_id]
+        assert listed["streams"][0]["reconnects"] == source.reconnects
+
+        async with http.delete(f"{url}/streams/{stream_id}") as response:
+            assert response.status == 204
+        assert len(app[REGISTRY]) == 0 and stream.close_reason == "deleted"
+        assert "session_close_timeout" not in await (await http.get(f"{url}/metrics")).text()
+        async with http.get(f"{url}/streams/{stream_id}") as response:
+            assert response.status == 404
+
+
+async def wait_for_metric(url: str, name: str, at_least: float) -> None:
+    async with asyncio.timeout(60):
+        while (await scrape(url)).get(name, 0.0) < at_least:
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("name", ["bus.mp4", "bus.m3u8"])
+async def test_an_http_file_plays_once_with_detections_then_ends_the_stream(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], http_media: MediaProcess, name: str) -> None:
+    app = make_app(source_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(http, url, {"url": f"http://127.0.0.1:{http_media.port}/{name}"})
+        stream, sink = watch(app, stream_id)
+        source = stream.source
+        assert isinstance(source, PullSource) and source.info is not None and source.info.finite
+        await wait_for(lambda: stream.closed, 30)  # a 3 s clip, played at its own rate
+        assert stream.close_reason == "source ended" and len(app[REGISTRY]) == 0
+    assert {"bus", "person"} <= sink.labels_from(0)
+    # Paced at 15 fps rather than decoded in a burst: many frames reached the stream.
+    assert stream.counts.received >= 20, stream.counts
+
+
+async def test_a_looping_http_stream_recovers_after_the_http_server_restarts(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], http_media: MediaProcess) -> None:
+    app = make_app(source_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(
+            http, url, {"url": f"http://127.0.0.1:{http_media.port}/bus.ts", "loop": True, "conf": 0.3})
+        stream, sink = watch(app, stream_id)
+        assert stream.settings.thresholds.conf == 0.3
+        await wait_for(lambda: {"bus", "person"} <= sink.labels_from(0), 30)
+        source = stream.source
+        assert isinstance(source, PullSource)
+
+        await http_media.stop()
+        await wait_for_metric(url, 'rtc_pull_open_failures_total{kind="connection"}', 1)
+        seen = stream.counts.received
+        await http_media.start()
+        await wait_for(lambda: {"bus", "person"} <= sink.labels_from(seen), 60)
+        assert app[REGISTRY].get(stream_id) is stream and source.reconnects >= 1
+        await stream.close("closed by test")
+
+
+async def test_rtsp_goes_to_the_checked_address_not_to_the_name(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: MediaProcess,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """FFmpeg is handed the checked IP, never the name: it could not resolve this one."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == "camera.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    app = make_app(source_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(http, url, {"url": f"rtsp://user:pw@camera.test:{rtsp.port}/bus"})
+        stream, sink = watch(app, stream_id)
+        await wait_for(lambda: "bus" in sink.labels_from(0), 30)
+        view = await (await http.get(f"{url}/streams/{stream_id}")).json()
+        assert view["url"] == f"rtsp://user:***@camera.test:{rtsp.port}/bus"  # no password shown
+        assert view["media"] == {"format": "rtsp", "codec": "h264", "width": 540, "height": 720, "live": True}
+        await stream.close("closed by test")
+
+
+async def test_a_live_hls_playlist_is_followed_as_it_grows(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], tmp_path: Path) -> None:
+    folder = tmp_path / "issue-13-pull-live"
+    folder.mkdir()
+    live = LiveHls(folder)
+    live.start()
+    server = media_server(folder)
+    try:
+        await wait_for(lambda: (folder / "live.m3u8").exists() and "live2.ts" in (folder / "live.m3u8").read_text(),
+                       30)
+        await server.start()
+        app = make_app(source_allow_networks=LOOPBACK)
+        url = await serve(aiohttp_server, app)
+        async with aiohttp.ClientSession() as http:
+            stream_id = await start_stream(http, url, {"url": f"http://127.0.0.1:{server.port}/live.m3u8"})
+            stream, sink = watch(app, stream_id)
+            source = stream.source
+            assert isinstance(source, PullSource) and source.info is not None
+            assert (source.info.format, source.info.finite) == ("hls", False)
+            await wait_for(lambda: {"bus", "person"} <= sink.labels_from(0), 30)
+            # Segments written after the open arrive too: the playlist is reloaded as it grows.
+            reached = stream.counts.received
+            await wait_for(lambda: stream.counts.received >= reached + 2 * 15, 30)
+            assert source.reconnects == 0 and not stream.closed
+            await stream.close("closed by test")  # mid-wait for the next playlist reload
+            text = await (await http.get(f"{url}/metrics")).text()
+            assert "session_close_timeout" not in text  # its thread ended: nothing left behind
+    finally:
+        await server.stop()
+        live.stop()
+
+
+async def test_local_files_only_when_allowed_and_fenced_to_files(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], media: Path, http_media: MediaProcess,
+        tmp_path: Path) -> None:
+    """``file:`` needs RTC_SOURCE_ALLOW_FILE; even then FFmpeg may open files only, so a
+    playlist on disk cannot send it onto the network."""
+    local = tmp_path / "issue-13-pull-local.m3u8"
+    local.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n"
+                     f"http://127.0.0.1:{http_media.port}/seg0.ts\n#EXT-X-ENDLIST\n")
+    app = make_app(source_allow_file=True, source_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(http, url, {"url": f"file://{media / 'bus.mp4'}"})
+        stream, sink = watch(app, stream_id)
+        await wait_for(lambda: stream.closed, 30)
+        assert stream.close_reason == "source ended" and {"bus", "person"} <= sink.labels_from(0)
+        async with http.post(f"{url}/streams", json={"url": f"file://{local}"}) as response:
+            answer = await response.json()
+        assert (response.status, answer["error"]) == (422, "source_unavailable"), answer
+    assert len(app[REGISTRY]) == 0
+
+
+async def test_a_frozen_rtsp_server_is_a_drop_after_the_read_timeout(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], rtsp: MediaProcess) -> None:
+    """A camera that hangs with its connection open (SIGSTOP): no error, no end, just no
+    data. The read timeout turns that into a drop; once it thaws, the stream resumes."""
+    app = make_app(source_allow_networks=LOOPBACK, source_read_timeout=2.0, source_open_timeout=2.0)
+    url = await serve(aiohttp_server, app)
+    assert rtsp.process is not None
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(http, url, {"url": f"rtsp://127.0.0.1:{rtsp.port}/bus"})
+        stream, sink = watch(app, stream_id)
+        await wait_for(lambda: "bus" in sink.labels_from(0), 30)
+        source = stream.source
+        assert isinstance(source, PullSource)
+        rtsp.process.send_signal(signal.SIGSTOP)
+        try:
+            await wait_for(lambda: source.reconnects >= 1, 30)
+            assert (source.last_error or "").startswith("TimeoutError: no data for 2 s"), source.last_error
+        finally:
+            rtsp.process.send_signal(signal.SIGCONT)
+        seen = stream.counts.received
+        await wait_for(lambda: "bus" in sink.labels_from(seen), 60)
+        assert app[REGISTRY].get(stream_id) is stream
+        await stream.close("closed by test")
