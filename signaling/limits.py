@@ -21,13 +21,18 @@ MAX_OFFER_BYTES = 64 * 1024
 
 
 class RateLimits:
-    """The buckets of every rate-limited route."""
+    """The buckets of every rate-limited route: one set per route name, made on first use
+    (so a new route needs no registration here)."""
 
     def __init__(self, settings: Settings, routes: tuple[str, ...] = ("offer", "predict")) -> None:
-        self._buckets = {r: KeyedBuckets(settings.rate_limit, settings.rate_burst) for r in routes}
+        self._rate, self._burst = settings.rate_limit, settings.rate_burst
+        self._buckets = {r: KeyedBuckets(self._rate, self._burst) for r in routes}
 
     def check(self, route: str, request: web.Request) -> None:
-        wait = self._buckets[route].take(request.remote or "unknown")
+        buckets = self._buckets.get(route)
+        if buckets is None:
+            buckets = self._buckets[route] = KeyedBuckets(self._rate, self._burst)
+        wait = buckets.take(request.remote or "unknown")
         if wait > 0:
             raise ClientError(429, "rate_limited", f"too many /{route} requests from your address; "
                               f"retry in {wait:.1f} s", {"Retry-After": retry_after(wait)})

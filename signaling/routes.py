@@ -21,10 +21,11 @@ from rtc_server.streams.registry import ServerFull
 from rtc_server.webrtc.peer import GatherTimeout, OfferError, answer_offer
 
 from .auth import require_token
-from .context import INFERENCE, REGISTRY, SETTINGS
+from .context import INFERENCE, REGISTRY, SETTINGS, TOKENS
 from .errors import ClientError
 from .limits import MAX_OFFER_BYTES, RATE_LIMITS, RateLimits, read_capped
 from .offers import parse_offer
+from .sessions import setup_session_routes
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
 
@@ -78,7 +79,9 @@ async def offer(request: web.Request) -> web.Response:
         raise ClientError(400, "bad_offer", str(exc)) from exc
     except ValueError as exc:  # aiortc's SDP parser and negotiation raise ValueError
         raise ClientError(400, "bad_offer", f"the offer cannot be answered: {exc}") from exc
-    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id})
+    token, expires = request.app[TOKENS].issue(stream.id)  # for ?token= on events/ws/snapshot
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id,
+                              "token": token, "token_expires": expires})
 
 
 async def predict(request: web.Request) -> web.Response:
@@ -153,6 +156,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/static/{path:.*}", static_file(static_dir))
+    setup_session_routes(app)
 
 
 def static_file(static_dir: Path) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
