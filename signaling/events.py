@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from prometheus_client import Counter, Gauge
 
 from rtc_server.streams.control import MAX_CONTROL_BYTES
 from rtc_server.streams.messages import encode
@@ -54,6 +55,8 @@ SSE_RETRY_MS = 2000
 #: Every subscription being served, including one whose stream has closed and which is
 #: still handing out its last messages; shutdown ends them all.
 SUBSCRIPTIONS: web.AppKey[set[Subscriber]] = web.AppKey("subscriptions", set)
+#: ``rtc_subscriber_messages_lost_total{kind}``: messages dropped for subscribers too slow to read them.
+LOST: web.AppKey[Counter] = web.AppKey("subscriber_lost", Counter)
 
 
 def subscribe(request: web.Request, kind: str) -> tuple[Stream, Subscriber]:
@@ -70,7 +73,7 @@ def subscribe(request: web.Request, kind: str) -> tuple[Stream, Subscriber]:
     if settings.max_subscribers and live >= settings.max_subscribers:
         raise ClientError(503, "too_many_subscribers", f"session {session_id} has {live} subscribers, "
                           f"the most it takes (RTC_MAX_SUBSCRIBERS)", {"Retry-After": "5"})
-    subscriber = Subscriber(kind, settings.subscriber_queue)
+    subscriber = Subscriber(kind, settings.subscriber_queue, app[LOST].labels(kind).inc)
     subscriber.send(stream.config_ack())
     stream.add_sink(subscriber)
     app[SUBSCRIPTIONS].add(subscriber)
@@ -195,7 +198,14 @@ async def _read_controls(ws: web.WebSocketResponse, stream: Stream, subscriber: 
 def setup_event_routes(app: web.Application) -> None:
     app.router.add_get("/sessions/{id}/events", events)
     app.router.add_get("/sessions/{id}/ws", websocket)
-    app[SUBSCRIPTIONS] = set()
+    subscriptions: set[Subscriber] = set()
+    app[SUBSCRIPTIONS] = subscriptions
+    # Registered here, on the server's metrics registry: subscriptions are this module's.
+    registry = app[REGISTRY].metrics.registry
+    Gauge("rtc_subscribers_active", "SSE and WebSocket subscriptions being served",
+          registry=registry).set_function(lambda: len(subscriptions))
+    app[LOST] = Counter("rtc_subscriber_messages_lost", "Messages dropped (oldest first) for SSE/WebSocket "
+                        "subscribers that read slower than detections are made", ["kind"], registry=registry)
     app.on_shutdown.append(_end_subscriptions)
 
 

@@ -110,3 +110,14 @@ def test_snapshot_reads_frames_without_reformatting_them(bus_frame: np.ndarray, 
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (size[1], size[0], 3)
     with pytest.raises(UnsupportedFrame):
         to_bgr(av.VideoFrame(64, 64, "yuv444p"))
+
+
+def test_session_tokens_stay_out_of_the_logs() -> None:
+    import logging
+
+    from rtc_server.logs import TokenRedactor
+
+    record = logging.LogRecord("aiohttp.access", logging.INFO, __file__, 1, '%s "%s" %d',
+                               ("127.0.0.1", "GET /sessions/ab/events?token=1767.aB-_x9&v=1 HTTP/1.1", 200), None)
+    assert TokenRedactor().filter(record)
+    assert record.getMessage() == '127.0.0.1 "GET /sessions/ab/events?token=<redacted>&v=1 HTTP/1.1" 200'

@@ -160,6 +160,12 @@ async def test_a_stalled_reader_loses_old_messages_not_server_memory(
             await asyncio.sleep(0.005)  # let the server write (and block) as it would between frames
             peak = max(peak, rss_bytes())
     grown_mb = (peak - before) / 1e6
+    async with aiohttp.ClientSession() as http:
+        metrics = await (await http.get(f"{url}/metrics")).text()
+    assert "rtc_subscribers_active 1.0" in metrics
+    lost_metric = next(ln for ln in metrics.splitlines()
+                       if ln.startswith(f'rtc_subscriber_messages_lost_total{{kind="{kind}"}}'))
+    assert float(lost_metric.split()[1]) > count // 2
     assert grown_mb < 64, f"server grew {grown_mb:.0f} MB for {count * size / 1e6:.0f} MB published"
     sub = await watched(app, stream, kind)
     assert sub["queued"] <= 32

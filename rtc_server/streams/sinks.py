@@ -30,7 +30,7 @@ class SubscriptionEnded(Exception):
 
 
 class Subscriber:
-    def __init__(self, kind: str, maxsize: int = DEFAULT_QUEUE) -> None:
+    def __init__(self, kind: str, maxsize: int = DEFAULT_QUEUE, on_lost: Callable[[], None] | None = None) -> None:
         if maxsize < 1:
             raise ValueError("a subscriber queue holds at least one message")
         #: ``sse`` or ``ws``: shown in ``GET /sessions``.
@@ -45,6 +45,7 @@ class Subscriber:
         self._queue: deque[dict[str, Any]] = deque()
         self._ready = asyncio.Event()
         self._on_close: list[Callable[[], None]] = []
+        self._on_lost = on_lost  # e.g. a metrics counter
 
     # ----- the stream's side (Sink protocol) ---------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -54,6 +55,8 @@ class Subscriber:
         if len(self._queue) >= self.maxsize:
             self._queue.popleft()
             self.lost += 1
+            if self._on_lost is not None:
+                self._on_lost()
         self._queue.append(message)
         self._ready.set()
 
