@@ -63,9 +63,13 @@ def describe(stream: Stream, tokens: SessionTokens) -> dict[str, Any]:
     counts, th, stats = stream.counts, stream.settings.thresholds, stream.stats.summary()
     token, expires = tokens.issue(stream.id)
     base = f"/sessions/{stream.id}"
+    # What the source says of itself, when it says anything (a pulled stream: its URL with
+    # any password masked, its state): duck-typed, the Source protocol does not require it.
+    describe_source = getattr(stream.source, "describe", None)
     return {
         "id": stream.id,
         "source": stream.source_kind,
+        "source_info": describe_source() if callable(describe_source) else None,
         "model": stream.model_name,
         "created": _iso(stream.created_wall),
         "age_s": round(time.time() - stream.created_wall, 1),

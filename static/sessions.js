@@ -85,6 +85,7 @@ export function initSessions(root) {
         cell.textContent = text;
         row.append(cell);
       }
+      if (s.source_info && s.source_info.url) row.children[1].title = s.source_info.url;  // a pulled stream's URL
       const actions = document.createElement("td");
       actions.append(button("Watch", `Watch session ${short(s.id)}`, () => startWatching(s)),
         button("End", `End session ${short(s.id)}`, () => endSession(s.id)));

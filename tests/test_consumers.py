@@ -80,6 +80,18 @@ async def watched(app: web.Application, stream: Stream, kind: str) -> dict[str, 
     return subs[0]
 
 
+class DescribedSource:
+    """A source that describes itself, as pulled streams do (their URL, their state)."""
+
+    kind = "pull"
+
+    def describe(self) -> dict[str, Any]:
+        return {"url": "rtsp://camera.example/stream", "state": "open"}
+
+    async def stop(self) -> None:
+        pass
+
+
 # ----- the same messages as the data channel ---------------------------------------------------
 
 async def test_sse_and_websocket_carry_the_data_channel_messages(
@@ -311,6 +323,7 @@ async def test_sessions_list_shows_every_live_session(
     app = make_app()
     url = await serve(aiohttp_server, app)
     pulled = app[REGISTRY].open("pull")  # what a pulled stream looks like to the list
+    pulled.attach(DescribedSource())
     async with DetectionClient(url, ImageTrack(bus_frame, fps=30)) as client, aiohttp.ClientSession() as http:
         for _ in range(10):
             await client.next_message()
@@ -335,6 +348,8 @@ async def test_sessions_list_shows_every_live_session(
     assert [s["kind"] for s in entry["subscribers"]] == ["sse"]
     assert entry["urls"]["events"] == f"/sessions/{client.session_id}/events"
     assert entry["created"].endswith("Z") and entry["token"]
+    assert entry["source_info"] is None
+    assert listed[pulled.id]["source_info"] == {"url": "rtsp://camera.example/stream", "state": "open"}
     assert listed[pulled.id]["rates"]["received_fps"] == 0 and listed[pulled.id]["latency"]["server_ms_p50"] is None
     await pulled.close()
 
@@ -371,6 +386,22 @@ async def test_settings_change_over_http(
         assert (await http.patch(f"{url}/sessions/nope", json={})).status == 404
         listed = await sessions(http, url)
         assert listed[0]["settings"]["classes"] == [5] and listed[0]["settings"]["conf"] == 0.3
+        # A WebSocket subscriber may steer too, through the same control path as the data channel.
+        ws = await http.ws_connect(f"{target}/ws")
+        assert json.loads((await ws.receive()).data)["conf"] == 0.3
+        await ws.send_str(json.dumps({"type": "config", "conf": 0.4}))
+        async with asyncio.timeout(20):
+            while (m := json.loads((await ws.receive()).data))["type"] != "config":
+                pass
+        assert m["conf"] == 0.4  # the reply on the WebSocket ...
+        while (m := await client.next_message("config"))["conf"] != 0.4:  # ... and the news on the data channel
+            pass
+        await ws.send_str(json.dumps({"type": "config", "conf": 9}))
+        async with asyncio.timeout(20):
+            while (m := json.loads((await ws.receive()).data))["type"] != "error":
+                pass
+        assert m["error"] == "bad_message"
+        await ws.close()
 
 
 async def test_snapshot_shows_the_newest_frame(
