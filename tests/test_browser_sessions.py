@@ -27,7 +27,6 @@ from .browser_env import (
     write_y4m,
 )
 from .helpers import cannot_run
-from .test_browser import app_state, start_and_wait, wait_for_sessions
 
 REASON = missing_requirements()
 pytestmark = pytest.mark.slow
@@ -75,6 +74,24 @@ def browser(network: None, bus_frame: np.ndarray, tmp_path_factory: pytest.TempP
 
 
 ARTIFACTS = ROOT / "artifacts" / "browser"
+
+
+def app_state(page: Page) -> dict[str, Any]:
+    return page.evaluate("() => JSON.parse(JSON.stringify(window.rtcYolo))")
+
+
+def start_and_wait(page: Page, messages: int) -> None:
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_function(f"() => window.rtcYolo.state === 'connected' && window.rtcYolo.messages >= {messages}",
+                           timeout=30000)
+
+
+def wait_for_sessions(server: ServerProcess, count: int, page: Page) -> None:
+    for _ in range(150):
+        if server.metric("rtc_sessions_active") == count:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"rtc_sessions_active is {server.metric('rtc_sessions_active')}, expected {count}")
 
 
 def sessions_state(page: Page) -> dict[str, Any]:
