@@ -9,6 +9,7 @@ import json
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,12 +19,16 @@ import pytest
 from aiohttp import web
 
 from drivers.client import DetectionClient, ImageTrack
+from rtc_server.app import create_app, load_models
+from rtc_server.config import Settings
 from rtc_server.engine.detector import Detector
+from rtc_server.engine.sources import parse_specs
 from rtc_server.engine.yolo import Thresholds
 from rtc_server.streams.stream import Stream
 from signaling.context import REGISTRY
 from signaling.events import SUBSCRIPTIONS
 
+from .derived_models import class_subset
 from .helpers import ServerFactory, serve, wait_for
 
 # ----- helpers ---------------------------------------------------------------------------------
@@ -402,6 +407,29 @@ async def test_settings_change_over_http(
                 pass
         assert m["error"] == "bad_message"
         await ws.close()
+
+
+async def test_the_model_changes_over_http(
+    aiohttp_server: ServerFactory, settings: Settings, model_file: Path, bus_frame: np.ndarray,
+    tmp_path: Path,
+) -> None:
+    """Two models served; PATCH switches a live session from one to the other."""
+    people = class_subset(model_file, tmp_path / "people.onnx")
+    catalog = load_models(Settings(models=parse_specs(f"yolo11n={model_file},people={people}#imgsz=320")))
+    app = create_app(Settings(**{**settings.__dict__, "rate_limit": 0}), catalog)
+    url = await serve(aiohttp_server, app)
+    async with DetectionClient(url, ImageTrack(bus_frame, fps=15)) as client, aiohttp.ClientSession() as http:
+        assert (await client.next_message())["model"]["name"] == "yolo11n"
+        response = await http.patch(f"{url}/sessions/{client.session_id}", json={"model": "people", "max_fps": 5})
+        ack = await response.json()
+        assert response.status == 200 and ack["model"] == "people" and ack["max_fps"] == 5
+        assert ack["class_names"] == ["person", "bicycle", "car"]
+        async with asyncio.timeout(20):
+            while (m := await client.next_message())["model"]["name"] != "people":
+                pass
+        assert "bus" not in {d["label"] for d in m["detections"]} and m["input_hw"] == [256, 320]
+        (entry,) = await sessions(http, url)
+        assert entry["model"] == "people" and entry["settings"]["max_fps"] == 5
 
 
 async def test_snapshot_shows_the_newest_frame(
