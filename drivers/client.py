@@ -97,6 +97,8 @@ class DetectionClient:
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.channel = self.pc.createDataChannel("detections")
         self.session_id: str | None = None
+        #: The session token of the answer: ``?token=`` for the session's events/ws/snapshot.
+        self.session_token: str | None = None
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         #: ``perf_counter`` arrival time of each detection message, by the frame pts it answers.
         self.received_at: dict[int, float] = {}
@@ -130,6 +132,7 @@ class DetectionClient:
             if response.status != 200:
                 raise RuntimeError(f"/offer answered {response.status}: {body}")
         self.session_id = body["session_id"]
+        self.session_token = body.get("token")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
         await asyncio.wait_for(self._opened.wait(), timeout)
 

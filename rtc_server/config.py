@@ -171,6 +171,22 @@ class Settings:
     source_read_timeout: float = 10.0
     #: Longest wait, in seconds, between reconnect attempts of a pull source (backoff cap).
     source_reconnect_max: float = 30.0
+    # ----- consumers (issue 13): subscribers, session tokens, snapshots -------------------
+    #: Key that signs session tokens (``?token=`` on events/ws/snapshot); empty: a random
+    #: key per process (tokens then die with the process, as its sessions do).
+    token_secret: str = field(default="", repr=False)
+    #: Seconds a session token stays valid for opening a subscription or a snapshot.
+    token_ttl: float = 600.0
+    #: Messages queued per SSE/WebSocket subscriber; when full the oldest is dropped (counted).
+    subscriber_queue: int = 32
+    #: SSE + WebSocket subscribers per session at most (0 = no cap).
+    max_subscribers: int = 16
+    #: Seconds between keep-alives on a subscription (SSE comment line, WebSocket ping).
+    keepalive: float = 15.0
+    #: JPEG snapshots encoded per second per session at most (429 beyond; 0 = no snapshots).
+    snapshot_rate: float = 4.0
+    #: JPEG quality of snapshots (1-100).
+    snapshot_quality: int = 80
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -199,6 +215,7 @@ class Settings:
         self._validate_infrastructure()
         self._validate_scheduler()
         self._validate_pull_sources()
+        self._validate_consumers()
 
     def _validate_hardening(self) -> None:
         for name in ("max_sessions", "rate_burst"):
@@ -224,6 +241,21 @@ class Settings:
                 raise ConfigError(f"{name} file not found: {path}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
+
+    def _validate_consumers(self) -> None:
+        if self.token_secret and len(self.token_secret) < 16:
+            raise ConfigError("token_secret is too short: use at least 16 characters (or leave it empty)")
+        for name in ("token_ttl", "keepalive"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be a positive number of seconds")
+        if self.subscriber_queue < 1:
+            raise ConfigError(f"subscriber_queue {self.subscriber_queue} must be >= 1")
+        if self.max_subscribers < 0:
+            raise ConfigError(f"max_subscribers {self.max_subscribers} must be >= 0")
+        if self.snapshot_rate < 0:
+            raise ConfigError(f"snapshot_rate {self.snapshot_rate} must be >= 0")
+        if not 1 <= self.snapshot_quality <= 100:
+            raise ConfigError(f"snapshot_quality {self.snapshot_quality} is not in 1..100")
 
     def _validate_models(self) -> None:
         try:
@@ -413,6 +445,13 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "source_open_timeout": (float, "seconds a pull source may take to open"),
     "source_read_timeout": (float, "seconds a pull source may go without data before it is reconnected"),
     "source_reconnect_max": (float, "longest backoff in seconds between a pull source's reconnects"),
+    "token_secret": (str, "key signing session tokens for ?token= (default: random per process)"),
+    "token_ttl": (float, "seconds a session token stays valid"),
+    "subscriber_queue": (int, "messages queued per SSE/WebSocket subscriber (oldest dropped beyond)"),
+    "max_subscribers": (int, "SSE + WebSocket subscribers per session at most (0: no cap)"),
+    "keepalive": (float, "seconds between keep-alives on SSE/WebSocket subscriptions"),
+    "snapshot_rate": (float, "snapshot.jpg encodes per second per session (429 beyond; 0: off)"),
+    "snapshot_quality": (int, "JPEG quality of snapshots (1-100)"),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from contextvars import ContextVar
@@ -63,6 +64,19 @@ class TextFormatter(logging.Formatter):
         return line if session_id is None else f"{line} [session {session_id}]"
 
 
+class TokenRedactor(logging.Filter):
+    """Keep session tokens (``?token=`` on events/ws/snapshot URLs) out of the logs: the
+    access log writes every request line, query included."""
+
+    _TOKEN = re.compile(r"([?&]token=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = self._TOKEN.sub(r"\1<redacted>", message), None
+        return True
+
+
 def session_logger(logger: logging.Logger, session_id: str) -> logging.LoggerAdapter[logging.Logger]:
     """A logger whose every line carries ``session_id`` (for code outside the session's tasks)."""
     return logging.LoggerAdapter(logger, {"session_id": session_id})
@@ -73,6 +87,7 @@ def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(SessionFilter())
+    handler.addFilter(TokenRedactor())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

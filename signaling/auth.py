@@ -1,4 +1,5 @@
-"""Optional bearer-token auth for the routes that cost something (``/offer``, ``/predict``).
+"""Optional bearer-token auth for the routes that cost something (``/offer``, ``/predict``,
+the sessions API), and session tokens for the routes a browser opens without headers.
 
 Tokens come from ``RTC_AUTH_TOKEN`` (a comma list, so tokens can be rotated: add the new
 one, move clients, remove the old). Every configured token is compared with
@@ -13,6 +14,7 @@ import hmac
 from aiohttp import web
 
 from .errors import ClientError
+from .tokens import SessionTokens
 
 
 def require_token(request: web.Request, tokens: tuple[str, ...]) -> None:
@@ -30,3 +32,20 @@ def require_token(request: web.Request, tokens: tuple[str, ...]) -> None:
     if not matched:
         raise ClientError(401, "unauthorized", "the bearer token is not valid",
                           {"WWW-Authenticate": 'Bearer realm="rtc-yolo", error="invalid_token"'})
+
+
+def require_session_access(request: web.Request, tokens: tuple[str, ...], session_tokens: SessionTokens,
+                           session_id: str) -> None:
+    """For routes that read one session (events, WebSocket, snapshot): the bearer token, or
+    ``?token=<session token>`` issued for this session (``signaling/tokens.py``) — what an
+    ``EventSource`` or an ``<img>`` can send. Open when no bearer token is configured."""
+    if not tokens:
+        return
+    given = request.query.get("token")
+    if given is not None and session_tokens.valid(given, session_id):
+        return
+    if given is not None and "Authorization" not in request.headers:
+        raise ClientError(401, "unauthorized", "the session token is not valid for this session or has expired; "
+                          "get a fresh one from GET /sessions or POST /sessions/{id}/token",
+                          {"WWW-Authenticate": 'Bearer realm="rtc-yolo", error="invalid_token"'})
+    require_token(request, tokens)

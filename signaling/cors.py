@@ -20,7 +20,7 @@ from aiohttp.typedefs import Middleware
 
 from .errors import Handler, count_error, error_response
 
-ALLOWED_METHODS = "GET, POST, OPTIONS"
+ALLOWED_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 ALLOWED_HEADERS = "Authorization, Content-Type"
 PREFLIGHT_MAX_AGE = "600"
 

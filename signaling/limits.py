@@ -23,7 +23,8 @@ MAX_OFFER_BYTES = 64 * 1024
 
 
 class RateLimits:
-    """The buckets of every rate-limited route."""
+    """The buckets of every rate-limited route: one set per route name, made on first use
+    (so a new route needs no registration here)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

@@ -25,11 +25,12 @@ from rtc_server.webrtc.peer import GatherTimeout, NoCandidates, OfferError, answ
 from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 
 from .auth import require_token
-from .context import INFERENCE, REGISTRY, SETTINGS
+from .context import INFERENCE, REGISTRY, SETTINGS, TOKENS
 from .errors import ClientError
 from .limits import MAX_OFFER_BYTES, RATE_LIMITS, RateLimits, read_capped
 from .models import check_model, list_models
 from .offers import parse_offer
+from .sessions import setup_session_routes
 from .streams import add_routes as add_stream_routes
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
@@ -91,7 +92,9 @@ async def offer(request: web.Request) -> web.Response:
         raise ClientError(400, "bad_offer", str(exc)) from exc
     except ValueError as exc:  # aiortc's SDP parser and negotiation raise ValueError
         raise ClientError(400, "bad_offer", f"the offer cannot be answered: {exc}") from exc
-    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id})
+    token, expires = request.app[TOKENS].issue(stream.id)  # for ?token= on events/ws/snapshot
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id,
+                              "token": token, "token_expires": expires})
 
 
 def _overloaded(exc: Overloaded | SchedulerClosed) -> ClientError:
@@ -230,6 +233,7 @@ def setup_routes(app: web.Application) -> None:
         app.router.add_get("/metrics", metrics)
     app.router.add_get("/static/{path:.*}", static_file(static_dir))
     add_stream_routes(app)  # /streams: pull sources (issue 13)
+    setup_session_routes(app)  # /sessions: consumers, settings, snapshots (issue 13)
 
 
 def static_file(static_dir: Path) -> Callable[[web.Request], Awaitable[web.FileResponse]]:

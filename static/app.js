@@ -7,11 +7,15 @@ import * as errors from "./errors.js";
 import { FrameClock, needsInsertableStreamsFlag, now, watchSentFrames } from "./latency.js";
 import { loadModels, offerFields, onModelChange, showModel } from "./models.js";
 import { RollingRate, ms } from "./stats.js";
+import { authHeaders } from "./auth.js";
+import { DETECTION_SERIES, LiveChart } from "./chart.js";
+import { initSessions } from "./sessions.js";
 
 const $ = (id) => document.getElementById(id);
 const video = $("video"), canvas = $("overlay");
 const CONNECT_TIMEOUT_MS = 15000;  // ICE over TURN can take seconds; loopback well under one
-const PING_INTERVAL_MS = 1000;
+const PING_INTERVAL_MS = 1000;  // also how often the page reports its end-to-end figure
+const CHART_SAMPLE_MS = 500;
 const DISCONNECT_GRACE_MS = 4000;
 
 /** One connection attempt's resources; replaced wholesale on Start, so reconnecting is one click. */
@@ -21,6 +25,10 @@ const state = window.rtcYolo = {
   state: "idle", error: null, sessionId: null, messages: 0, drawn: [], drawnLabels: [],
   stats: {}, config: null, e2e: [], models: [],
 };
+
+/** The last minute of this camera session: end-to-end and server latency, detection rate. */
+const cameraChart = new LiveChart($("camera-chart"), DETECTION_SERIES).start();
+state.charts = { get camera() { return cameraChart.summary(); } };
 
 function setState(name) {
   state.state = name;
@@ -125,9 +133,11 @@ function onDetections(msg) {
   state.frame = { frameId: msg.frame_id, pts: msg.pts, width: msg.width, height: msg.height };
   canvas.dataset.labels = state.drawnLabels.join(",");
 
-  conn.rate.tick(performance.now());
+  const tick = performance.now();
+  conn.rate.tick(tick);
   stat("fps", conn.rate.rate, `${conn.rate.rate.toFixed(1)} /s`);
   const t = msg.timing;
+  cameraChart.add("server", tick, t.server_ms);
   stat("serverMs", t.server_ms, ms(t.server_ms));
   stat("breakdown", { queue: t.queue_ms, preprocess: t.preprocess_ms, inference: t.inference_ms,
     postprocess: t.postprocess_ms },
@@ -140,11 +150,25 @@ function onDetections(msg) {
   if (match !== null) {
     state.e2e.push({ pts: msg.pts, frameId: msg.frame_id, sentIndex: match.sentIndex, e2eMs: match.ms, serverMs: t.server_ms });
     if (state.e2e.length > 300) state.e2e.shift();
+    cameraChart.add("e2e", tick, match.ms);
+    conn.unreported = true;
     const recent = state.e2e.slice(-30).map((m) => m.e2eMs).sort((a, b) => a - b);
     stat("e2eMs", match.ms, `${ms(match.ms)} · p50 ${recent[recent.length >> 1].toFixed(0)}`);
   } else if (!conn.worker) {
     stat("e2eMs", null, "n/a (no encoded transforms)");
   }
+}
+
+/**
+ * Tell the server this session's frame-matched end-to-end latency (median of the last 30),
+ * once a second when there is something new: only the sender can measure it, and
+ * GET /sessions (and whoever watches this session) shows it.
+ */
+function report(c) {
+  if (!c.unreported || !state.e2e.length) return;
+  c.unreported = false;
+  const recent = state.e2e.slice(-30).map((m) => m.e2eMs).sort((a, b) => a - b);
+  send({ type: "report", e2e_ms: Math.round(recent[recent.length >> 1] * 10) / 10 });
 }
 
 // ----- live settings -------------------------------------------------------------------------
@@ -186,12 +210,6 @@ async function fetchIceServers() {
   } catch (err) {
     return [];
   }
-}
-
-/** With RTC_AUTH_TOKEN set, open the page as /#token=<token>: the fragment never leaves the browser. */
-function authHeaders() {
-  const token = new URLSearchParams(location.hash.slice(1)).get("token");
-  return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
 async function postOffer(pc) {
@@ -245,6 +263,9 @@ async function start() {
   state.messages = 0; state.drawn = []; state.drawnLabels = []; state.stats = {}; state.e2e = []; state.sessionId = null;
   setState("starting");
   const c = conn = { rate: new RollingRate(2000), clock: new FrameClock() };
+  cameraChart.clear();
+  c.sampler = setInterval(() => cameraChart.add("rate", performance.now(), c.rate.rateAt(performance.now())),
+    CHART_SAMPLE_MS);
   try {
     if (!window.isSecureContext || !navigator.mediaDevices) throw errors.insecureContext();
     setStatus("Opening the camera…");
@@ -261,7 +282,7 @@ async function start() {
     c.channel.onmessage = (event) => { if (conn === c) onMessage(event); };  // none after Stop
     c.channel.onopen = () => {
       send({ type: "config" });  // a bare config is a query: fills the sliders and class list
-      c.pinger = setInterval(() => send({ type: "ping", t: performance.now() }), PING_INTERVAL_MS);
+      c.pinger = setInterval(() => { send({ type: "ping", t: performance.now() }); report(c); }, PING_INTERVAL_MS);
       send({ type: "ping", t: performance.now() });
     };
     c.channel.onclose = () => lost(c, "the server closed the session");  // e.g. server restarted
@@ -292,7 +313,7 @@ function teardown() {
   const c = conn;
   conn = null;
   if (!c) return;
-  clearInterval(c.pinger); clearTimeout(c.timeout); clearTimeout(c.grace);
+  clearInterval(c.pinger); clearInterval(c.sampler); clearTimeout(c.timeout); clearTimeout(c.grace);
   if (c.channel) c.channel.onclose = null;
   if (c.channel) c.channel.close();
   if (c.pc) { c.pc.onconnectionstatechange = null; c.pc.close(); }
@@ -323,6 +344,7 @@ $("all-classes").addEventListener("click", () => { for (const o of $("classes").
 onModelChange(send);
 loadModels().then((models) => { state.models = models; });
 window.addEventListener("pagehide", teardown);
+initSessions(state);
 
 if (!window.isSecureContext || !navigator.mediaDevices) {
   showError(errors.insecureContext());

@@ -19,6 +19,12 @@ export class RollingRate {
     return span > 0 ? ((n - 1) * 1000) / span : 0;
   }
 
+  /** Events per second over the window ending at `now`: falls to 0 when events stop. */
+  rateAt(now) {
+    const recent = this.times.filter((t) => now - t <= this.windowMs).length;
+    return (recent * 1000) / this.windowMs;
+  }
+
   reset() { this.times = []; }
 }
 

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtc_server.engine.yolo import Thresholds
-from rtc_server.streams.control import Config, ControlError, Ping, StreamSettings, parse_control
+from rtc_server.streams.control import Config, ControlError, Ping, Report, StreamSettings, parse_control
 from signaling.context import INFERENCE, REGISTRY
 
 from .sdp import make_offer
@@ -223,8 +223,10 @@ def test_fuzzing_left_no_sessions_and_the_server_works(server: ThreadedServer) -
 @FUZZ
 @given(raw=st.one_of(st.text(max_size=300), st.binary(max_size=100),
                      JSON_VALUES.map(json.dumps),
-                     st.dictionaries(st.sampled_from(["type", "conf", "iou", "classes", "model", "max_fps", "t", "x"]),
-                                     JSON_VALUES | st.sampled_from(["config", "ping"]), max_size=5).map(json.dumps)))
+                     st.dictionaries(st.sampled_from(["type", "conf", "iou", "classes", "model", "max_fps", "t", "x",
+                                                      "e2e_ms"]),
+                                     JSON_VALUES | st.sampled_from(["config", "ping", "report"]),
+                                     max_size=5).map(json.dumps)))
 def test_fuzz_control_messages(raw: str | bytes) -> None:
     current = StreamSettings(Thresholds(conf=0.25, iou=0.7, max_det=300))
     try:
@@ -232,7 +234,9 @@ def test_fuzz_control_messages(raw: str | bytes) -> None:
     except ControlError as exc:
         assert str(exc)
         return
-    assert isinstance(decision, Ping | Config)
+    assert isinstance(decision, Ping | Config | Report)
+    if isinstance(decision, Report):
+        assert 0.0 <= decision.e2e_ms <= 600_000
     if isinstance(decision, Config):
         th = decision.thresholds
         assert 0.0 <= th.conf <= 1.0 and 0.0 <= th.iou <= 1.0 and th.max_det == 300

@@ -44,6 +44,15 @@ class Ping:
 
 
 @dataclass(frozen=True)
+class Report:
+    """A client's own measurement of its stream, e.g. the page's frame-matched end-to-end
+    latency (only the sender can match a frame's send time to its detections); shown in
+    ``GET /sessions``. Not answered."""
+
+    e2e_ms: float
+
+
+@dataclass(frozen=True)
 class Config:
     settings: StreamSettings
 
@@ -60,7 +69,7 @@ class Config:
                 "max_fps": self.settings.max_fps, "class_names": list(class_names)}
 
 
-def parse_control(raw: Any, current: StreamSettings, models: Sequence[str] = ()) -> Ping | Config:
+def parse_control(raw: Any, current: StreamSettings, models: Sequence[str] = ()) -> Ping | Config | Report:
     """Decode one control message; ``current`` is the stream's settings now, ``models`` the
     names a ``config`` message may choose from."""
     if not isinstance(raw, str):
@@ -81,7 +90,23 @@ def parse_control(raw: Any, current: StreamSettings, models: Sequence[str] = ())
         return Ping(t)
     if kind == "config":
         return Config(apply_config(current, message, models))
-    raise ControlError(f"unknown message type {kind!r}; expected 'config' or 'ping'")
+    if kind == "report":
+        return parse_report(message)
+    raise ControlError(f"unknown message type {kind!r}; expected 'config', 'ping' or 'report'")
+
+
+#: The largest end-to-end latency a client may report, in ms.
+MAX_REPORTED_MS = 600_000.0
+
+
+def parse_report(message: dict[str, Any]) -> Report:
+    extra = set(message) - {"type", "e2e_ms"}
+    if extra:
+        raise ControlError(f"unknown fields {sorted(extra)}")
+    value = message.get("e2e_ms")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= MAX_REPORTED_MS:
+        raise ControlError(f"report 'e2e_ms' must be a number in [0, {MAX_REPORTED_MS:g}]")
+    return Report(float(value))
 
 
 def apply_config(current: StreamSettings, message: dict[str, Any], models: Sequence[str] = ()) -> StreamSettings:

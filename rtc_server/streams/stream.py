@@ -3,7 +3,7 @@
 A *source* (a WebRTC peer from ``/offer``, later ``/whip`` or a pulled URL) pushes decoded
 frames in; the stream keeps only the newest; the scheduler pulls it when a worker is free
 and this stream's turn has come; the stream builds the detection message and hands it to
-its *sinks* (the peer's data channel, later SSE/WebSocket subscribers)::
+its *sinks* (the peer's data channel, SSE/WebSocket subscribers in ``sinks.py``)::
 
     source --push()--> FrameMailbox (newest wins) <--take()-- Scheduler (engine, shared)
                                                    --deliver()--> detection message --> every sink
@@ -12,11 +12,13 @@ The stream is a ``Lane`` of the scheduler (``peek``/``take``/``deliver``/``fail`
 registers when it starts and leaves on close, and it has no task of its own for frames —
 nothing per frame is queued anywhere, so the frame that runs is the newest at dispatch.
 The stream owns what is the same whatever the transport: the mailbox and the counts,
-the client's settings (thresholds, model, ``max_fps``), control messages, message building,
-its tasks, and the one close path every ending takes (peer gone, ICE failure, timeout,
-server shutdown, a crashed task, DELETE). Closing leaves the scheduler, stops the source
-(bounded in time), closes the sinks and tells the registry to forget the stream. It
-imports nothing of aiortc or HTTP.
+the client's settings (thresholds, model, ``max_fps``), control messages and settings
+changed over HTTP (``configure``), recent rates and latencies (``stats.py``), a reference
+to its newest frame (for on-demand snapshots, ``snapshot.py``), message building, its
+tasks, and the one close path every ending takes (peer gone, ICE failure, timeout, server
+shutdown, a crashed task, DELETE). Closing leaves the scheduler, stops the source (bounded
+in time), closes the sinks and tells the registry to forget the stream. It imports nothing
+of aiortc or HTTP.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from ..engine.scheduler import Request, Scheduler, VideoFrameLike
 from ..logs import SESSION_ID, session_logger
 from ..metrics import Metrics
 from ..ratelimit import TokenBucket
-from .control import Config, ControlError, StreamSettings, parse_control
+from .control import Config, ControlError, Report, StreamSettings, apply_config, parse_control
 from .mailbox import FrameMailbox
 from .messages import FrameCounts, detection_message, error_message
+from .stats import StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,13 @@ class Stream:
         #: Why the stream ended, once it has: "connection closed", "no video", ...
         self.close_reason: str | None = None
         self.created_at = time.monotonic()
+        #: Wall-clock creation time (``GET /sessions``).
+        self.created_wall = time.time()
         self.source: Source | None = None
+        #: Recent rates and latencies (``GET /sessions``); updated per frame, bounded.
+        self.stats = StreamStats()
+        #: The newest frame received, kept by reference for on-demand snapshots.
+        self.latest_frame: ReceivedFrame | None = None
         self._scheduler = scheduler
         self._metrics = metrics
         self._on_closed = on_closed
@@ -130,6 +139,10 @@ class Stream:
     def remove_sink(self, sink: Sink) -> None:
         if sink in self._sinks:
             self._sinks.remove(sink)
+
+    @property
+    def sinks(self) -> tuple[Sink, ...]:
+        return tuple(self._sinks)
 
     def spawn(self, coro: Coroutine[Any, Any, None], role: str) -> asyncio.Task[None]:
         """Run one of the stream's tasks (its own or its source's), supervised.
@@ -167,7 +180,10 @@ class Stream:
     # ----- frames in -----------------------------------------------------------------------
     def push(self, frame: VideoFrameLike, pts: int | None) -> None:
         """A decoded frame from the source; replaces any frame not yet taken."""
-        if self._mailbox.put(ReceivedFrame(self._next_frame_id, frame, pts, time.perf_counter())):
+        item = ReceivedFrame(self._next_frame_id, frame, pts, time.perf_counter())
+        self.latest_frame = item
+        self.stats.received(item.received_at)
+        if self._mailbox.put(item):
             self._metrics.frames_dropped.inc()
         self._metrics.frames_received.inc()
         self._next_frame_id += 1
@@ -179,8 +195,32 @@ class Stream:
         return FrameCounts(self._mailbox.received, self.processed, self._mailbox.dropped)
 
     # ----- control -------------------------------------------------------------------------
-    def control(self, raw: Any) -> dict[str, Any] | None:
+    @property
+    def model_name(self) -> str:
+        """The name of the model this stream's frames run through now."""
+        return self._scheduler.models.info(self.settings.model).name
+
+    def configure(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Change settings from outside any channel (``PATCH /sessions/{id}``): the fields of
+        a ``config`` control message, validated by the same ``apply_config``. Returns the
+        config ack, which every sink also gets (the sender's page shows the new settings).
+        Raises ``ControlError``."""
+        self.settings = apply_config(self.settings, fields, self._scheduler.models.names)
+        ack = self.config_ack()
+        self.log.info("settings changed over HTTP: %s", {k: v for k, v in fields.items() if k != "type"})
+        self.publish(ack)
+        return ack
+
+    def config_ack(self) -> dict[str, Any]:
+        """The ``config`` message stating the settings in force (what a bare query answers)."""
+        info = self._scheduler.models.info(self.settings.model)
+        return Config(self.settings).ack(info.name, info.class_names)
+
+    def control(self, raw: Any, origin: Sink | None = None) -> dict[str, Any] | None:
         """Apply one control message (JSON text); the reply for the channel it came on.
+
+        ``origin`` is the sink of that channel, if any: a ``config`` ack goes back to it as
+        the reply and to every other sink (subscribers see settings change) as a message.
 
         At most ``message_rate`` per second: a flood is answered with one ``rate_limited``
         error and logged once; the messages beyond the rate are dropped (None) and counted.
@@ -205,9 +245,15 @@ class Stream:
             self._metrics.count_error("session_bad_message")
             return error_message("bad_message", str(exc))
         if isinstance(decision, Config):
+            changed = decision.settings != self.settings
             self.settings = decision.settings
-            info = self._scheduler.models.info(self.settings.model)
-            return decision.ack(info.name, info.class_names)
+            ack = self.config_ack()
+            if changed and origin is not None:
+                self.publish(ack, skip=origin)
+            return ack
+        if isinstance(decision, Report):
+            self.stats.reported_e2e(decision.e2e_ms)
+            return None
         return {"type": "pong", "t": decision.t}
 
     # ----- the scheduler's lane: frames to the model, messages out --------------------------------
@@ -246,6 +292,7 @@ class Stream:
         self.processed += 1
         done_at = time.perf_counter()
         self._metrics.observe(result, result.started_at - item.received_at, done_at - item.received_at)
+        self.stats.processed(done_at, (done_at - item.received_at) * 1000)
         self.publish(detection_message(
             result, received_at=item.received_at, done_at=done_at,
             frame_id=item.frame_id, pts=item.pts, counts=self.counts,
@@ -270,9 +317,10 @@ class Stream:
             self.publish(error_message("frame_failed", f"frame {item.frame_id} could not be processed: "
                                        f"{type(exc).__name__}"))
 
-    def publish(self, message: dict[str, Any]) -> None:
+    def publish(self, message: dict[str, Any], skip: Sink | None = None) -> None:
         for sink in list(self._sinks):
-            sink.send(message)
+            if sink is not skip:
+                sink.send(message)
 
     # ----- the one way out -------------------------------------------------------------------
     @property
@@ -315,6 +363,7 @@ class Stream:
         for sink in list(self._sinks):
             sink.close()
         self._sinks.clear()
+        self.latest_frame = None
         counts = self.counts
         self._metrics.sessions_closed.labels((self.close_reason or "closed").replace(" ", "_")).inc()
         self.log.info("closed: %s (%d received, %d processed, %d dropped)",

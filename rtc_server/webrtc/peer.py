@@ -75,7 +75,7 @@ class DataChannelSink:
         channel.on("message", self._on_message)
 
     def _on_message(self, raw: Any) -> None:
-        reply = self._stream.control(raw)
+        reply = self._stream.control(raw, origin=self)
         if reply is not None:
             self.send(reply)
 

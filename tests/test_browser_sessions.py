@@ -1,0 +1,247 @@
+"""The page's sessions view and live charts, in Debian's real Chromium (same set-up as
+``test_browser.py``: server and browser in a loopback-only network namespace).
+
+One tab streams its fake camera (bus.jpg) through ``/offer``; another tab opens the sessions
+view, finds that session in ``GET /sessions``, follows its detections over SSE drawn over
+its snapshot, and charts its latency and detection rate. Assertions read
+``window.rtcYolo.sessions`` / ``window.rtcYolo.charts`` and the DOM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from .browser_env import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    ROOT,
+    ServerProcess,
+    loopback_only_network,
+    missing_requirements,
+    write_y4m,
+)
+from .helpers import cannot_run
+
+REASON = missing_requirements()
+pytestmark = pytest.mark.slow
+
+if REASON is None:
+    from playwright.sync_api import BrowserContext, Page, sync_playwright
+
+PORT = 8080  # free: the namespace is new
+
+
+# The same set-up as test_browser.py's fixtures, for this module's own namespace and server.
+@pytest.fixture(scope="module")
+def network() -> Iterator[None]:
+    if REASON is not None:
+        cannot_run(f"real-browser tests: {REASON}")
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(loopback_only_network())
+        except PermissionError as exc:
+            cannot_run(f"real-browser tests need a private network namespace ({exc})")
+        yield
+
+
+@pytest.fixture(scope="module")
+def server(network: None, model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(model_file, PORT, tmp_path_factory.mktemp("server") / "server.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(network: None, bus_frame: np.ndarray, tmp_path_factory: pytest.TempPathFactory,
+            ) -> Iterator[BrowserContext]:
+    tmp = tmp_path_factory.mktemp("chromium")
+    camera = write_y4m(bus_frame, tmp / "bus.y4m")
+    with sync_playwright() as p:  # its driver, and Chromium, start inside the namespace
+        context = p.chromium.launch_persistent_context(
+            str(tmp / "profile"), executable_path=str(CHROMIUM), headless=True,
+            viewport={"width": 1100, "height": 1000},
+            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={camera}"],
+        )
+        yield context
+        context.close()
+
+
+ARTIFACTS = ROOT / "artifacts" / "browser"
+
+
+def app_state(page: Page) -> dict[str, Any]:
+    return page.evaluate("() => JSON.parse(JSON.stringify(window.rtcYolo))")
+
+
+def start_and_wait(page: Page, messages: int) -> None:
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_function(f"() => window.rtcYolo.state === 'connected' && window.rtcYolo.messages >= {messages}",
+                           timeout=30000)
+
+
+def wait_for_sessions(server: ServerProcess, count: int, page: Page) -> None:
+    for _ in range(150):
+        if server.metric("rtc_sessions_active") == count:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"rtc_sessions_active is {server.metric('rtc_sessions_active')}, expected {count}")
+
+
+def sessions_state(page: Page) -> dict[str, Any]:
+    return app_state(page)["sessions"]
+
+
+def open_page(browser: BrowserContext, url: str, errors: list[str]) -> Page:
+    page = browser.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    return page
+
+
+def watch_first_session(viewer: Page, source: str = "offer") -> dict[str, Any]:
+    viewer.get_by_role("button", name="Sessions", exact=True).click()
+    viewer.wait_for_function(f"() => window.rtcYolo.sessions.list.some((s) => s.source === '{source}')",
+                             timeout=15000)
+    entry = next(s for s in sessions_state(viewer)["list"] if s["source"] == source)
+    viewer.get_by_role("button", name=f"Watch session {entry['id'][:8]}").click()
+    return entry
+
+
+def test_sessions_view_follows_a_camera_session_with_snapshot_boxes_and_chart(
+        browser: BrowserContext, server: ServerProcess) -> None:
+    errors: list[str] = []
+    camera = open_page(browser, server.url + "/", errors)
+    viewer = open_page(browser, server.url + "/", errors)
+    try:
+        start_and_wait(camera, messages=10)
+        # The camera view charts its own session: frame-matched end-to-end, server time, rate.
+        camera.wait_for_function("""() => { const c = window.rtcYolo.charts.camera;
+            return c.draws > 0 && c.series.e2e.points > 5 && c.series.server.points > 5 && c.series.rate.last > 0; }""",
+                                 timeout=20000)
+        camera_chart = app_state(camera)["charts"]["camera"]
+        assert 0 < camera_chart["series"]["e2e"]["last"] < 10000
+
+        entry = watch_first_session(viewer)
+        assert entry["id"] == app_state(camera)["sessionId"] and entry["model"] == "yolo11n"
+        row = viewer.locator(f"#sessions-rows tr[data-id='{entry['id']}']")
+        assert row.locator("td").nth(1).inner_text() == "offer"
+        viewer.wait_for_function("""() => { const s = window.rtcYolo.sessions;
+            return s.state === 'watching' && s.messages >= 10 && s.snapshots >= 3
+                && s.drawnLabels.includes('bus') && s.drawnLabels.includes('person'); }""", timeout=30000)
+        # The sender's end-to-end figure reaches the viewer through GET /sessions.
+        viewer.wait_for_function("""() => { const c = window.rtcYolo.charts.watch;
+            return c.series.server.points > 5 && c.series.rate.last > 0 && c.series.e2e.points > 0; }""",
+                                 timeout=20000)
+        s = sessions_state(viewer)
+        assert s["snapshotSize"]["width"] == s["frame"]["width"] and s["snapshotSize"]["width"] > 0
+        shown = viewer.locator("#watch-image").bounding_box()
+        assert shown is not None and shown["width"] > 0
+        for box in s["drawn"]:  # scaled to the displayed snapshot
+            assert -1 <= box["x"] and box["x"] + box["w"] <= shown["width"] + 1, box
+            assert -1 <= box["y"] and box["y"] + box["h"] <= shown["height"] + 1, box
+        assert set(viewer.locator("#watch-overlay").get_attribute("data-labels").split(",")) >= {"bus", "person"}
+        for name in ("source", "fps", "serverMs", "e2eMs", "frameSize", "model"):
+            text = viewer.locator(f"#watch-stats [data-stat='{name}']").inner_text()
+            assert text and text != "–", (name, text)
+        assert s["stats"]["e2eMs"] > 0 and s["stats"]["model"] == "yolo11n"
+        # The list counts the viewer as a subscriber of that session.
+        viewer.wait_for_function(f"""() => window.rtcYolo.sessions.list.some(
+            (s) => s.id === '{entry["id"]}' && s.subscribers.length === 1)""", timeout=10000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(path=str(ARTIFACTS / "sessions.png"))
+        camera.screenshot(path=str(ARTIFACTS / "page-chart.png"))
+        print(f"\nscreenshots: {ARTIFACTS / 'sessions.png'}, {ARTIFACTS / 'page-chart.png'}; "
+              f"viewer: {s['messages']} messages, {s['snapshots']} snapshots")
+
+        # The sender stops: the viewer is told over SSE, and the list empties.
+        camera.get_by_role("button", name="Stop", exact=True).click()
+        viewer.wait_for_function("() => window.rtcYolo.sessions.state === 'ended'", timeout=15000)
+        assert "Session ended" in viewer.locator("#watch-status").inner_text()
+        viewer.wait_for_function("() => window.rtcYolo.sessions.list.length === 0", timeout=10000)
+        assert "No live sessions" in viewer.locator("#sessions-state").inner_text()
+    finally:
+        camera.close()
+        viewer.close()
+    assert not errors, f"uncaught errors on the page: {errors}"
+
+
+def test_ending_a_session_from_the_sessions_view(browser: BrowserContext, server: ServerProcess) -> None:
+    errors: list[str] = []
+    camera = open_page(browser, server.url + "/", errors)
+    viewer = open_page(browser, server.url + "/#view=sessions", errors)  # a dashboard link
+    try:
+        start_and_wait(camera, messages=3)
+        viewer.wait_for_function("() => window.rtcYolo.sessions.list.length === 1", timeout=15000)
+        entry = sessions_state(viewer)["list"][0]
+        viewer.get_by_role("button", name=f"End session {entry['id'][:8]}").click()  # DELETE /sessions/{id}
+        camera.wait_for_function("() => window.rtcYolo.state === 'failed'", timeout=15000)
+        assert app_state(camera)["error"]["kind"] == "dropped"
+        wait_for_sessions(server, 0, viewer)
+        viewer.wait_for_function("() => window.rtcYolo.sessions.list.length === 0", timeout=10000)
+    finally:
+        camera.close()
+        viewer.close()
+    assert not errors, f"uncaught errors on the page: {errors}"
+
+
+def test_sessions_view_with_auth_uses_session_tokens(browser: BrowserContext, server: ServerProcess) -> None:
+    """With RTC_AUTH_TOKEN the page sends the bearer token from its #token= fragment; the
+    EventSource, which cannot send headers, opens with the session's own ?token=."""
+    server.stop()
+    server.start(RTC_AUTH_TOKEN="page-secret")
+    errors: list[str] = []
+    camera = open_page(browser, server.url + "/#token=page-secret", errors)
+    viewer = open_page(browser, server.url + "/#view=sessions&token=page-secret", errors)
+    stranger = open_page(browser, server.url + "/#view=sessions", errors)
+    try:
+        start_and_wait(camera, messages=3)
+        watch_first_session(viewer)
+        viewer.wait_for_function("""() => { const s = window.rtcYolo.sessions;
+            return s.state === 'watching' && s.messages >= 5 && s.snapshots >= 1; }""", timeout=30000)
+        stranger.wait_for_function("() => window.rtcYolo.sessions.listError !== null", timeout=10000)
+        assert "401" in sessions_state(stranger)["listError"]
+        assert sessions_state(stranger)["list"] == []
+        camera.get_by_role("button", name="Stop", exact=True).click()
+        viewer.wait_for_function("() => window.rtcYolo.sessions.state === 'ended'", timeout=15000)
+    finally:
+        camera.close()
+        viewer.close()
+        stranger.close()
+        server.stop()
+        server.start()
+    assert not errors, f"uncaught errors on the page: {errors}"
+
+
+def test_chart_draws_within_its_window(browser: BrowserContext, server: ServerProcess) -> None:
+    """The chart module alone: points scroll out after the window, the canvas is drawn."""
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "/")
+        result = page.evaluate("""async () => {
+            const { LiveChart, niceMax } = await import("/static/chart.js");
+            const canvas = document.createElement("canvas");
+            canvas.style.width = "300px"; canvas.style.height = "100px";
+            document.body.append(canvas);
+            const chart = new LiveChart(canvas, [{ name: "a", label: "a", colour: "#fff", axis: "left", unit: "ms" }],
+                                        { windowMs: 1000 });
+            for (let t = 0; t <= 2000; t += 100) chart.add("a", t, t / 10);
+            chart.add("a", 2000, NaN);
+            chart.draw(2000);
+            const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+            let lit = 0;
+            for (let i = 3; i < pixels.length; i += 4) lit += pixels[i] > 0;
+            return { summary: chart.summary(), lit, nice: [niceMax(0), niceMax(7), niceMax(23), niceMax(101)],
+                     points: canvas.dataset.points };
+        }""")
+    finally:
+        page.close()
+    assert result["summary"]["series"]["a"] == {"points": 11, "last": 200}  # t in [1000, 2000]
+    assert result["lit"] > 500 and result["points"] == "a:11"
+    assert result["nice"] == [1, 10, 50, 200]
