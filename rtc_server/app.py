@@ -26,6 +26,7 @@ from .engine.catalog import ModelCatalog
 from .engine.detector import Detector, OnnxYoloDetector
 from .engine.inference import InferenceService
 from .streams.registry import StreamRegistry
+from .webrtc.dtls import use_dtls_interop
 from .webrtc.ice import use_host_addresses
 from .webrtc.marker_release import release_counts, use_marker_release
 from .webrtc.portrange import use_udp_ports
@@ -47,6 +48,7 @@ def create_app(settings: Settings, detector: Detector | None = None) -> web.Appl
     use_host_addresses(settings.ice_addresses)
     use_udp_ports(settings.udp_ports)
     use_marker_release(settings.marker_release)  # before any receiver exists
+    use_dtls_interop()  # RSA peer certificates (GStreamer), a clear log for unusable ones
     inference = InferenceService(ModelCatalog.of(detector if detector is not None else load_detector(settings)))
     # CORS outside the error middleware, so error answers carry CORS headers too.
     app = web.Application(middlewares=[cors_middleware(settings.cors_origins), error_middleware],

@@ -7,7 +7,8 @@ A cross-origin request from an unlisted origin is refused with 403 JSON — not 
 without ``Access-Control-Allow-Origin`` — so it cannot create sessions or spend inference
 even when the browser would hide the answer. Listed origins get their preflight
 (``OPTIONS``) answered here and ``Access-Control-Allow-Origin`` on every answer, errors
-included, so their pages can read our JSON errors.
+included, so their pages can read our JSON errors; WHIP's ``Location``, ``Link`` and
+``ETag`` are exposed to them (a browser WHIP client needs the session URL to end it).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from aiohttp.typedefs import Middleware
 
 from .errors import Handler, count_error, error_response
 
-ALLOWED_METHODS = "GET, POST, OPTIONS"
-ALLOWED_HEADERS = "Authorization, Content-Type"
+ALLOWED_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+#: ``If-Match``: WHIP trickle-ICE ``PATCH`` requests carry the session's entity tag.
+ALLOWED_HEADERS = "Authorization, Content-Type, If-Match"
+#: Response headers a cross-origin page may read: WHIP's session URL, ICE servers, entity tag.
+EXPOSED_HEADERS = "Location, Link, ETag"
 PREFLIGHT_MAX_AGE = "600"
 
 
@@ -51,6 +55,7 @@ def cors_middleware(origins: Iterable[str]) -> Middleware:
             })
         response = await handler(request)
         response.headers.update(headers)
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
         return response
 
     return cors

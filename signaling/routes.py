@@ -25,6 +25,7 @@ from .context import INFERENCE, REGISTRY, SETTINGS
 from .errors import ClientError
 from .limits import MAX_OFFER_BYTES, RATE_LIMITS, RateLimits, read_capped
 from .offers import parse_offer
+from .whip import setup_whip
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
 
@@ -153,6 +154,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/static/{path:.*}", static_file(static_dir))
+    setup_whip(app)
 
 
 def static_file(static_dir: Path) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
