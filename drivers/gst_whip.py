@@ -15,7 +15,8 @@ Non-trickle, like ``simple-whip-client -n``: the offer is POSTed once ICE gather
 complete; the 201's answer is applied; after ``--seconds`` the session URL is DELETEd.
 ``--certificate ecdsa`` replaces the DTLS certificate webrtcbin generates (RSA) with an
 ECDSA P-256 one made by ``openssl`` (on webrtcbin's DTLS decoder as it is created, and
-its fingerprint in the offer), so both certificate kinds come from the same stack. Progress is printed as JSON lines (``{"event": ...}``).
+its fingerprint in the offer), so both certificate kinds come from the same stack.
+Progress is printed as JSON lines (``{"event": ...}``).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class IceFragment:
             elif name == "candidate":
                 try:
                     candidate_from_sdp(argument)
-                except (ValueError, IndexError) as exc:
+                except Exception as exc:  # aiortc's parser asserts, raises ValueError, IndexError, ...
                     raise ValueError(f"line {number}: not an ICE candidate: {argument[:80]!r}") from exc
                 candidates.append((mid, argument))
             elif name == "end-of-candidates":
