@@ -99,6 +99,10 @@ class DataChannelSink:
         self.skipped = 0
         channel.on("message", self._on_message)
 
+    @property
+    def channel(self) -> RTCDataChannel:
+        return self._channel
+
     def _on_message(self, raw: Any) -> None:
         reply = self._stream.control(raw)
         if reply is not None:
@@ -154,6 +158,8 @@ class PeerSource:
         self._track: MediaStreamTrack | None = None
         #: Non-video tracks being drained (``AudioPolicy.DRAIN``), for tests and logs.
         self.drained: list[MediaStreamTrack] = []
+        #: The ``detections`` data channel's sink, once the peer has opened one.
+        self.sink: DataChannelSink | None = None
         self.log = session_logger(log, stream.id)
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -220,8 +226,9 @@ class PeerSource:
             pass
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if channel.label == DATA_CHANNEL_LABEL:
-            self._stream.add_sink(DataChannelSink(self._stream, channel))
+        if channel.label == DATA_CHANNEL_LABEL and self.sink is None:
+            self.sink = DataChannelSink(self._stream, channel)
+            self._stream.add_sink(self.sink)
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
