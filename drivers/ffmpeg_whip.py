@@ -22,6 +22,7 @@ receiver can match each detection to its frame. Lines on stdout: ``{"event": ...
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -32,6 +33,9 @@ from typing import Any
 import av
 import cv2
 import numpy as np
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 VIDEO_CLOCK = 90_000
 
@@ -49,6 +53,25 @@ def camera_frame(image: Path, width: int = 640, height: int = 480) -> np.ndarray
     y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
     frame[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
     return frame
+
+
+def write_certificate(directory: Path, curve: ec.EllipticCurve | None = None) -> tuple[Path, Path]:
+    """A self-signed ECDSA certificate + key (PEM files) for the muxer's ``cert_file``/``key_file``.
+
+    P-256 by default: what FFmpeg's OpenSSL backend generates itself, and what the server's
+    DTLS stack accepts (PyAV's FFmpeg, built with GnuTLS, generates P-224; docs/whip.md).
+    """
+    key = ec.generate_private_key(curve or ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "ffmpeg-whip")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "whip-cert.pem", directory / "whip-key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
 
 
 def emit(event: str, **fields: Any) -> None:

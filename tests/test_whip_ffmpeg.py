@@ -15,7 +15,6 @@ and the server must say why.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import sys
 from collections.abc import Callable
@@ -24,10 +23,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
+from drivers.ffmpeg_whip import write_certificate
 from drivers.sinks import CollectingSink
 from rtc_server.webrtc import dtls
 from signaling.context import REGISTRY
@@ -39,20 +36,6 @@ pytestmark = pytest.mark.slow
 
 FPS = 30
 TICKS_PER_FRAME = 90_000 // FPS
-
-
-def ecdsa_certificate(directory: Path, curve: ec.EllipticCurve) -> tuple[Path, Path]:
-    key = ec.generate_private_key(curve)
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "ffmpeg-whip-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-                   .not_valid_after(now + datetime.timedelta(days=2)).sign(key, hashes.SHA256()))
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
 
 
 async def start_ffmpeg(url: str, seconds: float, *extra: str) -> asyncio.subprocess.Process:
@@ -70,7 +53,7 @@ async def events_of(process: asyncio.subprocess.Process) -> tuple[list[dict[str,
 async def test_ffmpeg_whip_muxer_with_a_p256_certificate_gets_detections(
     aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], tmp_path: Path
 ) -> None:
-    cert_file, key_file = ecdsa_certificate(tmp_path, ec.SECP256R1())
+    cert_file, key_file = write_certificate(tmp_path)
     app = make_app()
     url = await serve(aiohttp_server, app)
     udp_before = open_udp_sockets()
