@@ -5,7 +5,10 @@ through ``bench._audio_policy_server``, which only sets the policy); one aiortc 
 this process sends video (the bus image, VP8/H.264 as negotiated) plus a 48 kHz stereo Opus
 tone, through ``/offer`` (DetectionClient) or ``/whip`` (WhipClient), for ``--duration``
 seconds. The server's RSS and CPU are sampled every second (psutil); reported: RSS after
-connecting, at the end, growth, slope (least squares, MB/min), mean CPU, threads.
+connecting, at the end, growth, slope (least squares, MB/min), mean CPU, threads. Then,
+in this process, what draining costs beyond memory: aiortc's own Opus decoder (the one the
+server's receiver runs) decoding 10 s of the same tone, CPU seconds per second of audio.
+On a shared machine the server CPU column is noise at this scale; that line is not.
 
 Policies (``rtc_server.webrtc.peer.AudioPolicy``):
   queue    what the server did before issue 13: audio answered recvonly, decoded, never read
@@ -20,11 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fractions
 import time
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import psutil
+from aiortc.codecs import get_decoder, get_encoder
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from bench.common import (
     LOOPBACK,
@@ -79,6 +88,24 @@ def run(model: Path, path: str, policy: str, size: tuple[int, int], fps: float, 
     return {"path": path, "policy": policy, **result, "server_cpu_pct": usage["cpu_pct_mean"]}
 
 
+def opus_decode_cost(seconds: float = 10.0) -> float:
+    """CPU seconds aiortc's Opus decoder spends per second of 48 kHz stereo tone (20 ms frames)."""
+    codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)
+    encoder, decoder = get_encoder(codec), get_decoder(codec)
+    payloads = []
+    for i in range(round(seconds / 0.02)):
+        t = (np.arange(960) + i * 960) / 48_000
+        mono = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(np.repeat(mono, 2)[None, :], format="s16", layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = 48_000, i * 960, fractions.Fraction(1, 48_000)
+        packets, _ = encoder.encode(frame)
+        payloads += packets
+    started = time.process_time()
+    for i, payload in enumerate(payloads):
+        decoder.decode(JitterFrame(data=payload, timestamp=i * 960))
+    return (time.process_time() - started) / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=60.0)
@@ -102,9 +129,13 @@ def main() -> None:
                  "server CPU %", "server threads", "audio pkts sent"],
                 [[r["path"], r["policy"], r["rss_start_mb"], r["rss_end_mb"], r["growth_mb"], r["slope_mb_per_min"],
                   r["server_cpu_pct"], r["threads"], r["audio_packets_sent"]] for r in runs]))
+    decode = opus_decode_cost()
+    print(f"Opus decode (what draining costs per audio stream): {decode * 1000:.2f} ms CPU per second of audio "
+          f"= {decode * 100:.2f} % of a core")
     if args.out:
-        save_json(args.out, {"runs": runs})
-    emit("audio_memory", {"duration_s": args.duration, "size": args.size, "fps": args.fps, "runs": runs}, load_start)
+        save_json(args.out, {"runs": runs, "opus_decode_core_share": decode})
+    emit("audio_memory", {"duration_s": args.duration, "size": args.size, "fps": args.fps, "runs": runs,
+                          "opus_decode_core_share": decode}, load_start)
 
 
 if __name__ == "__main__":

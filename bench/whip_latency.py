@@ -43,7 +43,6 @@ from bench.common import (
     FIXTURE,
     LOOPBACK,
     ROOT,
-    bus_rgb,
     emit,
     find_model,
     load,
@@ -53,7 +52,7 @@ from bench.common import (
     table,
 )
 from drivers.client import DetectionClient, ImageTrack
-from drivers.ffmpeg_whip import write_certificate
+from drivers.ffmpeg_whip import camera_frame, write_certificate
 from rtc_server.webrtc.ice import use_host_addresses
 
 FPS = 30
@@ -61,7 +60,7 @@ TICKS = 90_000 // FPS
 
 
 async def offer_round(url: str, duration: float) -> dict[str, Any]:
-    track = ImageTrack(bus_rgb(640, 480), fps=FPS)
+    track = ImageTrack(camera_frame(FIXTURE), fps=FPS)  # the very frame FFmpeg sends
     client = DetectionClient(url, track)
     posted = time.perf_counter()
     await client.connect()
