@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 from aiohttp import web
 
@@ -30,9 +31,15 @@ from rtc_server.webrtc import dtls
 from signaling.context import REGISTRY
 
 from .conftest import FIXTURES, ROOT
-from .helpers import ServerFactory, open_udp_sockets, serve, wait_for
+from .helpers import ServerFactory, cannot_run, open_udp_sockets, serve, wait_for
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _whip_muxer() -> None:
+    if "whip" not in av.formats_available:
+        cannot_run(f"PyAV {av.__version__}'s FFmpeg has no WHIP muxer (FFmpeg 8 / PyAV 16+ have it)")
 
 FPS = 30
 TICKS_PER_FRAME = 90_000 // FPS
