@@ -62,7 +62,7 @@ def check_sdp(sdp: str, unusable_status: int = 400) -> None:
     An SDP that does not parse or lacks DTLS/ICE parameters is malformed: 400. One that is
     well-formed but asks for what this server cannot do (no video, two video tracks, no
     codec we decode) gets ``unusable_status``: 400 for ``/offer`` (its contract), 422 for
-    WHIP, where RFC 9725 §4.5 allows "422 Unprocessable Content" or 400 and 422 tells the
+    WHIP, where RFC 9725 §4.4.2–4.4.3 allow "422 Unprocessable Content" or 400 and 422 tells the
     client that its SDP is fine as SDP but must carry other media.
     """
     try:

@@ -23,11 +23,11 @@ What the RFC leaves to us, and what we chose:
   entity tag (``ETag`` on the 201) and a trickle ``PATCH`` must carry it in ``If-Match``:
   428 without it, 412 when it does not match (§4.3.1).
 * A well-formed offer this server cannot use (no video, two video tracks, no codec we
-  decode) is "422 Unprocessable Content"; a malformed one is 400 (§4.5 allows either;
+  decode) is "422 Unprocessable Content"; a malformed one is 400 (§4.4.2–4.4.3 allow either;
   422 says "your SDP is valid, send other media"). Wrong content type: 415.
-* Server full: 503 + ``Retry-After`` (§4.6). Unknown or ended session: 404.
-* Auth: the same bearer token(s) as ``/offer`` on POST, PATCH and DELETE (§4.8.1).
-  Session URLs carry the stream's random 128-bit id (§6, IDOR), and DELETE/PATCH are rate
+* Server full: 503 + ``Retry-After`` (§4.5). Unknown or ended session: 404.
+* Auth: the same bearer token(s) as ``/offer`` on POST, PATCH and DELETE (§4.7.1).
+  Session URLs carry the stream's random 122-bit uuid4 id (§5, IDOR), and DELETE/PATCH are rate
   limited per client address like POST.
 
 Errors keep our JSON body (``{"error", "detail"}``) — the RFC asks only for the status.
