@@ -8,9 +8,12 @@ PORT   ?= 8080
 
 .PHONY: run test install model lint bench bench-venv clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# The runtime dependencies come from requirements.lock (exact versions, sha256-checked): the
+# same set the image installs, so what the tests ran is what ships. The test tools on top.
+$(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
@@ -30,11 +33,25 @@ run: model
 test: model
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff on everything; mypy on the runtime packages (config: setup.cfg [mypy]).
 lint: install
 	$(PY) -m ruff check rtc_server signaling drivers tests bench
+	$(PY) -m mypy rtc_server signaling
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# requirements.lock: every runtime dependency of setup.cfg's install_requires and of the
+# extras the image ships (gcs: gs:// models), pinned with its sha256 hashes. `make lock` after changing install_requires (keeps the other pins);
+# `make lock-upgrade` to move every pin to the newest allowed release. Commit the result.
+LOCK_EXTRAS = gcs
+LOCK_ARGS = --quiet --generate-hashes --strip-extras $(foreach e,$(LOCK_EXTRAS),--extra $(e)) --no-emit-index-url --no-emit-find-links \
+	--output-file requirements.lock setup.cfg
+.PHONY: lock lock-upgrade
+lock: install
+	$(PY) -m piptools compile $(LOCK_ARGS)
+lock-upgrade: install
+	$(PY) -m piptools compile --upgrade $(LOCK_ARGS)
 
 # The server image (see docs/deploy.md). PIP_CA=/path/ca.crt hands pip a custom CA
 # as a BuildKit secret; MODEL_ARGS="--build-arg MODEL_NAME=..." picks another model.
@@ -74,6 +91,7 @@ bench-venv: $(BENCH_VENV)/.installed
 bench: model $(VENV)/.bench-installed bench-venv
 	@mkdir -p $(BENCH_OUT)
 	$(call bench_run,cold_start,--out $(BENCH_OUT)/cold_start.json)
+	$(call bench_run,model_start,)
 	$(call bench_run,model_floor,--out $(BENCH_OUT)/model_floor.json)
 	$(call bench_run,threads,)
 	$(call bench_run,decode_before_after,)

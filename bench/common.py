@@ -167,7 +167,7 @@ def start_server(model: Path, *, extra_args: Sequence[str] = (), env: dict[str, 
     # A load generator is one client address by design: no per-client rate limit, and
     # room for every benchmark peer (RTC_MAX_SESSIONS defaults to 16).
     child_env = {**os.environ, "RTC_ICE_ADDRESSES": LOOPBACK, "RTC_LOG_LEVEL": "WARNING",
-                 "RTC_RATE_LIMIT": "0", "RTC_MAX_SESSIONS": "64", **(env or {})}
+                 "RTC_RATE_LIMIT": "0", "RTC_PREDICT_RATE_LIMIT": "0", "RTC_MAX_SESSIONS": "64", **(env or {})}
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", module, "--host", LOOPBACK, "--port", str(port), "--model", str(model),

@@ -11,12 +11,32 @@ import argparse
 import ipaddress
 import json
 import os
+import site
+import sys
+import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .engine.sources import ModelSpec, SpecError, default_cache_dir, parse_spec, parse_specs
+
 DEFAULT_MODEL = Path("models/yolo11n.onnx")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def default_static_dir() -> Path:
+    """The page: ``static/`` beside the package in a checkout (``make run``, editable
+    installs), else the copy a wheel installed as data under ``<prefix>/share/rtc-yolo/static``
+    (setup.cfg ``data_files``; ``pip install .`` then ``rtc-server`` serves the page)."""
+    checkout = Path(__file__).resolve().parent.parent / "static"
+    if (checkout / "index.html").is_file():
+        return checkout
+    for prefix in (sysconfig.get_path("data"), sys.prefix, site.getuserbase()):
+        installed = Path(prefix) / "share" / "rtc-yolo" / "static"
+        if (installed / "index.html").is_file():
+            return installed
+    return checkout  # nowhere: the error names the checkout path
 
 
 class ConfigError(ValueError):
@@ -29,7 +49,9 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    model: Path = DEFAULT_MODEL
+    #: The one model: a path, or a source with options (``gs://b/m.onnx#sha256=...``, see
+    #: ``engine/sources.py``). ``models`` replaces it when set.
+    model: Path | str = DEFAULT_MODEL
     #: Confidence threshold on the best class score (Ultralytics' ``conf``).
     conf: float = 0.25
     #: IoU threshold of the class-aware NMS (Ultralytics' ``iou``).
@@ -54,7 +76,7 @@ class Settings:
     #: Release each received video frame on its RTP marker bit (rtc_server/marker_release.py)
     #: instead of when the next frame starts: one frame interval less latency.
     marker_release: bool = True
-    static_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "static")
+    static_dir: Path = field(default_factory=lambda: default_static_dir())
     log_level: str = "INFO"
     # ----- hardening (issue 7): limits, access, lifecycle, logs --------------------------
     #: Concurrent peer sessions at most; an offer beyond it gets 503 + Retry-After. 0 = no cap.
@@ -87,6 +109,37 @@ class Settings:
     key: Path | None = None
     #: "text" (human) or "json" (one object per line, Cloud Logging field names).
     log_format: str = "text"
+    # ----- models (issue 11): several models, remote sources, the download cache ---------
+    #: Several models, the first the default: ``name=source[#options],...`` or a JSON list.
+    #: When set, ``model`` is not used.
+    models: tuple[ModelSpec, ...] = ()
+    #: Where downloaded (https://, gs://) models are kept, by sha256.
+    model_cache: Path = field(default_factory=default_cache_dir)
+    #: Seconds a model download may stall (https) or keep retrying (gs) before start-up fails.
+    model_fetch_timeout: float = 30.0
+    # ----- behind real infrastructure (issue 14): proxies, TURN, drain, metrics, /predict --
+    #: Networks (CIDRs) of the reverse proxies / load balancers in front of the server. Only
+    #: when the TCP peer is one of them are ``Forwarded`` / ``X-Forwarded-For`` /
+    #: ``X-Forwarded-Proto`` believed (signaling/proxies.py); empty: never.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: TURN REST API (coturn ``use-auth-secret``): the shared secret from which every page and
+    #: every server session gets its own short-lived credential. Empty: no generated TURN.
+    turn_secret: str = field(default="", repr=False)
+    #: The TURN server's URLs for those credentials, e.g. ``turn:turn.example.com:3478``.
+    turn_urls: tuple[str, ...] = ()
+    #: Seconds a generated TURN credential stays valid (coturn refuses it afterwards).
+    turn_ttl: int = 3600
+    #: On SIGTERM: seconds to let live sessions end on their own (new ones get 503 draining,
+    #: readiness says so) before the rest are closed. 0: close them at once.
+    drain_seconds: float = 0.0
+    #: Serve ``/metrics`` on this port instead of the main one (e.g. 9090, reachable inside
+    #: the cluster only); 0: on the main port, as before.
+    metrics_port: int = 0
+    #: Per client, ``/predict`` requests per second (its own bucket; 0: off). The default
+    #: serves a camera POSTing frames at 30 fps with room to spare.
+    predict_rate_limit: float = 60.0
+    #: ``/predict`` requests a client may make at once before ``predict_rate_limit`` applies.
+    predict_rate_burst: int = 60
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -111,6 +164,8 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"public_address {self.public_address!r} is not an IP address") from exc
         self._validate_hardening()
+        self._validate_models()
+        self._validate_infrastructure()
 
     def _validate_hardening(self) -> None:
         for name in ("max_sessions", "rate_burst"):
@@ -137,7 +192,62 @@ class Settings:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
 
+    def _validate_models(self) -> None:
+        try:
+            self.model_specs()
+        except SpecError as exc:
+            raise ConfigError(str(exc)) from exc
+        if not self.model_fetch_timeout > 0:
+            raise ConfigError(f"model_fetch_timeout {self.model_fetch_timeout} must be a positive number of seconds")
 
+    def model_specs(self) -> tuple[ModelSpec, ...]:
+        """The models to serve, the default first: ``models``, else the one ``model``."""
+        if self.models:
+            return self.models
+        if isinstance(self.model, Path):  # a plain path, taken literally
+            return (ModelSpec(name=self.model.stem, source=str(self.model)),)
+        return (parse_spec(self.model),)
+
+    def _validate_infrastructure(self) -> None:
+        try:  # Settings(trusted_proxies=("10.0.0.0/8",)) works as well as parsed networks
+            networks = tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from exc
+        object.__setattr__(self, "trusted_proxies", networks)
+        if bool(self.turn_secret) != bool(self.turn_urls):
+            raise ConfigError("turn_secret and turn_urls go together: the secret signs credentials for those URLs")
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ConfigError(f"turn_urls: {url!r} is not a turn: or turns: URL")
+        if not 0 < self.turn_ttl <= 7 * 24 * 3600:
+            raise ConfigError(f"turn_ttl {self.turn_ttl} must be 1 s .. 7 days")
+        if self.drain_seconds < 0:
+            raise ConfigError(f"drain_seconds {self.drain_seconds} must be >= 0")
+        if not 0 <= self.metrics_port < 65536 or (self.metrics_port and self.metrics_port == self.port):
+            raise ConfigError(f"metrics_port {self.metrics_port} must be 0 (main port) or not {self.port}")
+        if self.predict_rate_limit < 0 or (self.predict_rate_limit > 0 and self.predict_rate_burst < 1):
+            raise ConfigError("predict_rate_limit must be >= 0, and predict_rate_burst >= 1 when it is on")
+        if self.udp_ports is not None:
+            # One UDP port per session and local address: more sessions than ports would be
+            # accepted and then fail at ICE (connect timeout) for want of a host candidate.
+            ports = self.udp_ports[1] - self.udp_ports[0] + 1
+            if self.max_sessions == 0 or self.max_sessions > ports:
+                raise ConfigError(f"max_sessions {self.max_sessions or 'unlimited'} needs more UDP ports than "
+                                  f"udp_ports {self.udp_ports[0]}-{self.udp_ports[1]} has ({ports}); set "
+                                  f"RTC_MAX_SESSIONS <= {ports} or widen RTC_UDP_PORTS")
+
+
+def _parse_model(text: str) -> Path | str:
+    """A plain path stays a ``Path``; a URL or a path with ``#options`` stays text (a spec)."""
+    text = text.strip()
+    return text if "://" in text or "#" in text else Path(text)
+
+
+def _parse_models(text: str) -> tuple[ModelSpec, ...]:
+    try:
+        return parse_specs(text)
+    except SpecError as exc:
+        raise ValueError(str(exc)) from exc
 def _parse_ice_servers(text: str) -> tuple[dict[str, Any], ...]:
     try:
         value = json.loads(text) if text.strip() else []
@@ -176,7 +286,7 @@ def _parse_bool(text: str) -> bool:
 _OPTIONS: dict[str, tuple[Any, str]] = {
     "host": (str, "address to serve HTTP on"),
     "port": (int, "port to serve HTTP on (PORT is honoured as Cloud Run sets it)"),
-    "model": (Path, "YOLO11 ONNX model file"),
+    "model": (_parse_model, "YOLO11 ONNX model: a path, https://...#sha256=HEX or gs://...#sha256=HEX"),
     "conf": (float, "confidence threshold"),
     "iou": (float, "NMS IoU threshold"),
     "max_det": (int, "maximum detections per frame"),
@@ -205,6 +315,20 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "cert": (Path, "TLS certificate (PEM) to serve HTTPS"),
     "key": (Path, "TLS private key (PEM) to serve HTTPS"),
     "log_format": (str, "'text' or 'json' (Cloud Logging fields)"),
+    "models": (_parse_models, "several models, the first the default: NAME=SOURCE[#sha256=HEX&imgsz=N],... "
+               "or a JSON list (replaces --model)"),
+    "model_cache": (Path, "folder for downloaded models (default ~/.cache/rtc-yolo/models)"),
+    "model_fetch_timeout": (float, "seconds a model download may stall or retry before start-up fails"),
+    # ----- behind real infrastructure (issue 14) -----
+    "trusted_proxies": (_parse_addresses, "comma-separated CIDRs of proxies whose X-Forwarded-*/Forwarded "
+                        "headers are believed"),
+    "turn_secret": (str, "TURN REST shared secret (coturn static-auth-secret): short-lived TURN credentials"),
+    "turn_urls": (_parse_addresses, "comma-separated turn:/turns: URLs the generated credentials are for"),
+    "turn_ttl": (int, "seconds a generated TURN credential stays valid"),
+    "drain_seconds": (float, "on SIGTERM, seconds live sessions may go on before they are closed"),
+    "metrics_port": (int, "serve /metrics on this port instead of the main one (0: main port)"),
+    "predict_rate_limit": (float, "/predict requests/s per client (0: off)"),
+    "predict_rate_burst": (int, "/predict requests a client may burst before predict_rate_limit applies"),
 }
 
 

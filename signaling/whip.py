@@ -4,6 +4,7 @@
 
     POST   /whip        application/sdp offer -> 201 Created, application/sdp answer,
                         Location: /whip/{id}, ETag, Link: <turn:...>; rel="ice-server"
+                        (?model=NAME picks the model, as /offer's "model" does)
     OPTIONS /whip       Accept-Post: application/sdp (+ the ICE servers as Link headers)
     PATCH  /whip/{id}   application/trickle-ice-sdpfrag: trickle ICE -> 204 No Content
     DELETE /whip/{id}   ends the session -> 200 OK
@@ -25,7 +26,8 @@ What the RFC leaves to us, and what we chose:
 * A well-formed offer this server cannot use (no video, two video tracks, no codec we
   decode) is "422 Unprocessable Content"; a malformed one is 400 (§4.4.2–4.4.3 allow either;
   422 says "your SDP is valid, send other media"). Wrong content type: 415.
-* Server full: 503 + ``Retry-After`` (§4.5). Unknown or ended session: 404.
+* Server full, draining, no free UDP port: 503 + ``Retry-After`` (§4.5). Unknown or ended
+  session: 404.
 * Auth: the same bearer token(s) as ``/offer`` on POST, PATCH and DELETE (§4.7.1).
   Session URLs carry the stream's random 122-bit uuid4 id (§5, IDOR), and DELETE/PATCH are rate
   limited per client address like POST.
@@ -36,37 +38,39 @@ Errors keep our JSON body (``{"error", "detail"}``) — the RFC asks only for th
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from rtc_server.streams.registry import ServerFull
+from rtc_server.streams.registry import Draining, ServerFull
 from rtc_server.streams.stream import Stream
 from rtc_server.webrtc.peer import (
     GatherTimeout,
     IceRestartUnsupported,
+    NoCandidates,
     NoVideo,
     OfferError,
     PeerSource,
     answer_offer,
 )
 from rtc_server.webrtc.trickle import IceFragment
+from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 
 from .auth import require_token
 from .context import INFERENCE, REGISTRY, SETTINGS
 from .errors import ClientError
-from .limits import MAX_OFFER_BYTES, RateLimits, read_capped
+from .limits import MAX_OFFER_BYTES, RATE_LIMITS, read_capped
+from .models import check_model
 from .offers import check_sdp
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 ENDPOINT = "/whip"
 SOURCE_KIND = "whip"
-
-#: Buckets for ``POST /whip`` and for requests to a session (``PATCH``/``DELETE``).
-WHIP_RATE_LIMITS: web.AppKey[RateLimits] = web.AppKey("whip_rate_limits", RateLimits)
 
 
 def session_url(stream_id: str) -> str:
@@ -110,7 +114,9 @@ def _headers(pairs: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
 
 
 def _guard(request: web.Request, bucket: str) -> None:
-    request.app[WHIP_RATE_LIMITS].check(bucket, request)
+    """Rate limit (``POST /whip`` and the session URLs each have a bucket with the session
+    limits of ``/offer``), then the same bearer token as ``/offer``."""
+    request.app[RATE_LIMITS].check(bucket, request)
     require_token(request, request.app[SETTINGS].auth_token)
 
 
@@ -139,7 +145,8 @@ async def options_endpoint(request: web.Request) -> web.Response:
     except ClientError:
         pass  # no credentials for the unauthenticated; the OPTIONS still succeeds
     else:
-        pairs += [("Link", link) for link in ice_server_links(request.app[SETTINGS].ice_servers)]
+        servers = ice_servers_for(request.app[SETTINGS], f"whip-{uuid.uuid4().hex[:12]}")
+        pairs += [("Link", link) for link in ice_server_links(servers)]
     return web.Response(status=200, headers=_headers(pairs))
 
 
@@ -152,13 +159,20 @@ async def create_session(request: web.Request) -> web.Response:
     if not sdp.startswith("v=0"):
         raise ClientError(400, "bad_offer", "the body must be an SDP offer (text starting with v=0)")
     check_sdp(sdp, unusable_status=422)
-    if not request.app[INFERENCE].ready:
+    inference = request.app[INFERENCE]
+    model = check_model(inference.models, request.query.get("model"))
+    if not inference.ready:
         raise ClientError(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "2"})
-    settings = request.app[SETTINGS]
+    settings, registry = request.app[SETTINGS], request.app[REGISTRY]
     try:
-        stream, answer = await answer_offer(request.app[REGISTRY], settings, sdp, kind=SOURCE_KIND)
+        stream, answer = await answer_offer(registry, settings, sdp, kind=SOURCE_KIND,
+                                            stream_settings=replace(registry.defaults(), model=model))
+    except Draining as exc:
+        raise ClientError(503, "draining", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
     except ServerFull as exc:
         raise ClientError(503, "server_full", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
+    except NoCandidates as exc:
+        raise ClientError(503, "no_candidates", str(exc), {"Retry-After": "5"}) from exc
     except GatherTimeout as exc:
         raise ClientError(503, "ice_gather_timeout", str(exc), {"Retry-After": "5"}) from exc
     except NoVideo as exc:
@@ -168,7 +182,7 @@ async def create_session(request: web.Request) -> web.Response:
     headers = _headers([
         ("Location", session_url(stream.id)),
         ("ETag", entity_tag(stream.id)),
-        *(("Link", link) for link in ice_server_links(settings.ice_servers)),
+        *(("Link", link) for link in ice_server_links(ice_servers_for(settings, stream.id))),
     ])
     return web.Response(status=201, body=answer.sdp.encode(), content_type=SDP, headers=headers)
 
@@ -212,7 +226,6 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 def setup_whip(app: web.Application) -> None:
-    app[WHIP_RATE_LIMITS] = RateLimits(app[SETTINGS], ("whip", "whip/{id}"))
     app.router.add_route("OPTIONS", ENDPOINT, options_endpoint)
     app.router.add_post(ENDPOINT, create_session)
     app.router.add_patch(ENDPOINT + "/{session_id}", patch_session)

@@ -21,7 +21,7 @@ from drivers.client import DetectionClient, ImageTrack
 from rtc_server.webrtc.peer import MAX_BUFFERED_BYTES, PeerSource
 from signaling.context import REGISTRY
 
-from .helpers import ServerFactory, serve, wait_for
+from .helpers import ServerFactory, scrape, serve, wait_for
 
 
 def stop_acknowledging(client: DetectionClient) -> None:
@@ -67,18 +67,8 @@ async def test_congested_channel_skips_messages_and_stays_bounded(
             sampler.cancel()
         largest_message = 16 * 1024  # a detection message is 1-3 KB; generous
         assert max(buffered) <= MAX_BUFFERED_BYTES + largest_message, max(buffered)
-        metrics = (await (await client_get(url, "/metrics")).text())
-        assert 'rtc_sink_messages_skipped_total{sink="datachannel"}' in metrics
-        skipped = float(metrics.split('rtc_sink_messages_skipped_total{sink="datachannel"}')[1].split()[0])
-        assert skipped >= 10
+        metrics = await scrape(url)
+        assert metrics['rtc_sink_messages_skipped_total{sink="datachannel"}'] >= 10
     finally:
         await client.close()
 
-
-async def client_get(url: str, path: str) -> Any:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http:
-        response = await http.get(url + path)
-        await response.read()
-        return response

@@ -16,7 +16,7 @@ import pytest
 from rtc_server.engine.detector import OnnxYoloDetector
 from rtc_server.engine.yolo import Thresholds
 
-from .conftest import COCO128, FIXTURES
+from .helpers import COCO128, FIXTURES, cannot_run
 
 REFERENCE = json.loads((FIXTURES / "ultralytics_detections.json").read_text())
 CASES = [(mode, r) for mode, results in REFERENCE["results"].items() for r in results]
@@ -38,7 +38,7 @@ def test_matches_ultralytics(mode: str, ref: dict, model_file: Path,
                              mode_detectors: dict[str, OnnxYoloDetector]) -> None:
     path = _image_path(ref["file"])
     if not path.exists():
-        pytest.skip(f"{ref['file']} needs coco128 at {COCO128} (not present on this machine)")
+        cannot_run(f"{ref['file']} needs coco128 at {COCO128} (not present on this machine)")
     settings = REFERENCE["header"]["settings"]
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     (result,) = mode_detectors[mode].detect(

@@ -17,7 +17,7 @@ from rtc_server.engine.detector import Detector
 from rtc_server.engine.inference import InferenceService
 from rtc_server.streams.registry import ServerFull, StreamRegistry
 from rtc_server.streams.stream import StreamLimits
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 class ListSink:

@@ -30,8 +30,7 @@ from drivers.sinks import CollectingSink
 from rtc_server.webrtc import dtls
 from signaling.context import REGISTRY
 
-from .conftest import FIXTURES, ROOT
-from .helpers import ServerFactory, cannot_run, open_udp_sockets, serve, wait_for
+from .helpers import FIXTURES, ROOT, ServerFactory, cannot_run, open_udp_sockets, serve, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,6 @@ the RSA certificate. The client runs in a network namespace of its own
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.helpers import cannot_run
+from tests.helpers import ROOT, cannot_run, require_root_tools
 from tests.whip_gst_probe import setup_commands
 
 pytestmark = pytest.mark.slow
@@ -35,8 +32,7 @@ GST_CHECK = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('G
 
 
 def run_probe(model: Path, *args: str) -> dict[str, Any]:
-    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "ip", "sysctl", "openssl")):
-        cannot_run("needs root, unshare, ip, sysctl and openssl for the client's network namespace")
+    require_root_tools("unshare", "ip", "sysctl", "openssl")
     if not Path("/usr/bin/python3").exists() or subprocess.run(["/usr/bin/python3", "-c", GST_CHECK],
                                                               capture_output=True).returncode != 0:
         cannot_run("needs /usr/bin/python3 with python3-gi and GStreamer's webrtc, nice, vpx, x264 plugins")

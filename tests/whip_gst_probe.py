@@ -35,8 +35,7 @@ from rtc_server.app import create_app
 from rtc_server.config import Settings
 from rtc_server.webrtc import dtls
 from signaling.context import INFERENCE, REGISTRY
-from tests.conftest import FIXTURES, ROOT
-from tests.helpers import open_udp_sockets
+from tests.helpers import FIXTURES, ROOT, open_udp_sockets
 
 SERVER, CLIENT = "127.0.0.3", "127.0.0.2"
 CLIENT_NS = "issue-13-whip-c"

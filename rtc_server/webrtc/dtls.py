@@ -136,4 +136,4 @@ def use_dtls_interop(enabled: bool = True) -> None:
 
 
 def dtls_interop_active() -> bool:
-    return RTCCertificate._create_ssl_context is _create_ssl_context  # type: ignore[comparison-overlap]
+    return RTCCertificate._create_ssl_context is _create_ssl_context

@@ -20,20 +20,23 @@ import asyncio
 import enum
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from ..config import Settings
+from ..engine.inference import VideoFrameLike
 from ..logs import session_logger
+from ..streams.control import StreamSettings
 from ..streams.messages import encode
 from ..streams.registry import StreamRegistry
 from ..streams.stream import Stream
 from .codec_preference import prefer_cheap_video_decoder
 from .ice import advertise_address, filter_remote_candidates, rtc_configuration
 from .trickle import IceFragment, remote_ice_credentials
+from .turn import ice_servers
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,11 @@ class IceRestartUnsupported(ValueError):
 
 class GatherTimeout(RuntimeError):
     """The server could not gather its ICE candidates in time (e.g. an unreachable TURN server)."""
+
+
+class NoCandidates(RuntimeError):
+    """The answer offers no ICE candidate at all (every port of ``RTC_UDP_PORTS`` taken, no
+    TURN): the peer could never connect, so the offer is refused now, not 15 s later."""
 
 
 @dataclass(frozen=True)
@@ -248,7 +256,9 @@ class PeerSource:
                     self._stream.count_error("session_idle_timeout")
                     self._stream.close_soon("no video")
                     return
-                self._stream.push(frame, frame.pts)
+                # A video track yields av.VideoFrame; PyAV's stub types to_ndarray's format as a
+                # keyword, which VideoFrameLike (engine) does not spell the same way.
+                self._stream.push(cast(VideoFrameLike, frame), frame.pts)
         except MediaStreamError:
             self.log.info("video track ended")
             self._stream.close_soon("track ended")
@@ -290,20 +300,24 @@ class PeerSource:
         await self.pc.close()
 
 
-async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: str,
-                       kind: str = "offer") -> tuple[Stream, RTCSessionDescription]:
+async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: str, kind: str = "offer",
+                       stream_settings: StreamSettings | None = None) -> tuple[Stream, RTCSessionDescription]:
     """Answer an SDP offer with a new stream fed by a new peer. On failure nothing is left.
 
     ``kind`` is the source kind the stream reports (``offer``, ``whip``); it also picks the
-    ``AudioPolicy``. Raises ``ServerFull`` (from the registry, before anything is built),
-    ``GatherTimeout`` when ICE gathering outlasts ``ice_gather_timeout``, ``NoVideo`` for an
-    offer without a receivable video section, ``OfferError``/``ValueError`` for offers
-    aiortc cannot answer.
+    ``AudioPolicy``. ``stream_settings``: what the stream starts with (the model the offer
+    named); None: the registry's defaults.
+
+    Raises ``ServerFull`` (from the registry, before anything is built), ``GatherTimeout``
+    when ICE gathering outlasts ``ice_gather_timeout``, ``NoCandidates`` when no local
+    candidate could be gathered, ``NoVideo`` for an offer without a receivable video
+    section, ``OfferError``/``ValueError`` for offers aiortc cannot answer. The session's
+    own TURN credential (``RTC_TURN_SECRET``) is made for it here.
     """
-    stream = registry.open(kind)
-    source = PeerSource(stream, RTCPeerConnection(configuration=rtc_configuration(settings.ice_servers)),
-                        PeerLimits.of(settings), kind, audio=AUDIO_POLICY.get(kind, AudioPolicy.DRAIN),
-                        ice_addresses=settings.ice_addresses)
+    stream = registry.open(kind, stream_settings)
+    configuration = rtc_configuration(ice_servers(settings, stream.id))
+    source = PeerSource(stream, RTCPeerConnection(configuration=configuration), PeerLimits.of(settings), kind,
+                        audio=AUDIO_POLICY.get(kind, AudioPolicy.DRAIN), ice_addresses=settings.ice_addresses)
     stream.attach(source)
     try:
         sdp = filter_remote_candidates(offer_sdp, settings.ice_addresses)
@@ -311,10 +325,16 @@ async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: 
             answer = await source.accept(RTCSessionDescription(sdp=sdp, type="offer"))
         if settings.public_address:  # 1:1 NAT: tell the peer the public address
             answer = RTCSessionDescription(advertise_address(answer.sdp, settings.public_address), "answer")
+        if "a=candidate:" not in answer.sdp:
+            raise NoCandidates("no UDP port or relay is free for a new session (RTC_UDP_PORTS all taken?); "
+                               "retry shortly")
     except TimeoutError as exc:
         await stream.close("ice gather timeout")
         raise GatherTimeout(f"ICE gathering took over {settings.ice_gather_timeout} s "
                             "(is a configured STUN/TURN server unreachable?)") from exc
+    except NoCandidates:
+        await stream.close("no candidates")
+        raise
     except BaseException:
         await stream.close("bad offer")
         raise
