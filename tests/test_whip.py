@@ -105,6 +105,9 @@ async def test_whip_errors_follow_the_rfc(
         two_videos = await http.post(f"{url}/whip", data=await offer_sdp("video", "video"), headers=SDP)
         assert two_videos.status == 422
 
+        unknown_model = await http.post(f"{url}/whip?model=nope", data=video_only, headers=SDP)
+        assert unknown_model.status == 400 and (await unknown_model.json())["error"] == "unknown_model"
+
         garbage = await http.post(f"{url}/whip", data="v=0\r\nm=video nonsense\r\n", headers=SDP)
         assert garbage.status == 400 and (await garbage.json())["error"] == "bad_offer"
         not_sdp = await http.post(f"{url}/whip", data=b"\xff\xfe", headers=SDP)
