@@ -27,7 +27,7 @@ import aiohttp
 import av
 import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
+from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack, VideoStreamTrack
 
 from rtc_server.webrtc.ice import rtc_configuration
 
@@ -80,12 +80,44 @@ class ImageTrack(VideoStreamTrack, SentTrack):
         return frame
 
 
+class ToneTrack(MediaStreamTrack):
+    """A live 48 kHz stereo audio track playing a tone: real Opus payloads (silence would
+    encode to almost nothing), for tests and benches of what the server does with audio."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float = 440.0, sample_rate: int = 48_000) -> None:
+        super().__init__()
+        self._rate = sample_rate
+        self._samples = int(AUDIO_PTIME * sample_rate)
+        self._frequency = frequency
+        self._count = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.perf_counter()
+        delay = self._start + self._count * AUDIO_PTIME - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t = (np.arange(self._samples) + self._count * self._samples) / self._rate
+        mono = (np.sin(2 * np.pi * self._frequency * t) * 8000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(np.repeat(mono, 2)[None, :], format="s16", layout="stereo")
+        frame.sample_rate = self._rate
+        frame.pts = self._count * self._samples
+        frame.time_base = fractions.Fraction(1, self._rate)
+        self._count += 1
+        return frame
+
+
 class DetectionClient:
     """One peer connection to the server: offer via ``POST /offer``, detections back."""
 
     def __init__(self, base_url: str, track: SentTrack, ice_servers: Sequence[dict[str, Any]] = (),
                  token: str | None = None, codecs: Sequence[str] = (), model: str | None = None,
-                 max_fps: float | None = None) -> None:
+                 max_fps: float | None = None, audio: MediaStreamTrack | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         #: The model the session starts with (``"model"`` in the offer); None: the server's default.
         self.model = model
@@ -95,7 +127,11 @@ class DetectionClient:
         self.token = token
         self.track = track
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
-        self.channel = self.pc.createDataChannel("detections")
+        # as the page opens it: a late detection is worth nothing, so no retransmissions and no
+        # head-of-line blocking behind a lost one
+        self.channel = self.pc.createDataChannel("detections", ordered=False, maxRetransmits=0)
+        if audio is not None:
+            self.pc.addTrack(audio)
         self.session_id: str | None = None
         #: The session token of the answer: ``?token=`` for the session's events/ws/snapshot.
         self.session_token: str | None = None

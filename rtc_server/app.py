@@ -29,6 +29,7 @@ from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_acceler
 from .engine.store import LoadOptions, load_catalog
 from .ingest.source import start_configured_sources
 from .streams.registry import StreamRegistry
+from .webrtc.dtls import use_dtls_interop
 from .webrtc.ice import use_host_addresses
 from .webrtc.marker_release import release_counts, use_marker_release
 from .webrtc.portrange import use_udp_ports
@@ -101,6 +102,7 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     use_host_addresses(settings.ice_addresses)
     use_udp_ports(settings.udp_ports)
     use_marker_release(settings.marker_release)  # before any receiver exists
+    use_dtls_interop()  # RSA peer certificates (GStreamer), a clear log for unusable ones
     inference = build_scheduler(settings, models)
     # The client first (behind trusted proxies: the address and scheme they name), then CORS
     # outside the error middleware, so error answers carry CORS headers too.

@@ -119,11 +119,17 @@ class Metrics:
         self.pull_frames_skipped = Counter(
             "rtc_pull_frames_skipped_total", "Frames a pull source decoded and replaced with a newer one before "
             "the event loop took them", registry=r)
+        self.sink_skipped = Counter("rtc_sink_messages_skipped_total",
+                                    "Detection messages a sink skipped instead of queueing (e.g. a congested "
+                                    "data channel)", ["sink"], registry=r)
 
     def count_error(self, kind: str) -> None:
         """``rtc_errors_total{kind}``: ``http_<error>`` from the HTTP layer, ``session_<what>``
         from sessions (bad control messages, rate limiting, timeouts, failed frames)."""
         self.errors.labels(kind).inc()
+
+    def count_skipped(self, sink: str) -> None:
+        self.sink_skipped.labels(sink).inc()
 
     def observe(self, result: DetectionResult, queue_s: float, server_s: float) -> None:
         self.frames_processed.inc()

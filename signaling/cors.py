@@ -7,7 +7,8 @@ A cross-origin request from an unlisted origin is refused with 403 JSON — not 
 without ``Access-Control-Allow-Origin`` — so it cannot create sessions or spend inference
 even when the browser would hide the answer. Listed origins get their preflight
 (``OPTIONS``) answered here and ``Access-Control-Allow-Origin`` on every answer, errors
-included, so their pages can read our JSON errors.
+included, so their pages can read our JSON errors; WHIP's ``Location``, ``Link`` and
+``ETag`` are exposed to them (a browser WHIP client needs the session URL to end it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from aiohttp.typedefs import Middleware
 from .errors import Handler, count_error, error_response
 
 ALLOWED_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
-ALLOWED_HEADERS = "Authorization, Content-Type"
+#: ``If-Match``: WHIP trickle-ICE ``PATCH`` requests carry the session's entity tag.
+ALLOWED_HEADERS = "Authorization, Content-Type, If-Match"
+#: Response headers a cross-origin page may read: WHIP's session URL, ICE servers, entity tag;
+#: a snapshot's frame id and size.
+EXPOSED_HEADERS = "Location, Link, ETag, X-Frame-Id, X-Frame-Size"
 PREFLIGHT_MAX_AGE = "600"
 
 
@@ -54,6 +59,7 @@ def cors_middleware(origins: Iterable[str]) -> Middleware:
             })
         response = await handler(request)
         response.headers.update(headers)
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
         return response
 
     return cors

@@ -67,8 +67,19 @@ def parse_offer(body: dict[str, Any]) -> Offer:
     return Offer(sdp=sdp, session_id=session_id, model=model, max_fps=None if max_fps is None else float(max_fps))
 
 
-def check_sdp(sdp: str) -> None:
-    """One video section with a codec we can decode; audio and data sections may come along."""
+def _unusable(detail: str, status: int) -> ClientError:
+    return ClientError(status, "bad_offer" if status == 400 else "unsupported_offer", detail)
+
+
+def check_sdp(sdp: str, unusable_status: int = 400) -> None:
+    """One video section with a codec we can decode; audio and data sections may come along.
+
+    An SDP that does not parse or lacks DTLS/ICE parameters is malformed: 400. One that is
+    well-formed but asks for what this server cannot do (no video, two video tracks, no
+    codec we decode) gets ``unusable_status``: 400 for ``/offer`` (its contract), 422 for
+    WHIP, where RFC 9725 §4.4.2–4.4.3 allow "422 Unprocessable Content" or 400 and 422 tells the
+    client that its SDP is fine as SDP but must carry other media.
+    """
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises ValueError, KeyError, IndexError, ...
@@ -76,9 +87,10 @@ def check_sdp(sdp: str) -> None:
     video = [m for m in parsed.media if m.kind == "video"]
     if not video:
         kinds = sorted({m.kind for m in parsed.media}) or ["nothing"]
-        raise _bad(f"the offer has no video track (it carries {', '.join(kinds)}); send one camera track")
+        raise _unusable(f"the offer has no video track (it carries {', '.join(kinds)}); send one camera track",
+                        unusable_status)
     if len(video) > 1:
-        raise _bad(f"the offer has {len(video)} video tracks; send exactly one")
+        raise _unusable(f"the offer has {len(video)} video tracks; send exactly one", unusable_status)
     for m in parsed.media:
         if m.kind not in ("audio", "video", "application"):
             continue
@@ -88,5 +100,5 @@ def check_sdp(sdp: str) -> None:
             raise _bad(f"the {m.kind} section has no ICE credentials (a=ice-ufrag / a=ice-pwd)")
     offered = {c.mimeType.split("/", 1)[-1].lower() for c in video[0].rtp.codecs}
     if not offered & receivable_video_codecs():
-        raise _bad(f"no supported video codec in the offer (offered {sorted(offered) or 'none'}; "
-                   f"supported {sorted(receivable_video_codecs())})")
+        raise _unusable(f"no supported video codec in the offer (offered {sorted(offered) or 'none'}; "
+                        f"supported {sorted(receivable_video_codecs())})", unusable_status)

@@ -32,6 +32,7 @@ from .models import check_model, list_models
 from .offers import parse_offer
 from .sessions import setup_session_routes
 from .streams import add_routes as add_stream_routes
+from .whip import setup_whip
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
 
@@ -234,6 +235,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/static/{path:.*}", static_file(static_dir))
     add_stream_routes(app)  # /streams: pull sources (issue 13)
     setup_session_routes(app)  # /sessions: consumers, settings, snapshots (issue 13)
+    setup_whip(app)  # /whip: WHIP ingest (issue 13)
 
 
 def static_file(static_dir: Path) -> Callable[[web.Request], Awaitable[web.FileResponse]]:

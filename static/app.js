@@ -278,7 +278,9 @@ async function start() {
     const iceServers = await fetchIceServers();
     if (conn !== c) return;
     c.pc = new RTCPeerConnection({ iceServers, ...(needsInsertableStreamsFlag() ? { encodedInsertableStreams: true } : {}) });
-    c.channel = c.pc.createDataChannel("detections");
+    // Unordered, no retransmissions: a late detection is worth nothing, and a lost one must
+    // not hold back the next (the server also skips messages while the channel is congested).
+    c.channel = c.pc.createDataChannel("detections", { ordered: false, maxRetransmits: 0 });
     c.channel.onmessage = (event) => { if (conn === c) onMessage(event); };  // none after Stop
     c.channel.onopen = () => {
       send({ type: "config" });  // a bare config is a query: fills the sliders and class list

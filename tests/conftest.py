@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from aiohttp import web
+from aiortc.rtcdtlstransport import RTCCertificate
 
 from rtc_server.app import create_app, load_detector
 from rtc_server.config import Settings
@@ -34,13 +35,13 @@ def _loopback_ice_baseline() -> None:
 @pytest.fixture(autouse=True)
 def _restore_process_globals() -> Iterator[None]:
     """``create_app`` and some tests install process-wide adaptations of aiortc/aioice
-    (``use_host_addresses``, ``use_udp_ports``, ``use_marker_release``); whatever a test
-    installed is undone after it, so no test depends on what an earlier one left."""
+    (``use_host_addresses``, ``use_udp_ports``, ``use_marker_release``, ``use_dtls_interop``);
+    whatever a test installed is undone after it, so no test depends on what an earlier one left."""
     saved = (aioice.ice.get_host_addresses, aioice.ice.Connection.get_component_candidates,
-             aiortc.rtcrtpreceiver.JitterBuffer)
+             aiortc.rtcrtpreceiver.JitterBuffer, RTCCertificate._create_ssl_context)
     yield
     (aioice.ice.get_host_addresses, aioice.ice.Connection.get_component_candidates,  # type: ignore[method-assign]
-     aiortc.rtcrtpreceiver.JitterBuffer) = saved
+     aiortc.rtcrtpreceiver.JitterBuffer, RTCCertificate._create_ssl_context) = saved
 
 
 def model_path() -> Path | None:

@@ -290,3 +290,34 @@ def self_signed(tmp: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def open_udp_sockets() -> set[tuple[str, int]]:
+    """The UDP sockets this process holds open, as ``(address, port)`` (IPv4 and IPv6).
+
+    Read from ``/proc``: the socket inodes among this process's file descriptors, looked up
+    in ``/proc/net/udp{,6}`` (of the process's network namespace). Used to check that a
+    session's ICE sockets are really closed when it ends.
+    """
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[9] in inodes:
+                address, port = fields[1].split(":")
+                if len(address) == 8:  # IPv4, little-endian hex
+                    address = ".".join(str(b) for b in bytes.fromhex(address)[::-1])
+                found.add((address, int(port, 16)))
+    return found

@@ -171,6 +171,10 @@ class Stream:
         """``rtc_errors_total{kind}`` for something that went wrong in this stream or its source."""
         self._metrics.count_error(kind)
 
+    def count_skipped(self, sink: str) -> None:
+        """``rtc_sink_messages_skipped_total{sink}``: a sink dropped a message rather than queue it."""
+        self._metrics.count_skipped(sink)
+
     def start(self) -> None:
         """Start having frames detected: join the scheduler's round-robin (the source
         starts pushing when its transport is up)."""

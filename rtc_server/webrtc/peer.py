@@ -5,7 +5,9 @@ and answers the client's SDP offer (non-trickle: ICE fully gathered). From then 
 ``PeerSource`` owns the peer connection::
 
     track.recv() --reader task--> Stream.push()     (drained at decode speed, newest wins)
-    "detections" data channel  <-- DataChannelSink  (a Stream sink; control messages in)
+    audio (any non-video track) --> declined or drained (see ``AudioPolicy``), never queued
+    "detections" data channel  <-- DataChannelSink  (a Stream sink; control messages in;
+                                                     skips rather than queue when congested)
     connection failed/closed, track ended, no frames, never connected --> Stream.close_soon()
 
 Closing the stream calls ``PeerSource.stop``: the track is stopped and the peer connection
@@ -15,12 +17,14 @@ closed. The stream knows none of this; the routes only call ``answer_offer``.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import candidate_from_sdp
 
 from ..config import Settings
 from ..engine.scheduler import VideoFrameLike
@@ -31,6 +35,7 @@ from ..streams.registry import StreamRegistry
 from ..streams.stream import Stream
 from .codec_preference import prefer_cheap_video_decoder
 from .ice import advertise_address, filter_remote_candidates, rtc_configuration
+from .trickle import IceFragment, remote_ice_credentials
 from .turn import ice_servers
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,14 @@ _ENDED_STATES = frozenset({"failed", "closed", "disconnected"})
 
 class OfferError(ValueError):
     """The offer cannot be answered (e.g. it carries no video); a client error."""
+
+
+class NoVideo(OfferError):
+    """A well-formed offer without a video section this server can receive (WHIP: 422)."""
+
+
+class IceRestartUnsupported(ValueError):
+    """A trickle fragment with new ICE credentials: an ICE restart, which aiortc cannot do."""
 
 
 class GatherTimeout(RuntimeError):
@@ -66,13 +79,37 @@ class PeerLimits:
         return cls(connect_timeout=settings.connect_timeout, idle_timeout=settings.idle_timeout)
 
 
-class DataChannelSink:
-    """The ``detections`` data channel as a stream sink; its messages are control input."""
+#: Bytes a data channel may hold unsent before the sink skips messages: about four typical
+#: detection messages (130 ms at 30 fps). aiortc hands SCTP one message at a time and keeps
+#: the rest in its own unbounded queue, counted by ``bufferedAmount``; on a healthy link that
+#: is 0 by the time the next frame is done, so anything above this is congestion (a slow or
+#: lossy path, a peer that stopped acknowledging) and a queued result would only arrive late.
+MAX_BUFFERED_BYTES = 8 * 1024
 
-    def __init__(self, stream: Stream, channel: RTCDataChannel) -> None:
+
+class DataChannelSink:
+    """The ``detections`` data channel as a stream sink; its messages are control input.
+
+    ``send`` never queues behind a congested channel: while more than ``max_buffered``
+    bytes wait unsent, a message is skipped and counted (``skipped``, and
+    ``rtc_sink_messages_skipped_total{sink="datachannel"}``). The page opens the channel
+    unordered with no retransmissions, so SCTP itself never holds back a newer message for
+    a lost older one either.
+    """
+
+    name = "datachannel"
+
+    def __init__(self, stream: Stream, channel: RTCDataChannel, max_buffered: int = MAX_BUFFERED_BYTES) -> None:
         self._stream = stream
         self._channel = channel
+        self._max_buffered = max_buffered
+        #: Messages skipped because the channel was congested.
+        self.skipped = 0
         channel.on("message", self._on_message)
+
+    @property
+    def channel(self) -> RTCDataChannel:
+        return self._channel
 
     def _on_message(self, raw: Any) -> None:
         reply = self._stream.control(raw, origin=self)
@@ -80,22 +117,57 @@ class DataChannelSink:
             self.send(reply)
 
     def send(self, message: dict[str, Any]) -> None:
-        if self._channel.readyState == "open":
-            self._channel.send(encode(message))
+        if self._channel.readyState != "open":
+            return
+        if self._channel.bufferedAmount > self._max_buffered:
+            self.skipped += 1
+            self._stream.count_skipped(self.name)
+            if self.skipped == 1:
+                self._stream.log.info("data channel congested (%d bytes unsent): skipping messages",
+                                      self._channel.bufferedAmount)
+            return
+        self._channel.send(encode(message))
 
     def close(self) -> None:
         """Nothing to do: the channel closes with its peer connection."""
 
 
+class AudioPolicy(enum.Enum):
+    """What happens to audio (any non-video track): it must never pile up.
+
+    aiortc decodes every received track into an unbounded queue; nobody reads audio here,
+    so without a policy it grows for as long as the session lives (measured: +52 MB in
+    45 s for Opus + video). bench/audio_memory.py compares the choices (docs/benchmarks.md).
+    """
+
+    #: Answer the audio section ``inactive``: the sender stops sending it and aiortc starts
+    #: no receiver (no decoder thread, no queue). Used for ``/offer``, our own protocol.
+    DECLINE = "decline"
+    #: Answer ``recvonly`` (RFC 9725 requires it of a WHIP endpoint) and read the track to
+    #: its end, discarding every frame: aiortc's queue stays empty.
+    DRAIN = "drain"
+
+
+#: The policy per source kind (``answer_offer``'s ``kind``).
+AUDIO_POLICY: dict[str, AudioPolicy] = {"offer": AudioPolicy.DECLINE, "whip": AudioPolicy.DRAIN}
+
+
 class PeerSource:
     """One aiortc peer connection feeding ``stream``."""
 
-    def __init__(self, stream: Stream, pc: RTCPeerConnection, limits: PeerLimits, kind: str = "offer") -> None:
+    def __init__(self, stream: Stream, pc: RTCPeerConnection, limits: PeerLimits, kind: str = "offer",
+                 audio: AudioPolicy = AudioPolicy.DECLINE, ice_addresses: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self.pc = pc
+        self.audio = audio
         self._stream = stream
         self._limits = limits
+        self._ice_addresses = ice_addresses
         self._track: MediaStreamTrack | None = None
+        #: Non-video tracks being drained (``AudioPolicy.DRAIN``), for tests and logs.
+        self.drained: list[MediaStreamTrack] = []
+        #: The ``detections`` data channel's sink, once the peer has opened one.
+        self.sink: DataChannelSink | None = None
         self.log = session_logger(log, stream.id)
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -114,10 +186,12 @@ class PeerSource:
             prefer_cheap_video_decoder(self.pc)  # before the offer: aiortc negotiates there
             await self.pc.setRemoteDescription(offer)
             if not any(t.kind == "video" and t.mid is not None for t in self.pc.getTransceivers()):
-                raise OfferError("the offer has no video track")
+                raise NoVideo("the offer has no video track this server can receive")
             for transceiver in self.pc.getTransceivers():
                 if transceiver.kind == "video":
                     transceiver.direction = "recvonly"
+                elif self.audio is AudioPolicy.DECLINE:
+                    transceiver.direction = "inactive"  # no receiver, no decoder: nothing to pile up
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except (OfferError, ValueError):
             raise
@@ -141,14 +215,28 @@ class PeerSource:
     # ----- peer connection events ---------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "video" or self._track is not None:
-            return  # audio, or a second video track: not ours to process
+            # audio (or a second video track): not ours to process, never to pile up
+            if self.audio is AudioPolicy.DRAIN:
+                self.drained.append(track)
+                self._stream.spawn(self._drain(track), f"drain-{track.kind}")
+            return
         self._track = track
         self._stream.spawn(self._read_frames(track), "reader")
         self.log.info("receiving video")
 
+    @staticmethod
+    async def _drain(track: MediaStreamTrack) -> None:
+        """Read a track we do not use to its end, dropping every frame (its queue stays empty)."""
+        try:
+            while True:
+                await track.recv()
+        except MediaStreamError:
+            pass
+
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if channel.label == DATA_CHANNEL_LABEL:
-            self._stream.add_sink(DataChannelSink(self._stream, channel))
+        if channel.label == DATA_CHANNEL_LABEL and self.sink is None:
+            self.sink = DataChannelSink(self._stream, channel)
+            self._stream.add_sink(self.sink)
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
@@ -175,6 +263,37 @@ class PeerSource:
             self.log.info("video track ended")
             self._stream.close_soon("track ended")
 
+    # ----- trickle ICE (WHIP PATCH) ----------------------------------------------------------
+    async def add_remote_ice(self, fragment: IceFragment) -> int:
+        """Add a trickled fragment's candidates (and end-of-candidates); returns how many.
+
+        Candidates the configured local addresses cannot reach (the loopback rule of
+        ``ice.filter_remote_candidates``) are dropped silently, as RFC 9725 asks for
+        candidates a session cannot use. Raises ``IceRestartUnsupported`` when the fragment's
+        ICE credentials are not the session's.
+        """
+        remote = self.pc.remoteDescription
+        current = remote_ice_credentials(remote.sdp) if remote is not None else None
+        if fragment.ufrag is not None and current is not None and (fragment.ufrag, fragment.pwd) != current:
+            raise IceRestartUnsupported("new ICE credentials: an ICE restart, which this server does not support")
+        lines = [f"a=candidate:{c}" for _, c in fragment.candidates]
+        kept = set(filter_remote_candidates("\r\n".join(lines), self._ice_addresses).splitlines())
+        added = 0
+        for (mid, text), line in zip(fragment.candidates, lines, strict=True):
+            if line not in kept:
+                continue
+            candidate = candidate_from_sdp(text)
+            candidate.sdpMid = mid
+            if mid is None:
+                candidate.sdpMLineIndex = 0  # the BUNDLE-tagged section (RFC 9725 §4.3.2)
+            await self.pc.addIceCandidate(candidate)
+            added += 1
+        if fragment.end_of_candidates:
+            await self.pc.addIceCandidate(None)
+        self.log.info("trickle: %d of %d candidates added%s", added, len(lines),
+                      ", end of candidates" if fragment.end_of_candidates else "")
+        return added
+
     async def stop(self) -> None:
         if self._track is not None:
             self._track.stop()
@@ -185,17 +304,20 @@ async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: 
                        stream_settings: StreamSettings | None = None) -> tuple[Stream, RTCSessionDescription]:
     """Answer an SDP offer with a new stream fed by a new peer. On failure nothing is left.
 
-    ``stream_settings``: what the stream starts with (the model the offer named); None: the
-    registry's defaults.
+    ``kind`` is the source kind the stream reports (``offer``, ``whip``); it also picks the
+    ``AudioPolicy``. ``stream_settings``: what the stream starts with (the model the offer
+    named); None: the registry's defaults.
 
     Raises ``ServerFull`` (from the registry, before anything is built), ``GatherTimeout``
     when ICE gathering outlasts ``ice_gather_timeout``, ``NoCandidates`` when no local
-    candidate could be gathered, ``OfferError``/``ValueError`` for offers aiortc cannot answer.
-    The session's own TURN credential (``RTC_TURN_SECRET``) is made for it here.
+    candidate could be gathered, ``NoVideo`` for an offer without a receivable video
+    section, ``OfferError``/``ValueError`` for offers aiortc cannot answer. The session's
+    own TURN credential (``RTC_TURN_SECRET``) is made for it here.
     """
     stream = registry.open(kind, stream_settings)
     configuration = rtc_configuration(ice_servers(settings, stream.id))
-    source = PeerSource(stream, RTCPeerConnection(configuration=configuration), PeerLimits.of(settings), kind)
+    source = PeerSource(stream, RTCPeerConnection(configuration=configuration), PeerLimits.of(settings), kind,
+                        audio=AUDIO_POLICY.get(kind, AudioPolicy.DRAIN), ice_addresses=settings.ice_addresses)
     stream.attach(source)
     try:
         sdp = filter_remote_candidates(offer_sdp, settings.ice_addresses)
