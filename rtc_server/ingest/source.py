@@ -45,7 +45,7 @@ from typing import Any, cast
 import av
 
 from ..config import ConfigError, Settings
-from ..engine.inference import VideoFrameLike
+from ..engine.scheduler import VideoFrameLike
 from ..logs import session_logger
 from ..metrics import Metrics
 from ..streams.registry import StreamRegistry
