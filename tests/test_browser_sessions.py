@@ -17,16 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .browser_env import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
-    ROOT,
-    ServerProcess,
-    loopback_only_network,
-    missing_requirements,
-    write_y4m,
-)
-from .helpers import cannot_run
+from .browser_env import CHROMIUM, CHROMIUM_FLAGS, loopback_only_network, missing_requirements, write_y4m
+from .helpers import ROOT, ServerProcess, cannot_run
 
 REASON = missing_requirements()
 pytestmark = pytest.mark.slow
@@ -52,7 +44,9 @@ def network() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def server(network: None, model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(model_file, PORT, tmp_path_factory.mktemp("server") / "server.log")
+    proc = ServerProcess(tmp_path_factory.mktemp("server") / "server.log",
+                         {"RTC_MODEL": str(model_file), "RTC_THREADS": "1", "RTC_STATIC_DIR": str(ROOT / "static")},
+                         port=PORT)
     proc.start()
     yield proc
     proc.stop()
