@@ -25,8 +25,8 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtc_server.engine.catalog import ModelCatalog
-from rtc_server.engine.detector import OnnxYoloDetector
 from rtc_server.engine.inference import InferenceService
+from rtc_server.engine.loader import load_detector
 from rtc_server.engine.yolo import Thresholds
 from rtc_server.streams.messages import FrameCounts, detection_message, encode
 from rtc_server.webrtc.ice import rtc_configuration, use_host_addresses
@@ -106,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     use_host_addresses(["127.0.0.1"])
     app = web.Application()
-    app[INFERENCE] = InferenceService(ModelCatalog.of(OnnxYoloDetector(args.model)))
+    app[INFERENCE] = InferenceService(ModelCatalog.of(load_detector(args.model, backend="onnxruntime")))
     app[PEERS] = set()
     app.router.add_post("/offer", offer)
     app.router.add_get("/readyz", readyz)

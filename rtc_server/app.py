@@ -22,8 +22,9 @@ from signaling.cors import cors_middleware
 from signaling.errors import ERROR_SINK, error_middleware
 
 from .config import Settings
+from .engine import loader as engine_loader
 from .engine.catalog import ModelCatalog
-from .engine.detector import Detector, OnnxYoloDetector
+from .engine.detector import Detector
 from .engine.inference import InferenceService
 from .streams.registry import StreamRegistry
 from .webrtc.ice import use_host_addresses
@@ -38,8 +39,10 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 def load_detector(settings: Settings) -> Detector:
     """The configured detector; raises ``ModelError`` saying exactly what is wrong."""
-    return OnnxYoloDetector(
-        settings.model, imgsz=settings.imgsz, rect=settings.letterbox == "rect", threads=settings.threads
+    return engine_loader.load_detector(
+        settings.model, backend=settings.backend, precision=settings.precision, imgsz=settings.imgsz,
+        rect=settings.letterbox == "rect", threads=settings.threads, providers=settings.providers,
+        cache_dir=settings.backend_cache,
     )
 
 

@@ -87,6 +87,16 @@ class Settings:
     key: Path | None = None
     #: "text" (human) or "json" (one object per line, Cloud Logging field names).
     log_format: str = "text"
+    # ----- backends (issue 11): which runtime and precision run the model ----------------
+    #: "auto" (the fastest path measured within accuracy bounds), "onnxruntime" or "openvino".
+    backend: str = "auto"
+    #: "auto", "f32", "bf16", "f16" or "int8" (int8: the IR `rtc_server.models quantize` makes).
+    precision: str = "auto"
+    #: onnxruntime execution providers in priority order, e.g. CUDAExecutionProvider,CPUExecutionProvider;
+    #: empty: the CPU. One that does not load stops the server instead of a silent CPU fallback.
+    providers: tuple[str, ...] = ()
+    #: Where auto's choice and OpenVINO's compiled models are cached; None ("none"): no cache.
+    backend_cache: Path | None = field(default_factory=lambda: _default_backend_cache())
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -111,6 +121,7 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"public_address {self.public_address!r} is not an IP address") from exc
         self._validate_hardening()
+        self._validate_backends()
 
     def _validate_hardening(self) -> None:
         for name in ("max_sessions", "rate_burst"):
@@ -136,6 +147,31 @@ class Settings:
                 raise ConfigError(f"{name} file not found: {path}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
+
+
+    def _validate_backends(self) -> None:
+        from .engine.backends import BACKENDS, PRECISIONS
+
+        if self.backend not in ("auto", *BACKENDS):
+            raise ConfigError(f"backend {self.backend!r} is not one of auto, {', '.join(BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        for provider in self.providers:
+            if not provider.endswith("ExecutionProvider"):
+                raise ConfigError(f"provider {provider!r} is not an onnxruntime execution provider name "
+                                  "(like CUDAExecutionProvider)")
+        if self.providers and self.backend == "openvino":
+            raise ConfigError("providers are onnxruntime execution providers; backend is openvino")
+
+
+def _default_backend_cache() -> Path:
+    from .engine.loader import default_cache_dir
+
+    return default_cache_dir()
+
+
+def _parse_optional_path(text: str) -> Path | None:
+    return None if text.strip().lower() in ("", "none", "off") else Path(text)
 
 
 def _parse_ice_servers(text: str) -> tuple[dict[str, Any], ...]:
@@ -205,6 +241,12 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "cert": (Path, "TLS certificate (PEM) to serve HTTPS"),
     "key": (Path, "TLS private key (PEM) to serve HTTPS"),
     "log_format": (str, "'text' or 'json' (Cloud Logging fields)"),
+    "backend": (str, "auto (fastest measured within accuracy bounds), onnxruntime or openvino"),
+    "precision": (str, "auto, f32, bf16, f16 or int8"),
+    "providers": (_parse_addresses, "comma-separated onnxruntime execution providers, e.g. "
+                                    "CUDAExecutionProvider,CPUExecutionProvider (default: CPU)"),
+    "backend_cache": (_parse_optional_path, "folder caching auto's choice and compiled models "
+                                            "(default ~/.cache/rtc-yolo; 'none': no cache)"),
 }
 
 

@@ -1,0 +1,124 @@
+"""OpenVINO: the fast CPU backend (bf16 where the CPU has it, INT8 from a quantized IR).
+
+It reads the ONNX file as it is (or an OpenVINO IR, ``.xml`` + ``.bin``, such as the INT8
+model ``python -m rtc_server.models quantize`` writes) and compiles it once for the CPU,
+keeping the model's own shape: YOLO11's dynamic ``[?, 3, ?, ?]`` input then takes any frame
+size and any batch without a recompile, and measured as fast as a static compile (see
+docs/benchmarks.md). The compiled blob goes to ``cache_dir`` so a restart skips most of
+the compile.
+
+Precision is OpenVINO's ``INFERENCE_PRECISION_HINT``: unset, the CPU plugin runs bf16 on
+CPUs with AVX512_BF16 or AMX and f32 elsewhere. Whatever was asked, the precision reported
+is the one the compiled model says it runs, and a precision asked for but not run is an
+error, not a silent fallback.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from . import BackendError, BackendInfo, dims
+
+DEVICE = "CPU"
+#: Our precision names -> OpenVINO's hint values and the CPU capability each needs.
+_HINTS = {"f32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "f16": ("f16", "FP16")}
+_TYPE_NAMES = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
+
+
+def load(path: Path, *, precision: str = "auto", threads: int = 0, providers: Sequence[str] = (),
+         cache_dir: Path | None = None) -> OpenVinoBackend:
+    if providers:
+        raise BackendError(f"RTC_PROVIDERS ({', '.join(providers)}) are onnxruntime execution providers; "
+                           "the openvino backend takes none")
+    return OpenVinoBackend(path, precision=precision, threads=threads, cache_dir=cache_dir)
+
+
+def cpu_capabilities() -> tuple[str, ...]:
+    """What OpenVINO's CPU plugin says this CPU can compute in (FP32, BF16, FP16, INT8, ...)."""
+    return tuple(ov.Core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
+
+
+def is_quantized(model: ov.Model) -> bool:
+    """An INT8 IR from NNCF carries FakeQuantize nodes (or compressed int8 weights)."""
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+
+
+def metadata_of(model: ov.Model) -> dict[str, str]:
+    """The ONNX file's ``metadata_props``; OpenVINO keeps them under ``framework`` (also in
+    an IR it saves, so the INT8 model keeps its class names)."""
+    if not model.has_rt_info(["framework"]):
+        return {}
+    section = model.get_rt_info()["framework"]
+    return {str(key): section[key].astype(str) for key in section}
+
+
+class OpenVinoBackend:
+    def __init__(self, path: Path, *, precision: str = "auto", threads: int = 0,
+                 cache_dir: Path | None = None) -> None:
+        core = ov.Core()
+        if cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(cache_dir / "openvino")})
+        try:
+            model = core.read_model(str(path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+            raise BackendError(f"openvino cannot read {path}: {exc}") from exc
+        ranks = [p.get_partial_shape().rank for p in (*model.inputs, *model.outputs)]
+        if len(model.inputs) != 1 or len(model.outputs) != 1 or [r.get_length() if r.is_static else -1
+                                                                 for r in ranks] != [4, 3]:
+            raise BackendError(
+                f"{path} is not a YOLO detection export: inputs {[str(i.get_partial_shape()) for i in model.inputs]}, "
+                f"outputs {[str(o.get_partial_shape()) for o in model.outputs]}")
+        quantized = is_quantized(model)
+        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if precision == "int8" and not quantized:
+            raise BackendError(f"{path} is not an INT8 model (no FakeQuantize nodes); make one with "
+                               "`python -m rtc_server.models quantize`")
+        if quantized and precision not in ("auto", "int8"):
+            raise BackendError(f"{path} is an INT8 model; it runs as int8, not {precision}")
+        if precision in _HINTS:
+            hint, capability = _HINTS[precision]
+            capabilities = tuple(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
+            if capability not in capabilities:
+                raise BackendError(f"this CPU cannot run {precision} in OpenVINO (it offers "
+                                   f"{', '.join(capabilities)})")
+            config["INFERENCE_PRECISION_HINT"] = hint
+        try:
+            self._compiled = core.compile_model(model, DEVICE, config)
+        except Exception as exc:
+            raise BackendError(f"openvino cannot compile {path} for {DEVICE}: {exc}") from exc
+        run_in = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        ran = "int8" if quantized else _TYPE_NAMES.get(run_in, run_in)
+        if precision not in ("auto", ran):
+            raise BackendError(f"openvino was asked for {precision} but runs {ran}")
+        element = model.inputs[0].get_element_type()
+        dtype = np.dtype(np.float16) if element == ov.Type.f16 else np.dtype(np.float32)
+        channels = model.outputs[0].get_partial_shape()[1]
+        self._local = threading.local()
+        self.info = BackendInfo(
+            name="openvino",
+            precision=ran,
+            device=DEVICE,
+            input_shape=dims([d.get_length() if d.is_static else -1 for d in model.inputs[0].get_partial_shape()]),
+            input_dtype=dtype,
+            providers=tuple(self._compiled.get_property("EXECUTION_DEVICES")),
+            metadata=metadata_of(model),
+            output_channels=channels.get_length() if channels.is_static else None,
+        )
+        #: What the non-INT8 parts of an INT8 model compute in (bf16 or f32).
+        self.activation_precision = _TYPE_NAMES.get(run_in, run_in)
+
+    def run(self, blob: np.ndarray) -> np.ndarray:
+        # One infer request per calling thread: requests are not thread-safe, the compiled
+        # model is (a scheduler may call from several workers).
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        request.infer({0: blob})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32)  # a copy: the request reuses it
