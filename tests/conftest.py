@@ -74,3 +74,25 @@ def make_app(settings: Settings, detector: Detector) -> Callable[..., web.Applic
         return create_app(s, detector_override or detector)
 
     return factory
+
+
+# ----- models users bring (issue 11), derived from the real one per test session -----------
+@pytest.fixture(scope="session")
+def static_model(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .derived_models import static_copy
+
+    return static_copy(model_file, tmp_path_factory.mktemp("models") / "yolo11n-static640.onnx")
+
+
+@pytest.fixture(scope="session")
+def fp16_model(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .derived_models import fp16_copy
+
+    return fp16_copy(model_file, tmp_path_factory.mktemp("models") / "yolo11n-fp16.onnx")
+
+
+@pytest.fixture(scope="session")
+def three_class_model(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .derived_models import fewer_classes
+
+    return fewer_classes(model_file, tmp_path_factory.mktemp("models") / "yolo11n-3class.onnx")

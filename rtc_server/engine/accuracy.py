@@ -46,12 +46,13 @@ class Verdict:
     reason: str
 
 
-def load_records(path: Path = RECORD_FILE) -> list[dict[str, Any]]:
-    return list(_load(str(path)))
+def load_records(path: Path | None = None) -> list[dict[str, Any]]:
+    path = RECORD_FILE if path is None else path
+    return list(_load(str(path), path.stat().st_mtime_ns if path.is_file() else 0))
 
 
 @cache
-def _load(path: str) -> tuple[dict[str, Any], ...]:
+def _load(path: str, _mtime: int) -> tuple[dict[str, Any], ...]:
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -59,8 +60,9 @@ def _load(path: str) -> tuple[dict[str, Any], ...]:
     return tuple(data.get("records", ()))
 
 
-def record_digest(path: Path = RECORD_FILE) -> str:
+def record_digest(path: Path | None = None) -> str:
     """Changes whenever the record does (part of ``auto``'s cache key)."""
+    path = RECORD_FILE if path is None else path
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     except FileNotFoundError:
@@ -93,4 +95,4 @@ def verdict(model_sha256: str, backend: str, precision: str, artifact: str | Non
     if loss > BOUND_POINTS:
         return Verdict(False, mine["map50_95"], mine["map50"], loss,
                        f"loses {loss:.2f} mAP50-95 points (bound {BOUND_POINTS})")
-    return Verdict(True, mine["map50_95"], mine["map50"], loss, f"within bound ({loss:+.2f} points)")
+    return Verdict(True, mine["map50_95"], mine["map50"], loss, f"within bound ({-loss:+.2f} points)")
