@@ -29,6 +29,9 @@ RUN --mount=type=secret,id=pipca \
 
 # ---- stage 2: the virtual environment with the package and its runtime dependencies -----
 FROM ${BASE} AS build
+# onnxruntime-gpu for NVIDIA nodes (docs/deploy.md "GPU nodes"); both wheels own the
+# onnxruntime module, so the image gets exactly one of them.
+ARG ORT_PACKAGE=onnxruntime
 SHELL ["/bin/sh", "-eu", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/venv
@@ -38,7 +41,7 @@ COPY setup.cfg ./
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     python3 -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
-print(c['options']['install_requires'])" > /tmp/requirements.txt; \
+print(c['options']['install_requires'])" | sed "s/^onnxruntime\([<>=]\)/${ORT_PACKAGE}\1/" > /tmp/requirements.txt; \
     /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 COPY pyproject.toml README.md ./
 COPY rtc_server ./rtc_server
@@ -47,7 +50,7 @@ COPY signaling ./signaling
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     /opt/venv/bin/pip install --no-cache-dir --no-deps /src; \
-    /opt/venv/bin/python -c "import rtc_server, signaling, aiortc, onnxruntime, cv2, av"
+    /opt/venv/bin/python -c "import rtc_server, signaling, aiortc, onnxruntime, openvino, cv2, av"
 
 # ---- stage 3: runtime: venv + model + page, non-root -------------------------------------
 FROM ${BASE}
@@ -65,7 +68,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     RTC_HOST=0.0.0.0 \
     PORT=8080 \
     RTC_MODEL=/app/models/${MODEL_NAME}.onnx \
-    RTC_STATIC_DIR=/app/static
+    RTC_STATIC_DIR=/app/static \
+    RTC_BACKEND_CACHE=/tmp/rtc-yolo
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8080

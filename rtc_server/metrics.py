@@ -54,10 +54,10 @@ class Metrics:
                                        ["reason"], registry=r)
         self.stage_seconds = Histogram("rtc_stage_seconds", "Per-frame time by pipeline stage", ["stage"],
                                        buckets=STAGE_BUCKETS, registry=r)
-        info = Gauge("rtc_model_info", "The loaded models (value is always 1)", ["name", "version", "sha256"],
-                     registry=r)
+        info = Gauge("rtc_model_info", "The loaded models (value is always 1)",
+                     ["name", "version", "sha256", "backend", "precision"], registry=r)
         for model in models:
-            info.labels(model.name, model.version, model.sha256[:12]).set(1)
+            info.labels(model.name, model.version, model.sha256[:12], model.backend, model.precision).set(1)
 
     def count_error(self, kind: str) -> None:
         """``rtc_errors_total{kind}``: ``http_<error>`` from the HTTP layer, ``session_<what>``

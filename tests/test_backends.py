@@ -249,3 +249,27 @@ def test_the_committed_record_documents_the_default_model(model_file: Path) -> N
     ref = accuracy.find(records, DEFAULT_SOURCE.sha256, "onnxruntime", "f32")
     assert ref is not None and 0.40 < ref["map50_95"] < 0.60 and ref["command"].startswith("python -m bench.accuracy")
     assert all(r["images"] == 128 for r in records)
+
+
+# ----- the backend is named wherever the model is ------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_readyz_predict_and_metrics_name_the_backend(backend: str, model_file: Path, aiohttp_client,
+                                                           make_app) -> None:
+    import asyncio
+
+    detector = load_detector(model_file, backend=backend)
+    client = await aiohttp_client(make_app(detector))
+    async with asyncio.timeout(30):
+        while (await client.get("/readyz")).status != 200:
+            await asyncio.sleep(0.05)
+    ready = await (await client.get("/readyz")).json()
+    want = {"backend": backend, "precision": detector.info.precision}
+    assert ready["model"].items() >= want.items()
+    from .conftest import FIXTURES
+
+    answer = await client.post("/predict", data=(FIXTURES / "bus.jpg").read_bytes(),
+                               headers={"Content-Type": "image/jpeg"})
+    message = await answer.json()
+    assert message["model"].items() >= want.items() and message["detections"][0]["label"] == "bus"
+    metrics = await (await client.get("/metrics")).text()
+    assert f'backend="{backend}",' in metrics and f'precision="{detector.info.precision}"' in metrics
