@@ -6,7 +6,7 @@ MODEL  ?= models/yolo11n.onnx
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test install model lint bench bench-venv clean
+.PHONY: run test install model lint bench bench-venv clean gpu-venv
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +27,31 @@ endif
 run: model
 	$(PY) -m rtc_server --host $(HOST) --port $(PORT) $(if $(strip $(RTC_MODEL)),,--model $(MODEL))
 
-test: model
+test: model gpu-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The gpu extra's onnxruntime (CUDA and TensorRT providers) for tests/test_gpu_extra.py,
+# which checks on a CPU machine that it imports cleanly and that a provider which cannot
+# load stops the server. Its own site-packages come first, the project's .venv after (a
+# .pth), so `import onnxruntime` there is the GPU wheel and everything else the project's.
+# A failed download leaves it absent: those tests then say so (and fail under CI's strict mode).
+GPU_VENV ?= .venv-gpu
+$(GPU_VENV)/.installed: $(VENV)/.installed
+	rm -rf $(GPU_VENV)
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --quiet 'onnxruntime-gpu>=1.20'
+	echo "import site; site.addsitedir('$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")')" \
+	  > "$$($(GPU_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/rtc-yolo-project.pth"
+	touch $@
+
+gpu-venv: $(VENV)/.installed
+	-$(MAKE) $(GPU_VENV)/.installed
 
 lint: install
 	$(PY) -m ruff check rtc_server signaling drivers tests bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(GPU_VENV) *.egg-info .pytest_cache
 
 # The server image (see docs/deploy.md). PIP_CA=/path/ca.crt hands pip a custom CA
 # as a BuildKit secret; MODEL_ARGS="--build-arg MODEL_NAME=..." picks another model.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -83,7 +84,8 @@ def native_stderr() -> Iterator[list[str]]:
             text = sink.read().decode(errors="replace")
             if text:
                 sys.stderr.write(text)
-            lines.extend(line for line in text.splitlines() if line.strip())
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", text)  # onnxruntime colours its log lines
+            lines.extend(line.strip() for line in plain.splitlines() if line.strip())
 
 
 class OnnxRuntimeBackend:
