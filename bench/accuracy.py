@@ -69,8 +69,9 @@ def main() -> None:
                                      rect=args.letterbox == "rect", threads=args.threads, providers=(),
                                      cache_dir=None)
         except ModelError as exc:
-            print(f"  {backend} {precision}: not measured: {exc}", flush=True)
-            rows.append({"backend": backend, "precision": precision, "error": str(exc)})
+            reason = str(exc).removeprefix(f"{model}: ")
+            print(f"  {backend} {precision}: not measured: {reason}", flush=True)
+            rows.append({"backend": backend, "precision": precision, "error": reason})
             continue
         t0 = time.perf_counter()
         score = coco_eval(detector, dataset, classes=len(detector.info.class_names))
@@ -78,6 +79,8 @@ def main() -> None:
         row = {"backend": backend, "precision": detector.info.precision, "map50_95": round(score.map50_95, 4),
                "map50": round(score.map50, 4), "images": score.images, "seconds": round(time.perf_counter() - t0, 1),
                "artifact_sha256": accuracy.artifact_sha256(artifact) if artifact else None}
+        if artifact:
+            row["artifact"] = f"{artifact.name}: {made_by(artifact)}"
         if detector.info.precision != precision:
             print(f"  {backend} {precision}: ran as {detector.info.precision}; not recorded as {precision}")
             continue
@@ -85,6 +88,7 @@ def main() -> None:
         print(f"  {backend} {precision}: mAP50-95 {score.map50_95:.4f} mAP50 {score.map50:.4f} "
               f"({row['seconds']} s)", flush=True)
     ref = next((r for r in rows if (r["backend"], r["precision"]) == accuracy.REFERENCE and "map50_95" in r), None)
+    ref = ref or accuracy.find(accuracy.load_records(), sha, *accuracy.REFERENCE)  # --only: the recorded one
     for r in rows:
         if ref and "map50_95" in r:
             r["delta_points"] = round((r["map50_95"] - ref["map50_95"]) * 100, 2)
@@ -92,11 +96,20 @@ def main() -> None:
     print(table(["backend", "precision", "mAP50-95", "mAP50", "Δ mAP50-95 (points)", f"within {accuracy.BOUND_POINTS}"],
                 [[r["backend"], r["precision"], _f(r.get("map50_95")), _f(r.get("map50")),
                   "-" if "delta_points" not in r else f"{r['delta_points']:+.2f}",
-                  r.get("within_bound", "not run: " + r.get("error", "-")[-70:])] for r in rows]))
+                  r.get("within_bound", "not run: " + r.get("error", "-")[:70])] for r in rows]))
     command = "python -m bench.accuracy " + " ".join(sys.argv[1:])
     if args.write:
         write(model, sha, rows, len(dataset), args, command.strip())
     emit("accuracy", {"model": model.name, "sha256": sha[:12], "images": len(dataset), "rows": rows}, load_start)
+
+
+def made_by(ir: Path) -> str:
+    """How an INT8 IR was made (``rtc_server.engine.quantize`` notes it in the IR)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(ir))
+    key = ["rtc_yolo", "quantization"]
+    return model.get_rt_info(key).astype(str) if model.has_rt_info(key) else "unknown origin"
 
 
 def _f(value: float | None) -> str:
@@ -120,6 +133,7 @@ def write(model: Path, sha: str, rows: list[dict[str, Any]], images: int, args: 
                                              x.get("artifact_sha256")) != key]
         records.append({"model": model.name, "model_sha256": sha, "backend": r["backend"],
                         "precision": r["precision"], "artifact_sha256": r["artifact_sha256"],
+                        **({"artifact": r["artifact"]} if r.get("artifact") else {}),
                         "map50_95": r["map50_95"], "map50": r["map50"], "images": images,
                         "dataset": args.images.name if args.images.name != "train2017" else "coco128",
                         "imgsz": args.imgsz, "letterbox": args.letterbox, "measured": when,

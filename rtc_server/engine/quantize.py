@@ -86,7 +86,8 @@ def quantize(model: Path, images: Path, out: Path | None = None, *, subset: int 
         quantized = nncf.quantize(ov_model, dataset, preset=nncf.QuantizationPreset.MIXED,
                                   subset_size=len(blobs), ignored_scope=ignored)
     # Keep the ONNX metadata (class names, version) and say where this file came from.
-    quantized.set_rt_info(f"keep={keep} accuracy_control={accuracy_control} images={len(blobs)}",
+    quantized.set_rt_info(f"NNCF {nncf.__version__} MIXED, keep {keep} in float, accuracy control "
+                          f"{accuracy_control}, {len(blobs)} calibration images from {images.name}",
                           ["rtc_yolo", "quantization"])
     out.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(out), compress_to_fp16=False)
