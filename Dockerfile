@@ -36,12 +36,14 @@ SHELL ["/bin/sh", "-eu", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/venv
 WORKDIR /src
-# Dependencies first, from setup.cfg alone: a code change does not reinstall them.
+# Dependencies first, from setup.cfg alone: a code change does not reinstall them. The
+# image runs on GCP, so it has the [gcs] extra too: models can come from gs:// (RTC_MODEL).
 COPY setup.cfg ./
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     python3 -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
-print(c['options']['install_requires'])" | sed "s/^onnxruntime\([<>=]\)/${ORT_PACKAGE}\1/" > /tmp/requirements.txt; \
+print(c['options']['install_requires'] + c['options.extras_require']['gcs'])" \
+      | sed "s/^onnxruntime\([<>=]\)/${ORT_PACKAGE}\1/" > /tmp/requirements.txt; \
     /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 COPY pyproject.toml README.md ./
 COPY rtc_server ./rtc_server
@@ -50,26 +52,30 @@ COPY signaling ./signaling
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     /opt/venv/bin/pip install --no-cache-dir --no-deps /src; \
-    /opt/venv/bin/python -c "import rtc_server, signaling, aiortc, onnxruntime, openvino, cv2, av"
+    /opt/venv/bin/python -c "import rtc_server, signaling, aiortc, onnxruntime, openvino, cv2, av, google.cloud.storage"
 
 # ---- stage 3: runtime: venv + model + page, non-root -------------------------------------
 FROM ${BASE}
 ARG MODEL_NAME=yolo11n
 SHELL ["/bin/sh", "-eu", "-c"]
-RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home rtc
+RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home rtc; \
+    install -d -o 10001 -g 10001 /var/cache/rtc-yolo
 COPY --from=build /opt/venv /opt/venv
 COPY --from=model /model /app/models
 COPY static /app/static
 # RTC_HOST: listen on every interface of the container (the app's default is loopback).
 # PORT: Cloud Run sets it; the server honours it (RTC_PORT wins if both are set).
+# RTC_MODEL_CACHE: where https:// and gs:// models are downloaded to (a volume, e.g. an
+#   emptyDir, when the root filesystem is read-only).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     RTC_HOST=0.0.0.0 \
     PORT=8080 \
     RTC_MODEL=/app/models/${MODEL_NAME}.onnx \
-    RTC_STATIC_DIR=/app/static \
-    RTC_BACKEND_CACHE=/tmp/rtc-yolo
+    RTC_MODEL_CACHE=/var/cache/rtc-yolo/models \
+    RTC_BACKEND_CACHE=/var/cache/rtc-yolo/backends \
+    RTC_STATIC_DIR=/app/static
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8080

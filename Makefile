@@ -91,6 +91,7 @@ bench-venv: $(BENCH_VENV)/.installed
 bench: model $(VENV)/.bench-installed bench-venv
 	@mkdir -p $(BENCH_OUT)
 	$(call bench_run,cold_start,--out $(BENCH_OUT)/cold_start.json)
+	$(call bench_run,model_start,)
 	$(call bench_run,model_floor,--out $(BENCH_OUT)/model_floor.json)
 	$(call bench_run,threads,)
 	$(call bench_run,decode_before_after,)

@@ -76,8 +76,10 @@ class DetectionClient:
     """One peer connection to the server: offer via ``POST /offer``, detections back."""
 
     def __init__(self, base_url: str, track: ImageTrack, ice_servers: Sequence[dict[str, Any]] = (),
-                 token: str | None = None, codecs: Sequence[str] = ()) -> None:
+                 token: str | None = None, codecs: Sequence[str] = (), model: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        #: The model the session starts with (``"model"`` in the offer); None: the server's default.
+        self.model = model
         #: Sent as ``Authorization: Bearer <token>`` when the server sets ``RTC_AUTH_TOKEN``.
         self.token = token
         self.track = track
@@ -108,7 +110,8 @@ class DetectionClient:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.pc.localDescription
         async with aiohttp.ClientSession() as http, http.post(
-            f"{self.base_url}/offer", json={"sdp": offer.sdp, "type": offer.type},
+            f"{self.base_url}/offer",
+            json={"sdp": offer.sdp, "type": offer.type, **({"model": self.model} if self.model else {})},
             headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
         ) as response:
             body = await response.json()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .engine.sources import ModelSpec, SpecError, default_cache_dir, parse_spec, parse_specs
+
 DEFAULT_MODEL = Path("models/yolo11n.onnx")
 
 
@@ -29,7 +31,9 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    model: Path = DEFAULT_MODEL
+    #: The one model: a path, or a source with options (``gs://b/m.onnx#sha256=...``, see
+    #: ``engine/sources.py``). ``models`` replaces it when set.
+    model: Path | str = DEFAULT_MODEL
     #: Confidence threshold on the best class score (Ultralytics' ``conf``).
     conf: float = 0.25
     #: IoU threshold of the class-aware NMS (Ultralytics' ``iou``).
@@ -87,6 +91,14 @@ class Settings:
     key: Path | None = None
     #: "text" (human) or "json" (one object per line, Cloud Logging field names).
     log_format: str = "text"
+    # ----- models (issue 11): several models, remote sources, the download cache ---------
+    #: Several models, the first the default: ``name=source[#options],...`` or a JSON list.
+    #: When set, ``model`` is not used.
+    models: tuple[ModelSpec, ...] = ()
+    #: Where downloaded (https://, gs://) models are kept, by sha256.
+    model_cache: Path = field(default_factory=default_cache_dir)
+    #: Seconds a model download may stall (https) or keep retrying (gs) before start-up fails.
+    model_fetch_timeout: float = 30.0
     # ----- backends (issue 11): which runtime and precision run the model ----------------
     #: "auto" (the fastest path measured within accuracy bounds), "onnxruntime" or "openvino".
     backend: str = "auto"
@@ -121,6 +133,7 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"public_address {self.public_address!r} is not an IP address") from exc
         self._validate_hardening()
+        self._validate_models()
         self._validate_backends()
 
     def _validate_hardening(self) -> None:
@@ -148,6 +161,21 @@ class Settings:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
 
+    def _validate_models(self) -> None:
+        try:
+            self.model_specs()
+        except SpecError as exc:
+            raise ConfigError(str(exc)) from exc
+        if not self.model_fetch_timeout > 0:
+            raise ConfigError(f"model_fetch_timeout {self.model_fetch_timeout} must be a positive number of seconds")
+
+    def model_specs(self) -> tuple[ModelSpec, ...]:
+        """The models to serve, the default first: ``models``, else the one ``model``."""
+        if self.models:
+            return self.models
+        if isinstance(self.model, Path):  # a plain path, taken literally
+            return (ModelSpec(name=self.model.stem, source=str(self.model)),)
+        return (parse_spec(self.model),)
 
     def _validate_backends(self) -> None:
         from .engine.backends import BACKENDS, PRECISIONS
@@ -162,6 +190,19 @@ class Settings:
                                   "(like CUDAExecutionProvider)")
         if self.providers and self.backend == "openvino":
             raise ConfigError("providers are onnxruntime execution providers; backend is openvino")
+
+
+def _parse_model(text: str) -> Path | str:
+    """A plain path stays a ``Path``; a URL or a path with ``#options`` stays text (a spec)."""
+    text = text.strip()
+    return text if "://" in text or "#" in text else Path(text)
+
+
+def _parse_models(text: str) -> tuple[ModelSpec, ...]:
+    try:
+        return parse_specs(text)
+    except SpecError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def _default_backend_cache() -> Path:
@@ -212,7 +253,7 @@ def _parse_bool(text: str) -> bool:
 _OPTIONS: dict[str, tuple[Any, str]] = {
     "host": (str, "address to serve HTTP on"),
     "port": (int, "port to serve HTTP on (PORT is honoured as Cloud Run sets it)"),
-    "model": (Path, "YOLO11 ONNX model file"),
+    "model": (_parse_model, "YOLO11 ONNX model: a path, https://...#sha256=HEX or gs://...#sha256=HEX"),
     "conf": (float, "confidence threshold"),
     "iou": (float, "NMS IoU threshold"),
     "max_det": (int, "maximum detections per frame"),
@@ -241,12 +282,16 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "cert": (Path, "TLS certificate (PEM) to serve HTTPS"),
     "key": (Path, "TLS private key (PEM) to serve HTTPS"),
     "log_format": (str, "'text' or 'json' (Cloud Logging fields)"),
+    "models": (_parse_models, "several models, the first the default: NAME=SOURCE[#sha256=HEX&imgsz=N],... "
+               "or a JSON list (replaces --model)"),
+    "model_cache": (Path, "folder for downloaded models (default ~/.cache/rtc-yolo/models)"),
+    "model_fetch_timeout": (float, "seconds a model download may stall or retry before start-up fails"),
     "backend": (str, "auto (fastest measured within accuracy bounds), onnxruntime or openvino"),
     "precision": (str, "auto, f32, bf16, f16 or int8"),
     "providers": (_parse_addresses, "comma-separated onnxruntime execution providers, e.g. "
                                     "CUDAExecutionProvider,CPUExecutionProvider (default: CPU)"),
     "backend_cache": (_parse_optional_path, "folder caching auto's choice and compiled models "
-                                            "(default ~/.cache/rtc-yolo; 'none': no cache)"),
+                                            "(default ~/.cache/rtc-yolo/backends; 'none': no cache)"),
 }
 
 

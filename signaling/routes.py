@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from .auth import require_token
 from .context import INFERENCE, REGISTRY, SETTINGS
 from .errors import ClientError
 from .limits import MAX_OFFER_BYTES, RATE_LIMITS, RateLimits, read_capped
+from .models import check_model, list_models
 from .offers import parse_offer
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
@@ -67,9 +69,11 @@ async def offer(request: web.Request) -> web.Response:
                               "renegotiated; close it, then offer again without 'session_id'")
         raise ClientError(404, "unknown_session", f"no live session {offer_.session_id}; "
                           "offer again without 'session_id'")
+    model = check_model(request.app[INFERENCE].models, offer_.model)
     _require_ready(request)
     try:
-        stream, answer = await answer_offer(registry, request.app[SETTINGS], offer_.sdp)
+        stream, answer = await answer_offer(registry, request.app[SETTINGS], offer_.sdp,
+                                            stream_settings=replace(registry.defaults(), model=model))
     except ServerFull as exc:
         raise ClientError(503, "server_full", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
     except GatherTimeout as exc:
@@ -82,11 +86,13 @@ async def offer(request: web.Request) -> web.Response:
 
 
 async def predict(request: web.Request) -> web.Response:
-    """JPEG/PNG body -> the detection message for that image."""
+    """JPEG/PNG body -> the detection message for that image; ``?model=NAME`` picks the model."""
     received_at = time.perf_counter()
     _guard(request, "predict")
     if request.content_type not in IMAGE_TYPES:
         raise ClientError(415, "unsupported_media_type", "send image/jpeg or image/png")
+    inference = request.app[INFERENCE]
+    model = check_model(inference.models, request.query.get("model"))
     _require_ready(request)
     settings = request.app[SETTINGS]
     data = await read_capped(request, settings.max_body_bytes)
@@ -97,10 +103,9 @@ async def predict(request: web.Request) -> web.Response:
                           str(exc)) from exc
     except ImageDecodeError as exc:
         raise ClientError(400, "bad_image", str(exc)) from exc
-    inference = request.app[INFERENCE]
     thresholds = Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det)
     try:
-        result = await inference.detect(EncodedImage(data), thresholds)
+        result = await inference.detect(EncodedImage(data), thresholds, model)
     except ImageDecodeError as exc:
         raise ClientError(400, "bad_image", str(exc)) from exc
     message = detection_message(result, received_at=received_at, done_at=time.perf_counter())
@@ -122,10 +127,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 once every model is warm; 503 while loading, or for good once one has failed."""
     inference = request.app[INFERENCE]
+    catalog = inference.models
+    models = [{"name": n, "ready": catalog.is_ready(n)} for n in catalog.names]
+    failures = [catalog.failure(n) for n in catalog.names if catalog.failure(n)]
+    if failures:
+        return web.json_response({"status": "failed", "detail": failures[0], "models": models}, status=503)
     if not inference.ready:
-        return web.json_response({"status": "loading"}, status=503)
-    return web.json_response({"status": "ready", "model": inference.models.info().to_dict(),
+        return web.json_response({"status": "loading", "models": models}, status=503)
+    return web.json_response({"status": "ready", "model": catalog.info().to_dict(), "models": models,
                               "sessions": len(request.app[REGISTRY])})
 
 
@@ -149,6 +160,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/offer", offer)
     app.router.add_post("/predict", predict)
     app.router.add_get("/ice-servers", ice_servers)
+    app.router.add_get("/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -5,6 +5,7 @@
 import { clearOverlay, drawDetections } from "./overlay.js";
 import * as errors from "./errors.js";
 import { FrameClock, needsInsertableStreamsFlag, now, watchSentFrames } from "./latency.js";
+import { loadModels, offerFields, onModelChange, showModel } from "./models.js";
 import { RollingRate, ms } from "./stats.js";
 
 const $ = (id) => document.getElementById(id);
@@ -18,7 +19,7 @@ let conn = null;
 
 const state = window.rtcYolo = {
   state: "idle", error: null, sessionId: null, messages: 0, drawn: [], drawnLabels: [],
-  stats: {}, config: null, e2e: [],
+  stats: {}, config: null, e2e: [], models: [],
 };
 
 function setState(name) {
@@ -148,12 +149,14 @@ function onDetections(msg) {
 
 // ----- live settings -------------------------------------------------------------------------
 function onConfig(msg) {
-  state.config = { conf: msg.conf, iou: msg.iou, classes: msg.classes };
+  state.config = { conf: msg.conf, iou: msg.iou, classes: msg.classes, model: msg.model };
+  showModel(msg.model);
   $("conf").value = msg.conf; $("conf-value").textContent = Number(msg.conf).toFixed(2);
   $("iou").value = msg.iou; $("iou-value").textContent = Number(msg.iou).toFixed(2);
   const select = $("classes");
-  if (Array.isArray(msg.class_names) && select.options.length !== msg.class_names.length) {
+  if (Array.isArray(msg.class_names) && select.dataset.names !== msg.class_names.join("\n")) {  // model changed
     select.replaceChildren(...msg.class_names.map((name, id) => new Option(`${id} ${name}`, String(id))));
+    select.dataset.names = msg.class_names.join("\n");
   }
   const chosen = new Set(msg.classes || []);
   for (const option of select.options) option.selected = chosen.has(Number(option.value));
@@ -196,7 +199,7 @@ async function postOffer(pc) {
   try {
     response = await fetch("/offer", {
       method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() },
-      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type, ...offerFields() }),
     });
   } catch (err) {
     throw errors.unreachable(err);
@@ -317,6 +320,8 @@ for (const id of ["conf", "iou"]) {
 }
 $("classes").addEventListener("change", sendConfig);
 $("all-classes").addEventListener("click", () => { for (const o of $("classes").options) o.selected = false; sendConfig(); });
+onModelChange(send);
+loadModels().then((models) => { state.models = models; });
 window.addEventListener("pagehide", teardown);
 
 if (!window.isSecureContext || !navigator.mediaDevices) {

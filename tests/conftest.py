@@ -93,6 +93,6 @@ def fp16_model(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 @pytest.fixture(scope="session")
 def three_class_model(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from .derived_models import fewer_classes
+    from .derived_models import class_subset
 
-    return fewer_classes(model_file, tmp_path_factory.mktemp("models") / "yolo11n-3class.onnx")
+    return class_subset(model_file, tmp_path_factory.mktemp("models") / "yolo11n-3class.onnx")

@@ -183,9 +183,9 @@ def test_a_model_with_another_class_count(backend: str, three_class_model: Path,
 
 
 def test_a_model_whose_names_do_not_match_its_head_exits_1(model_file: Path, tmp_path: Path) -> None:
-    from .derived_models import fewer_classes
+    from .derived_models import class_subset
 
-    bad = fewer_classes(model_file, tmp_path / "mismatch.onnx", keep=3, names={0: "person", 1: "bicycle"})
+    bad = class_subset(model_file, tmp_path / "mismatch.onnx", keep=3, names={0: "person", 1: "bicycle"})
     with pytest.raises(ModelError, match="output has 7 channels but the metadata names 2 classes"):
         load_detector(bad, backend="onnxruntime")
     proc = _serve_and_wait({"RTC_MODEL": str(bad)}, tmp_path)

@@ -151,7 +151,7 @@ def test_fuzz_offer(server: ThreadedServer, real_offer: str, data: st.DataObject
         body = data.draw(st.binary(max_size=3000), label="body")
     elif kind == "json":
         body = json.dumps(data.draw(JSON_VALUES | st.dictionaries(
-            st.sampled_from(["sdp", "type", "session_id", "x"]), JSON_VALUES), label="json")).encode()
+            st.sampled_from(["sdp", "type", "session_id", "model", "x"]), JSON_VALUES), label="json")).encode()
     else:
         offer = {"sdp": mutate_lines(real_offer, data), "type": "offer"}
         body = json.dumps(offer).encode()

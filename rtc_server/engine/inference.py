@@ -50,6 +50,7 @@ class InferenceService:
         loop = asyncio.get_running_loop()
         for detector in self.models:
             await loop.run_in_executor(self._executor, detector.warmup)
+            self.models.mark_ready(detector.info.name)
             log.info("model %s warmed up (%s)", detector.info.name, ", ".join(detector.info.providers))
         self._ready.set()
 

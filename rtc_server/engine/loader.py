@@ -30,9 +30,10 @@ def int8_path(model: Path) -> Path:
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/rtc-yolo`` or ``~/.cache/rtc-yolo``: auto's choice, OpenVINO's compiled models."""
+    """``$XDG_CACHE_HOME/rtc-yolo/backends`` or ``~/.cache/rtc-yolo/backends``: auto's choice,
+    OpenVINO's compiled models (downloaded models sit beside it in ``models/``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "rtc-yolo"
+    return Path(base) / "rtc-yolo" / "backends"
 
 
 def artifact_for(model: Path, backend: str, precision: str) -> Path:

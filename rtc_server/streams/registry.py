@@ -53,8 +53,14 @@ class StreamRegistry:
     def get(self, stream_id: str) -> Stream | None:
         return self._streams.get(stream_id)
 
-    def open(self, source_kind: str) -> Stream:
-        """A new stream with the server's default settings, holding a slot until it closes.
+    def defaults(self) -> StreamSettings:
+        """The settings a new stream starts with: the server's thresholds, the default model."""
+        s = self._settings
+        return StreamSettings(Thresholds(conf=s.conf, iou=s.iou, max_det=s.max_det))
+
+    def open(self, source_kind: str, stream_settings: StreamSettings | None = None) -> Stream:
+        """A new stream, holding a slot until it closes; ``stream_settings`` (e.g. the model
+        an offer named, checked against the catalog by the caller) or ``defaults()``.
 
         Raises ``ServerFull`` at ``max_sessions``; a closing stream frees its slot the
         moment it leaves the registry.
@@ -65,7 +71,7 @@ class StreamRegistry:
         settings = self._settings
         stream = Stream(
             self._inference,
-            StreamSettings(Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det)),
+            stream_settings or self.defaults(),
             self.metrics,
             source_kind=source_kind,
             on_closed=self._forget,

@@ -24,6 +24,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..config import Settings
 from ..logs import session_logger
+from ..streams.control import StreamSettings
 from ..streams.messages import encode
 from ..streams.registry import StreamRegistry
 from ..streams.stream import Stream
@@ -171,15 +172,18 @@ class PeerSource:
         await self.pc.close()
 
 
-async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: str,
-                       kind: str = "offer") -> tuple[Stream, RTCSessionDescription]:
+async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: str, kind: str = "offer",
+                       stream_settings: StreamSettings | None = None) -> tuple[Stream, RTCSessionDescription]:
     """Answer an SDP offer with a new stream fed by a new peer. On failure nothing is left.
+
+    ``stream_settings``: what the stream starts with (the model the offer named); None: the
+    registry's defaults.
 
     Raises ``ServerFull`` (from the registry, before anything is built), ``GatherTimeout``
     when ICE gathering outlasts ``ice_gather_timeout``, ``OfferError``/``ValueError`` for
     offers aiortc cannot answer.
     """
-    stream = registry.open(kind)
+    stream = registry.open(kind, stream_settings)
     source = PeerSource(stream, RTCPeerConnection(configuration=rtc_configuration(settings.ice_servers)),
                         PeerLimits.of(settings), kind)
     stream.attach(source)
