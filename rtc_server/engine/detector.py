@@ -238,3 +238,15 @@ class YoloDetector:
         """Run each input size a camera frame is likely to take, so no frame pays a first-run cost."""
         for w, h in ((640, 480), (self._imgsz, self._imgsz)):
             self.detect([np.zeros((h, w, 3), np.uint8)], [Thresholds()])
+
+
+def OnnxYoloDetector(model_path, *, imgsz: int = 640, rect: bool = True, threads: int = 0,
+                     providers: Sequence[str] = ("CPUExecutionProvider",)) -> YoloDetector:
+    """The name before backends existed: the onnxruntime path of ``loader.load_detector``.
+    Kept so code written against it (branches in flight) still runs; new code calls the loader."""
+    from .loader import load_detector
+
+    detector = load_detector(model_path, backend="onnxruntime", imgsz=imgsz, rect=rect, threads=threads,
+                             providers=providers)
+    assert isinstance(detector, YoloDetector)
+    return detector
