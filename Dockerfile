@@ -41,9 +41,9 @@ WORKDIR /src
 COPY setup.cfg ./
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
-    python3 -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
-print(c['options']['install_requires'] + c['options.extras_require']['gcs'])" \
-      | sed "s/^onnxruntime\([<>=]\)/${ORT_PACKAGE}\1/" > /tmp/requirements.txt; \
+    ORT_PACKAGE="$ORT_PACKAGE" python3 -c "import configparser, os, re; c = configparser.ConfigParser(); \
+c.read('setup.cfg'); reqs = c['options']['install_requires'] + c['options.extras_require']['gcs']; \
+print(re.sub(r'^onnxruntime(?=[<>=])', os.environ['ORT_PACKAGE'], reqs, flags=re.M))" > /tmp/requirements.txt; \
     /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 COPY pyproject.toml README.md ./
 COPY rtc_server ./rtc_server

@@ -157,10 +157,8 @@ def choose(model: Path, precision: str, *, sha256: str, imgsz: int, rect: bool, 
     from .loader import int8_path, open_detector
 
     def open_path(backend: str, prec: str) -> YoloDetector:
-        # Providers (here only ever the CPU one: others bypass auto) are onnxruntime's.
         return open_detector(model, backend, prec, sha256=sha256, imgsz=imgsz, rect=rect, threads=threads,
-                             providers=providers if backend == "onnxruntime" else (), cache_dir=cache_dir,
-                             name=name)
+                             providers=(), cache_dir=cache_dir, name=name)  # providers bypass auto (loader)
 
     if model.suffix == ".xml":  # an OpenVINO IR: only OpenVINO reads it
         return open_path("openvino", precision)

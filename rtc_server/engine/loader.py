@@ -88,8 +88,8 @@ def load_detector(
                   cache_dir=cache_dir, name=name)
     if backend != "auto":
         detector = open_detector(model, backend, precision, **common)
-    elif providers and any(p != "CPUExecutionProvider" for p in providers):
-        # Execution providers name onnxruntime (a GPU): nothing to choose between.
+    elif providers:
+        # Execution providers are onnxruntime's: naming any (a GPU's, or the CPU's) picks it.
         detector = open_detector(model, "onnxruntime", precision, **common)
     else:
         from .autoselect import choose

@@ -15,6 +15,7 @@ error, not a silent fallback.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 import openvino as ov
 
 from . import BackendError, BackendInfo, dims
+
+log = logging.getLogger(__name__)
 
 DEVICE = "CPU"
 #: Our precision names -> OpenVINO's hint values and the CPU capability each needs.
@@ -57,12 +60,22 @@ def metadata_of(model: ov.Model) -> dict[str, str]:
     return {str(key): section[key].astype(str) for key in section}
 
 
+def use_cache(core: ov.Core, folder: Path) -> None:
+    """Keep compiled models in ``folder`` when it can be written; a read-only filesystem
+    only costs the next start a full compile, so it is a warning, not an error."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(folder)})
+    except (OSError, RuntimeError) as exc:
+        log.warning("openvino: no compiled-model cache in %s (%s); every start compiles the model", folder, exc)
+
+
 class OpenVinoBackend:
     def __init__(self, path: Path, *, precision: str = "auto", threads: int = 0,
                  cache_dir: Path | None = None) -> None:
         core = ov.Core()
         if cache_dir is not None:
-            core.set_property({"CACHE_DIR": str(cache_dir / "openvino")})
+            use_cache(core, cache_dir / "openvino")
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
