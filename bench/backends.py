@@ -2,9 +2,11 @@
 
 One run, one table. Every path loads the same model through ``rtc_server.engine.loader``
 and runs its raw backend (``YoloDetector.infer``: blob in, raw output out — what the model
-costs; ``bench.model_floor`` measures the whole per-frame path against it). The paths run
-round-robin, one frame each in turn, so background load on a shared machine hits all alike
-and the speed-ups (ratios to onnxruntime FP32 in the same run) stay meaningful.
+costs; ``bench.model_floor`` measures the whole per-frame path against it). The paths take
+turns in blocks of ``--block`` back-to-back frames (as a server runs one backend: single
+frames in turn let one runtime's idle spinning threads slow the next), the order
+alternating each round, so background load on a shared machine hits all alike and the
+speed-ups (ratios to onnxruntime FP32 in the same run) stay meaningful.
 mAP50-95 / mAP50 come from the accuracy record (``python -m bench.accuracy --write``);
 "auto" is what ``RTC_BACKEND=auto`` chooses here, by its own start-up trials.
 
@@ -45,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--iters", type=int, default=60, help="timed runs per path and size")
+    parser.add_argument("--block", type=int, default=10, help="back-to-back runs per path before switching")
     parser.add_argument("--threads", type=int, default=0, help="backend threads (0: one per core)")
     parser.add_argument("--out", type=Path, default=None, help="also write the full results here (JSON)")
     args = parser.parse_args()
@@ -71,11 +74,17 @@ def main() -> None:
             for _ in range(3):  # first runs allocate
                 d.infer(blobs[key])
             times[(*key, hw)] = []
-        for _ in range(args.iters):
-            for key, d in detectors.items():
-                t0 = time.perf_counter()
+        keys = list(detectors)
+        for round_ in range(max(1, args.iters // args.block)):
+            # Blocks of back-to-back runs, as a server runs one backend; the order alternates
+            # so a load change hits every path alike. One untimed run after each switch.
+            for key in keys if round_ % 2 == 0 else keys[::-1]:
+                d = detectors[key]
                 d.infer(blobs[key])
-                times[(*key, hw)].append((time.perf_counter() - t0) * 1000)
+                for _ in range(args.block):
+                    t0 = time.perf_counter()
+                    d.infer(blobs[key])
+                    times[(*key, hw)].append((time.perf_counter() - t0) * 1000)
 
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()

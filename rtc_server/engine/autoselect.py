@@ -4,9 +4,10 @@ Candidates are onnxruntime FP32 (the reference) and the OpenVINO precisions this
 offers (f32; bf16 with AVX512_BF16 or AMX; f16 with AMX-FP16; int8 when a quantized IR sits
 next to the model). A candidate runs only if ``accuracy.json`` documents it as within
 ``BOUND_POINTS`` mAP50-95 of the reference for this very model file; a model the project has
-not measured runs on the reference. The eligible ones are timed, interleaved, on a few
-warm-up runs at the input size frames will have (480x640 for ``rect`` at 640), and the
-fastest wins — by more than ``MARGIN`` over the reference, so noise does not flip a tie.
+not measured runs on the reference. The eligible ones are timed on a few warm-up runs at
+the input size frames will have (480x640 for ``rect`` at 640), each candidate's runs back
+to back, in two passes of opposite order; the fastest wins — by more than ``MARGIN`` over
+the reference, so noise does not flip a tie.
 
 Cold start: the trials load every candidate (0.1-0.3 s each) and run it a few times. The
 choice is cached in ``<cache_dir>/auto.json`` keyed by everything that could change it
@@ -38,9 +39,9 @@ from .yolo import Letterbox
 
 log = logging.getLogger(__name__)
 
-#: Timed runs per candidate (after ``WARMUP`` untimed ones), interleaved across candidates.
+#: Timed runs per candidate (after ``WARMUP`` untimed ones), split over two passes.
 WARMUP = 2
-RUNS = 5
+RUNS = 6
 #: A candidate must beat the reference's median by this fraction to be chosen over it.
 MARGIN = 0.05
 CACHE_FILE = "auto.json"
@@ -214,12 +215,17 @@ def choose(model: Path, precision: str, *, sha256: str, imgsz: int, rect: bool, 
         for _ in range(WARMUP):
             det.infer(blobs[id(t)])
         t.ms = []
-    for _ in range(RUNS):  # interleaved: background load hits every candidate alike
-        for t in loaded:
+    # Each candidate runs its frames back to back, as it would serve them (one run each in
+    # turn would let one runtime's idle spinning threads slow the next one down), in two
+    # passes of opposite order so a load change during the trials hits every candidate alike.
+    for order in (loaded, loaded[::-1]):
+        for t in order:
             assert t.detector is not None and t.ms is not None
-            t0 = time.perf_counter()
-            t.detector.infer(blobs[id(t)])
-            t.ms.append((time.perf_counter() - t0) * 1000)
+            t.detector.infer(blobs[id(t)])  # after another runtime ran: settle, untimed
+            for _ in range(RUNS - RUNS // 2 if order is loaded else RUNS // 2):
+                t0 = time.perf_counter()
+                t.detector.infer(blobs[id(t)])
+                t.ms.append((time.perf_counter() - t0) * 1000)
     ref = next((t for t in loaded if (t.backend, t.precision) == REFERENCE), None)
     best = min(loaded, key=lambda t: t.p50)
     if ref is not None and best is not ref and best.p50 > ref.p50 * (1 - MARGIN):
