@@ -43,7 +43,7 @@ class Settings:
     imgsz: int = 640
     #: "rect" (minimal padding, the Ultralytics predict default) or "square" (imgsz x imgsz).
     letterbox: str = "rect"
-    #: onnxruntime intra-op threads; 0 lets onnxruntime choose (one per core).
+    #: Backend threads (onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS); 0: one per core.
     threads: int = 0
     #: RTCIceServer dicts, e.g. ``[{"urls": "turn:turn.example:443", ...}]``. Empty by
     #: default so the server never contacts a public STUN server unless told to.
@@ -259,7 +259,7 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "max_det": (int, "maximum detections per frame"),
     "imgsz": (int, "model input long side (multiple of 32)"),
     "letterbox": (str, "'rect' (minimal padding) or 'square'"),
-    "threads": (int, "onnxruntime intra-op threads (0: one per core)"),
+    "threads": (int, "backend threads: onnxruntime intra-op, OpenVINO inference threads (0: one per core)"),
     "ice_servers": (_parse_ice_servers, "JSON list of RTCIceServer dicts (default: none)"),
     "ice_addresses": (_parse_addresses, "comma-separated local addresses for host candidates"),
     "udp_ports": (_parse_udp_ports, "UDP port range for host candidates, e.g. 40000-40100 (default: any)"),

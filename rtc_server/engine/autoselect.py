@@ -84,12 +84,19 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
+    """Installed versions, read from package metadata (importing onnxruntime just to key
+    the cache would cost a start that runs OpenVINO ~0.1 s)."""
+    from importlib import metadata
+
     out = {"rtc_yolo": __version__}
-    for module in ("onnxruntime", "openvino"):
-        try:
-            out[module] = __import__(module).__version__
-        except ImportError:
-            out[module] = "absent"
+    for name, dists in (("onnxruntime", ("onnxruntime", "onnxruntime-gpu")), ("openvino", ("openvino",))):
+        out[name] = "absent"
+        for dist in dists:
+            try:
+                out[name] = f"{dist} {metadata.version(dist)}"
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out
 
 
