@@ -93,6 +93,7 @@ bench: model $(VENV)/.bench-installed bench-venv
 	$(call bench_run,cold_start,--out $(BENCH_OUT)/cold_start.json)
 	$(call bench_run,model_start,)
 	$(call bench_run,model_floor,--out $(BENCH_OUT)/model_floor.json)
+	$(call bench_run,backends,--out $(BENCH_OUT)/backends.json)
 	$(call bench_run,threads,)
 	$(call bench_run,decode_before_after,)
 	$(call bench_run,alternatives,--out $(BENCH_OUT)/alternatives.json $(ALT_ARGS))
