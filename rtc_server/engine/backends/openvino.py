@@ -1,11 +1,11 @@
 """OpenVINO: the fast CPU backend (bf16 where the CPU has it, INT8 from a quantized IR).
 
 It reads the ONNX file as it is (or an OpenVINO IR, ``.xml`` + ``.bin``, such as the INT8
-model ``python -m rtc_server.models quantize`` writes) and compiles it once for the CPU,
-keeping the model's own shape: YOLO11's dynamic ``[?, 3, ?, ?]`` input then takes any frame
-size and any batch without a recompile, and measured as fast as a static compile (see
-docs/benchmarks.md). The compiled blob goes to ``cache_dir`` so a restart skips most of
-the compile.
+model ``python -m rtc_server.models quantize`` writes). A dynamic-shape model (YOLO11's
+``[?, 3, ?, ?]``) is compiled once per input size at batch 1 — a static compile measured
+10-15 % faster per frame than the dynamic one — and a batch runs image by image on it; a
+static-shape model is compiled as it is. Compiled blobs go to ``cache_dir`` so a restart
+skips most of each compile.
 
 Precision is OpenVINO's ``INFERENCE_PRECISION_HINT``: unset, the CPU plugin runs bf16 on
 CPUs with AVX512_BF16 or AMX and f32 elsewhere. Whatever was asked, the precision reported
@@ -102,11 +102,15 @@ class OpenVinoBackend:
                 raise BackendError(f"this CPU cannot run {precision} in OpenVINO (it offers "
                                    f"{', '.join(capabilities)})")
             config["INFERENCE_PRECISION_HINT"] = hint
-        try:
-            self._compiled = core.compile_model(model, DEVICE, config)
-        except Exception as exc:
-            raise BackendError(f"openvino cannot compile {path} for {DEVICE}: {exc}") from exc
-        run_in = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self._core, self._model, self._config, self._path = core, model, config, path
+        shape = model.inputs[0].get_partial_shape()
+        #: A dynamic model is compiled once per input size, batch 1 (``_compiled_for``).
+        self._dynamic = not shape.is_static
+        self._compiled_by_hw: dict[tuple[int, int], ov.CompiledModel] = {}
+        self._lock = threading.Lock()
+        first = self._compile(model) if not self._dynamic else self._compiled_for(640, 640)
+        self._static_compiled = None if self._dynamic else first
+        run_in = first.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         ran = "int8" if quantized else _TYPE_NAMES.get(run_in, run_in)
         if precision not in ("auto", ran):
             raise BackendError(f"openvino was asked for {precision} but runs {ran}")
@@ -120,18 +124,59 @@ class OpenVinoBackend:
             device=DEVICE,
             input_shape=dims([d.get_length() if d.is_static else -1 for d in model.inputs[0].get_partial_shape()]),
             input_dtype=dtype,
-            providers=tuple(self._compiled.get_property("EXECUTION_DEVICES")),
+            providers=tuple(first.get_property("EXECUTION_DEVICES")),
             metadata=metadata_of(model),
             output_channels=channels.get_length() if channels.is_static else None,
         )
         #: What the non-INT8 parts of an INT8 model compute in (bf16 or f32).
         self.activation_precision = _TYPE_NAMES.get(run_in, run_in)
 
-    def run(self, blob: np.ndarray) -> np.ndarray:
-        # One infer request per calling thread: requests are not thread-safe, the compiled
-        # model is (a scheduler may call from several workers).
-        request = getattr(self._local, "request", None)
+    def _compile(self, model: ov.Model) -> ov.CompiledModel:
+        try:
+            return self._core.compile_model(model, DEVICE, self._config)
+        except Exception as exc:
+            raise BackendError(f"openvino cannot compile {self._path} for {DEVICE}: {exc}") from exc
+
+    def _compiled_for(self, height: int, width: int) -> ov.CompiledModel:
+        """The model reshaped to ``[1, 3, height, width]`` and compiled, once per size.
+
+        A static shape measured 10-15 % faster per frame than the dynamic model on this
+        project's CPUs (docs/benchmarks.md); a new size costs one compile (~0.2 s, less from
+        the cache dir), and the warm-up compiles the sizes camera frames take.
+        """
+        key = (height, width)
+        compiled = self._compiled_by_hw.get(key)
+        if compiled is None:
+            with self._lock:
+                compiled = self._compiled_by_hw.get(key)
+                if compiled is None:
+                    model = self._model.clone()
+                    model.reshape({model.inputs[0]: ov.PartialShape([1, 3, height, width])})
+                    compiled = self._compiled_by_hw[key] = self._compile(model)
+        return compiled
+
+    def _request(self, compiled: ov.CompiledModel) -> ov.InferRequest:
+        # One infer request per calling thread and compiled model: requests are not
+        # thread-safe, compiled models are (a scheduler may call from several workers).
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        request = requests.get(id(compiled))
         if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
+            request = requests[id(compiled)] = compiled.create_infer_request()
+        return request
+
+    def _infer(self, compiled: ov.CompiledModel, blob: np.ndarray) -> np.ndarray:
+        request = self._request(compiled)
         request.infer({0: blob})
         return np.array(request.get_output_tensor(0).data, dtype=np.float32)  # a copy: the request reuses it
+
+    def run(self, blob: np.ndarray) -> np.ndarray:
+        if self._static_compiled is not None:  # a static-shape model: as it is
+            return self._infer(self._static_compiled, blob)
+        compiled = self._compiled_for(blob.shape[2], blob.shape[3])
+        if len(blob) == 1:
+            return self._infer(compiled, blob)
+        # A batch runs image by image on the batch-1 compile: on a CPU a batch gains little
+        # per image, and a compile per batch size would stall the first batch of each size.
+        return np.concatenate([self._infer(compiled, blob[i:i + 1]) for i in range(len(blob))])
