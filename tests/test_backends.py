@@ -273,3 +273,21 @@ async def test_readyz_predict_and_metrics_name_the_backend(backend: str, model_f
     assert message["model"].items() >= want.items() and message["detections"][0]["label"] == "bus"
     metrics = await (await client.get("/metrics")).text()
     assert f'backend="{backend}",' in metrics and f'precision="{detector.info.precision}"' in metrics
+
+
+def test_openvino_compiles_a_few_sizes_statically_then_shares_a_dynamic_compile(model_file: Path,
+                                                                               bus_rgb: np.ndarray) -> None:
+    """Any image size works; memory stays bounded however many sizes /predict images bring."""
+    from rtc_server.engine.backends.openvino import MAX_STATIC_SHAPES
+
+    detector = load_detector(model_file, backend="openvino", precision="f32")
+    reference = load_detector(model_file, backend="onnxruntime")
+    sizes = [(640, 160 + 32 * i) for i in range(MAX_STATIC_SHAPES + 2)]  # (w, h): as many input sizes
+    for w, h in sizes:
+        image = np.ascontiguousarray(bus_rgb[:h * 2:2, :w])
+        (ours,) = detector.detect([image], [Thresholds()])
+        (ref,) = reference.detect([image], [Thresholds()])
+        assert ours.input_hw == ref.input_hw
+        _same(ours, ref, iou=0.99, score=0.002)
+    backend = detector.backend
+    assert len(backend._compiled_by_hw) == MAX_STATIC_SHAPES and backend._dynamic_compiled is not None

@@ -28,6 +28,9 @@ from . import BackendError, BackendInfo, dims
 log = logging.getLogger(__name__)
 
 DEVICE = "CPU"
+#: Input sizes compiled statically at most (camera frames take one or two); later sizes run
+#: on one dynamic-shape compile.
+MAX_STATIC_SHAPES = 6
 #: Our precision names -> OpenVINO's hint values and the CPU capability each needs.
 _HINTS = {"f32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "f16": ("f16", "FP16")}
 _TYPE_NAMES = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
@@ -107,6 +110,7 @@ class OpenVinoBackend:
         #: A dynamic model is compiled once per input size, batch 1 (``_compiled_for``).
         self._dynamic = not shape.is_static
         self._compiled_by_hw: dict[tuple[int, int], ov.CompiledModel] = {}
+        self._dynamic_compiled: ov.CompiledModel | None = None
         self._lock = threading.Lock()
         first = self._compile(model) if not self._dynamic else self._compiled_for(640, 640)
         self._static_compiled = None if self._dynamic else first
@@ -149,6 +153,12 @@ class OpenVinoBackend:
         if compiled is None:
             with self._lock:
                 compiled = self._compiled_by_hw.get(key)
+                if compiled is None and len(self._compiled_by_hw) >= MAX_STATIC_SHAPES:
+                    # Memory stays bounded (each compile holds its own buffers): sizes past
+                    # the first few (odd /predict images) share one dynamic-shape compile.
+                    if self._dynamic_compiled is None:
+                        self._dynamic_compiled = self._compile(self._model)
+                    return self._dynamic_compiled
                 if compiled is None:
                     model = self._model.clone()
                     model.reshape({model.inputs[0]: ov.PartialShape([1, 3, height, width])})
