@@ -29,32 +29,30 @@ RUN --mount=type=secret,id=pipca \
 
 # ---- stage 2: the virtual environment with the package and its runtime dependencies -----
 FROM ${BASE} AS build
-# onnxruntime-gpu for NVIDIA nodes (docs/deploy.md "GPU nodes"); both wheels own the
-# onnxruntime module, so the image gets exactly one of them.
-ARG ORT_PACKAGE=onnxruntime
 SHELL ["/bin/sh", "-eu", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/venv
 WORKDIR /src
-# Dependencies first, from setup.cfg alone: a code change does not reinstall them. The
-# image runs on GCP, so it has the [gcs] extra too: models can come from gs:// (RTC_MODEL).
-COPY setup.cfg ./
+# Dependencies first, from the lock alone (exact versions, sha256-checked: the set the tests
+# ran on; `make lock` refreshes it): a code change does not reinstall them.
+COPY requirements.lock ./
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
-    ORT_PACKAGE="$ORT_PACKAGE" python3 -c "import configparser, os, re; c = configparser.ConfigParser(); \
-c.read('setup.cfg'); reqs = c['options']['install_requires'] + c['options.extras_require']['gcs']; \
-print(re.sub(r'^onnxruntime(?=[<>=])', os.environ['ORT_PACKAGE'], reqs, flags=re.M))" > /tmp/requirements.txt; \
-    /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
-COPY pyproject.toml README.md ./
+    /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
+COPY pyproject.toml setup.cfg README.md ./
 COPY rtc_server ./rtc_server
 COPY signaling ./signaling
-# A regular (not editable) install: the final image gets site-packages, not /src.
+COPY static ./static
+# A regular (not editable) install: the final image gets site-packages and the page (wheel
+# data under /opt/venv/share/rtc-yolo/static), not /src. --no-deps: nothing unlocked comes in.
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     /opt/venv/bin/pip install --no-cache-dir --no-deps /src; \
-    /opt/venv/bin/python -c "import rtc_server, signaling, aiortc, onnxruntime, openvino, cv2, av, google.cloud.storage"
+    /opt/venv/bin/pip check; \
+    /opt/venv/bin/python -c "import rtc_server, signaling, aiortc, onnxruntime, openvino, cv2, av, google.cloud.storage"; \
+    test -f /opt/venv/share/rtc-yolo/static/index.html
 
-# ---- stage 3: runtime: venv + model + page, non-root -------------------------------------
+# ---- stage 3: runtime: venv (with the page) + model, non-root -----------------------------
 FROM ${BASE}
 ARG MODEL_NAME=yolo11n
 SHELL ["/bin/sh", "-eu", "-c"]
@@ -62,7 +60,6 @@ RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home r
     install -d -o 10001 -g 10001 /var/cache/rtc-yolo
 COPY --from=build /opt/venv /opt/venv
 COPY --from=model /model /app/models
-COPY static /app/static
 # RTC_HOST: listen on every interface of the container (the app's default is loopback).
 # PORT: Cloud Run sets it; the server honours it (RTC_PORT wins if both are set).
 # RTC_MODEL_CACHE: where https:// and gs:// models are downloaded to (a volume, e.g. an
@@ -74,13 +71,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8080 \
     RTC_MODEL=/app/models/${MODEL_NAME}.onnx \
     RTC_MODEL_CACHE=/var/cache/rtc-yolo/models \
-    RTC_BACKEND_CACHE=/var/cache/rtc-yolo/backends \
-    RTC_STATIC_DIR=/app/static
+    RTC_BACKEND_CACHE=/var/cache/rtc-yolo/backends
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8080
-# aiohttp turns SIGTERM into a graceful exit: sessions closed, inference thread stopped,
-# within its 8 s shutdown timeout — inside Cloud Run's and `docker stop`'s 10 s.
+# SIGTERM: a graceful exit (rtc_server/__main__.py): drain for RTC_DRAIN_SECONDS (default 0),
+# then requests in flight get up to 5 s, every session is closed and the inference thread
+# stopped — inside Cloud Run's and `docker stop`'s 10 s.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-m", "rtc_server.healthcheck"]

@@ -8,9 +8,12 @@ PORT   ?= 8080
 
 .PHONY: run test install model lint bench bench-venv clean gpu-venv
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# The runtime dependencies come from requirements.lock (exact versions, sha256-checked): the
+# same set the image installs, so what the tests ran is what ships. The test tools on top.
+$(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
@@ -47,11 +50,25 @@ $(GPU_VENV)/.installed: $(VENV)/.installed
 gpu-venv: $(VENV)/.installed
 	-$(MAKE) $(GPU_VENV)/.installed
 
+# ruff on everything; mypy on the runtime packages (config: setup.cfg [mypy]).
 lint: install
 	$(PY) -m ruff check rtc_server signaling drivers tests bench
+	$(PY) -m mypy rtc_server signaling
 
 clean:
 	rm -rf $(VENV) $(GPU_VENV) *.egg-info .pytest_cache
+
+# requirements.lock: every runtime dependency of setup.cfg's install_requires and of the
+# extras the image ships (gcs: gs:// models), pinned with its sha256 hashes. `make lock` after changing install_requires (keeps the other pins);
+# `make lock-upgrade` to move every pin to the newest allowed release. Commit the result.
+LOCK_EXTRAS = gcs
+LOCK_ARGS = --quiet --generate-hashes --strip-extras $(foreach e,$(LOCK_EXTRAS),--extra $(e)) --no-emit-index-url --no-emit-find-links \
+	--output-file requirements.lock setup.cfg
+.PHONY: lock lock-upgrade
+lock: install
+	$(PY) -m piptools compile $(LOCK_ARGS)
+lock-upgrade: install
+	$(PY) -m piptools compile --upgrade $(LOCK_ARGS)
 
 # The server image (see docs/deploy.md). PIP_CA=/path/ca.crt hands pip a custom CA
 # as a BuildKit secret; MODEL_ARGS="--build-arg MODEL_NAME=..." picks another model.
@@ -69,6 +86,7 @@ BENCH_VENV ?= .venv-bench
 BENCH_OUT  ?= artifacts/bench
 E2E_ARGS   ?=
 ALT_ARGS   ?=
+SCHED_ARGS ?=
 # Run one bench script, its output also kept in $(BENCH_OUT)/<name>.log.
 bench_run = bash -o pipefail -c 'BENCH_VENV=$(BENCH_VENV) $(PY) -m bench.$(1) $(2) | tee $(BENCH_OUT)/$(1).log'
 
@@ -98,4 +116,5 @@ bench: model $(VENV)/.bench-installed bench-venv
 	$(call bench_run,decode_before_after,)
 	$(call bench_run,alternatives,--out $(BENCH_OUT)/alternatives.json $(ALT_ARGS))
 	$(call bench_run,webrtc_e2e,--out $(BENCH_OUT)/webrtc_e2e.json $(E2E_ARGS))
+	$(call bench_run,scheduler_before_after,--out $(BENCH_OUT)/scheduler_before_after.json $(SCHED_ARGS))
 	$(PY) -m bench.plots --src $(BENCH_OUT) --dest docs

@@ -161,18 +161,19 @@ class Server:
 
 
 def start_server(model: Path, *, extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
-                 module: str = "rtc_server") -> Server:
-    """``python -m <module> --host 127.0.0.1 --port <free> --model <model>``, not yet ready."""
+                 module: str = "rtc_server", cwd: Path = ROOT) -> Server:
+    """``python -m <module> --host 127.0.0.1 --port <free> --model <model>``, not yet ready.
+    ``cwd``: where ``<module>`` is imported from (another tree: an older version from git)."""
     port = free_port()
     # A load generator is one client address by design: no per-client rate limit, and
     # room for every benchmark peer (RTC_MAX_SESSIONS defaults to 16).
     child_env = {**os.environ, "RTC_ICE_ADDRESSES": LOOPBACK, "RTC_LOG_LEVEL": "WARNING",
-                 "RTC_RATE_LIMIT": "0", "RTC_MAX_SESSIONS": "64", **(env or {})}
+                 "RTC_RATE_LIMIT": "0", "RTC_PREDICT_RATE_LIMIT": "0", "RTC_MAX_SESSIONS": "64", **(env or {})}
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", module, "--host", LOOPBACK, "--port", str(port), "--model", str(model),
          *extra_args],
-        cwd=ROOT, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=cwd, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     return Server(process, port, started)
 

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.containers import PrivateDocker, unavailable
-from tests.test_container import free_loopback_port
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ def ready(url: str) -> bool:
 
 def cold_start(docker: PrivateDocker, image: str) -> tuple[float, float]:
     """Seconds from ``docker run`` to ``/readyz`` 200, and for ``docker stop`` to return."""
-    port = free_loopback_port()
+    port = free_port()
     started = time.perf_counter()
     cid = docker.docker("run", "-d", "--network", "host", "-e", f"PORT={port}",
                         "-e", "RTC_ICE_ADDRESSES=127.0.0.1", image).stdout.decode().strip()

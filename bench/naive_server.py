@@ -5,7 +5,7 @@ it, then the next ``recv()``). aiortc decodes frames into an unbounded queue beh
 ``recv()``, so when the model is slower than the camera each frame waits behind all the
 earlier ones and latency grows for as long as the stream lasts.
 
-It uses the service's own detector, inference thread and message format — only the
+It uses the service's own detector, scheduler (one image at a time) and message format — only the
 newest-frame mailbox is missing — so the comparison isolates exactly that design choice.
 Same endpoints as the real server for what the benchmark needs (``POST /offer``,
 ``GET /readyz``); ICE on 127.0.0.1 only.
@@ -25,17 +25,17 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtc_server.engine.catalog import ModelCatalog
-from rtc_server.engine.inference import InferenceService
 from rtc_server.engine.loader import load_detector
+from rtc_server.engine.scheduler import Scheduler, SchedulerConfig
 from rtc_server.engine.yolo import Thresholds
 from rtc_server.streams.messages import FrameCounts, detection_message, encode
 from rtc_server.webrtc.ice import rtc_configuration, use_host_addresses
 
-INFERENCE = web.AppKey("inference", InferenceService)
+INFERENCE = web.AppKey("inference", Scheduler)
 PEERS = web.AppKey("peers", set)
 
 
-async def process_every_frame(track: MediaStreamTrack, channel: RTCDataChannel, inference: InferenceService) -> None:
+async def process_every_frame(track: MediaStreamTrack, channel: RTCDataChannel, inference: Scheduler) -> None:
     frame_id = 0
     try:
         while True:
@@ -106,7 +106,9 @@ def main() -> None:
     args = parser.parse_args()
     use_host_addresses(["127.0.0.1"])
     app = web.Application()
-    app[INFERENCE] = InferenceService(ModelCatalog.of(load_detector(args.model, backend="onnxruntime")))
+    # One frame at a time through the scheduler's single-image door; never refused.
+    app[INFERENCE] = Scheduler(ModelCatalog.of(load_detector(args.model, backend="onnxruntime")),
+                               SchedulerConfig(predict_max_wait_s=3600.0))
     app[PEERS] = set()
     app.router.add_post("/offer", offer)
     app.router.add_get("/readyz", readyz)

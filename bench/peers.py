@@ -7,6 +7,9 @@ latency is frame handed to the sender → its detections received, per frame.
 
 The peers run in the calling process, separate from the server process; their VP8 encoding
 competes with the server for the same cores, which the results report (``client_cpu``).
+With ``replay="h264"`` (or ``"vp8"``) each peer instead sends a clip encoded once
+(``drivers/replay.py``): no encoder runs per frame, so the client costs little and the
+cores go to the server being measured.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import bus_rgb, slope_per_minute, summary
-from drivers.client import DetectionClient, ImageTrack
+from drivers.client import DetectionClient, ImageTrack, SentTrack
+from drivers.replay import EncodedClip, ReplayTrack, encode_clip, panning_frames
 from rtc_server.webrtc.ice import use_host_addresses
 
 #: Replies in the first seconds (connection set-up, encoder ramp-up) are not counted.
@@ -65,9 +69,11 @@ class PeerResult:
         }
 
 
-async def _run_peer(url: str, fps: float, duration_s: float, frames: list[np.ndarray]) -> PeerResult:
+async def _run_peer(url: str, fps: float, duration_s: float, frames: list[np.ndarray],
+                    clip: EncodedClip | None = None) -> PeerResult:
     result = PeerResult()
-    client = DetectionClient(url, ImageTrack(frames, fps=fps))
+    track: SentTrack = ImageTrack(frames, fps=fps) if clip is None else ReplayTrack(clip, fps=fps)
+    client = DetectionClient(url, track, codecs=() if clip is None else (clip.mime,))
     try:
         await client.connect()
         await asyncio.sleep(duration_s)
@@ -110,11 +116,14 @@ async def _run_peer(url: str, fps: float, duration_s: float, frames: list[np.nda
     return result
 
 
-async def run_peers(url: str, peers: int, duration_s: float, fps: float = 30.0) -> list[PeerResult]:
-    """``peers`` clients at once for ``duration_s`` seconds each; loopback ICE only."""
+async def run_peers(url: str, peers: int, duration_s: float, fps: float = 30.0,
+                    replay: str | None = None) -> list[PeerResult]:
+    """``peers`` clients at once for ``duration_s`` seconds each; loopback ICE only.
+    ``replay``: a codec (``h264``, ``vp8``) to send a pre-encoded clip in instead of encoding."""
     use_host_addresses(["127.0.0.1"])
     frames = camera_frames()
-    results = await asyncio.gather(*(_run_peer(url, fps, duration_s, frames) for _ in range(peers)))
+    clip = None if replay is None else encode_clip(panning_frames(bus_rgb()), replay, fps)
+    results = await asyncio.gather(*(_run_peer(url, fps, duration_s, frames, clip) for _ in range(peers)))
     return list(results)
 
 
@@ -165,8 +174,10 @@ def main() -> None:
     parser.add_argument("--peers", type=int, default=1)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--replay", choices=["h264", "vp8"], default=None,
+                        help="send a pre-encoded clip in this codec (no encoder per frame)")
     args = parser.parse_args()
-    results = asyncio.run(run_peers(args.url, args.peers, args.duration, args.fps))
+    results = asyncio.run(run_peers(args.url, args.peers, args.duration, args.fps, args.replay))
     print(json.dumps([asdict(r) for r in results]))
 
 

@@ -27,7 +27,7 @@ import aiohttp
 import av
 import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
 
 from rtc_server.webrtc.ice import rtc_configuration
 
@@ -39,7 +39,15 @@ def pts_step(fps: float) -> int:
     return max(9, round(VIDEO_CLOCK / fps / 9) * 9)
 
 
-class ImageTrack(VideoStreamTrack):
+class SentTrack(MediaStreamTrack):
+    """A video track that remembers when it handed each frame (by pts) to the sender."""
+
+    kind = "video"
+    #: pts -> ``perf_counter`` moment the frame was handed to the sender.
+    sent_at: dict[int, float]
+
+
+class ImageTrack(VideoStreamTrack, SentTrack):
     """A live video track that sends ``frames`` (RGB arrays) in a loop at ``fps``.
 
     ``sent_at`` maps each frame's pts to the ``perf_counter`` moment it was handed to the
@@ -75,11 +83,14 @@ class ImageTrack(VideoStreamTrack):
 class DetectionClient:
     """One peer connection to the server: offer via ``POST /offer``, detections back."""
 
-    def __init__(self, base_url: str, track: ImageTrack, ice_servers: Sequence[dict[str, Any]] = (),
-                 token: str | None = None, codecs: Sequence[str] = (), model: str | None = None) -> None:
+    def __init__(self, base_url: str, track: SentTrack, ice_servers: Sequence[dict[str, Any]] = (),
+                 token: str | None = None, codecs: Sequence[str] = (), model: str | None = None,
+                 max_fps: float | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         #: The model the session starts with (``"model"`` in the offer); None: the server's default.
         self.model = model
+        #: Sent in the offer: at most this many detections per second for this session.
+        self.max_fps = max_fps
         #: Sent as ``Authorization: Bearer <token>`` when the server sets ``RTC_AUTH_TOKEN``.
         self.token = token
         self.track = track
@@ -111,7 +122,8 @@ class DetectionClient:
         offer = self.pc.localDescription
         async with aiohttp.ClientSession() as http, http.post(
             f"{self.base_url}/offer",
-            json={"sdp": offer.sdp, "type": offer.type, **({"model": self.model} if self.model else {})},
+            json={"sdp": offer.sdp, "type": offer.type, **({"model": self.model} if self.model else {}),
+                  **({"max_fps": self.max_fps} if self.max_fps else {})},
             headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
         ) as response:
             body = await response.json()

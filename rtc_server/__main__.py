@@ -1,27 +1,50 @@
-"""``python -m rtc_server`` / ``rtc-server``: load the models, then serve.
+"""``python -m rtc_server`` / ``rtc-server``: load the models, then serve until SIGTERM.
 
 Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when a model cannot be fetched,
-verified, loaded or warmed up, 2 for a bad setting or TLS file. Each prints what is wrong.
+verified, loaded or warmed up (or the port cannot be listened on), 2 for a bad setting or
+TLS file. Each prints what is wrong.
+
+Shutdown (SIGTERM or SIGINT), in order:
+
+1. **drain** (``RTC_DRAIN_SECONDS``, default 0): new sessions get 503 ``draining`` and
+   ``/readyz`` says 503 ``draining``, so a load balancer sends offers elsewhere; HTTP
+   (``/predict``, probes) is still served; live sessions may end on their own for up to
+   that long. A second signal ends the drain at once; a model that fails its warm-up skips it.
+2. **stop**: stop listening, give requests in flight up to ``SHUTDOWN_TIMEOUT`` s, then the
+   app's cleanup closes every session left through its normal close path and stops the
+   scheduler's inference workers.
+
+With the default drain of 0 the whole shutdown fits Cloud Run's and ``docker stop``'s 10 s;
+GKE's ``terminationGracePeriodSeconds`` is sized to the drain it configures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
 
+from signaling.context import REGISTRY
+from signaling.proxies import AccessLogger
+from signaling.routes import METRICS_APP
+
 from .app import create_app, load_models
-from .config import ConfigError, load_settings
+from .config import ConfigError, Settings, load_settings
 from .engine.detector import ModelError
 from .engine.sources import SourceError
 from .logs import configure as configure_logging
 
 log = logging.getLogger("rtc_server")
+
+#: Seconds requests in flight get once the server stops listening (after the drain).
+SHUTDOWN_TIMEOUT = 5.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,19 +64,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ssl.SSLError) as exc:
         print(f"rtc-server: cannot use the TLS certificate/key: {exc}", file=sys.stderr)
         return 2
+    stop = asyncio.Event()
     failures: list[str] = []
 
     def stop_on_failure(reason: str) -> None:
-        """A model failed its warm-up: shut down exactly as on SIGTERM, then exit 1."""
+        """A model failed its warm-up: shut down at once (no drain), then exit 1."""
         failures.append(reason)
-        asyncio.get_running_loop().call_soon(_graceful_exit)
+        stop.set()
 
     app = create_app(settings, models, on_fatal=stop_on_failure)
-    log.info("serving %s://%s:%d", "https" if tls else "http", settings.host, settings.port)
-    # SIGTERM/SIGINT -> aiohttp stops accepting, waits up to shutdown_timeout for in-flight
-    # requests, then runs the app's cleanup (every session closed): within Cloud Run's 10 s.
-    web.run_app(app, host=settings.host, port=settings.port, ssl_context=tls, print=None,
-                shutdown_timeout=5.0, handle_signals=True)
+    try:
+        asyncio.run(serve(app, settings, tls, stop, drain=lambda: not failures))
+    except OSError as exc:  # the port is taken, the address is not ours, ...
+        print(f"rtc-server: cannot listen: {exc}", file=sys.stderr)
+        return 1
     if failures:
         print(f"rtc-server: {failures[0]}", file=sys.stderr)
         return 1
@@ -61,9 +85,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _graceful_exit() -> None:
-    """What aiohttp's own SIGTERM handler does: ``run_app`` then closes everything in order."""
-    raise web.GracefulExit()
+async def serve(app: web.Application, settings: Settings, tls: ssl.SSLContext | None, signalled: asyncio.Event,
+                drain: Callable[[], bool] = lambda: True) -> None:
+    """Serve ``app`` (and ``/metrics`` on ``RTC_METRICS_PORT``) until a signal sets
+    ``signalled`` (so does a fatal failure), then drain (when ``drain()`` says so) and stop."""
+    runners = [web.AppRunner(app, handle_signals=False, access_log_class=AccessLogger,
+                             shutdown_timeout=SHUTDOWN_TIMEOUT)]
+    if METRICS_APP in app:
+        runners.append(web.AppRunner(app[METRICS_APP], handle_signals=False, access_log=None,
+                                     shutdown_timeout=1.0))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, signalled.set)
+    try:
+        for runner in runners:
+            await runner.setup()
+        await web.TCPSite(runners[0], settings.host, settings.port, ssl_context=tls).start()
+        log.info("serving %s://%s:%d", "https" if tls else "http", settings.host, settings.port)
+        if len(runners) > 1:
+            await web.TCPSite(runners[1], settings.host, settings.metrics_port).start()
+            log.info("serving /metrics on http://%s:%d", settings.host, settings.metrics_port)
+        await signalled.wait()
+        signalled.clear()
+        if drain():
+            await _drain(app, settings, signalled)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def _drain(app: web.Application, settings: Settings, signalled: asyncio.Event) -> None:
+    """Refuse new sessions and let live ones end, for up to ``drain_seconds`` or until a
+    second signal."""
+    log.info("shutting down: draining for up to %.0f s", settings.drain_seconds)
+    drain = asyncio.ensure_future(app[REGISTRY].drain(settings.drain_seconds))
+    second = asyncio.ensure_future(signalled.wait())
+    await asyncio.wait([drain, second], return_when=asyncio.FIRST_COMPLETED)
+    if not drain.done():
+        log.info("second signal: ending the drain now")
+    for task in (drain, second):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:

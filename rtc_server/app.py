@@ -1,10 +1,10 @@
 """The composition root: settings in, a wired aiohttp ``Application`` out.
 
-``create_app`` builds the pieces in data-path order — engine (model catalog → inference
-service) → stream registry → WebRTC adapters → routes — and ties their lifetimes to the
-app: warm-up starts with the server (``/readyz`` says 503 until it is done; a model that
-fails it is fatal: ``on_fatal`` stops the process), shutdown closes every stream through
-its normal close path, then stops the inference thread. It is the only module that knows
+``create_app`` builds the pieces in data-path order — engine (model catalog → scheduler
+and its workers) → stream registry → WebRTC adapters → routes — and ties their lifetimes
+to the app: warm-up starts with the server (``/readyz`` says 503 until it is done; a model
+that fails it is fatal: ``on_fatal`` stops the process), shutdown closes every stream
+through its normal close path, then stops the scheduler's workers. It is the only module that knows
 every part; the process-wide aiortc/aioice adaptations are installed here and nowhere else.
 """
 
@@ -20,11 +20,12 @@ from signaling import setup_routes
 from signaling.context import INFERENCE, REGISTRY, SETTINGS
 from signaling.cors import cors_middleware
 from signaling.errors import ERROR_SINK, error_middleware
+from signaling.proxies import resolve_client
 
 from .config import DEFAULT_MODEL, Settings
 from .engine.catalog import ModelCatalog
 from .engine.detector import Detector
-from .engine.inference import InferenceService
+from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_accelerator, plan_workers
 from .engine.store import LoadOptions, load_catalog
 from .streams.registry import StreamRegistry
 from .webrtc.ice import use_host_addresses
@@ -41,10 +42,17 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 FATAL: web.AppKey[Callable[[str], None]] = web.AppKey("fatal")
 
 
-def load_models(settings: Settings) -> ModelCatalog:
-    """Every configured model, fetched, verified and loaded; raises ``SourceError`` or
+def worker_plan(settings: Settings) -> WorkerPlan:
+    """How many inference workers, and the intra-op threads each worker's models get."""
+    return plan_workers(settings.workers, settings.threads)
+
+
+def load_models(settings: Settings, threads: int | None = None) -> ModelCatalog:
+    """Every configured model, fetched, verified and loaded with ``threads`` intra-op
+    threads (None: one worker's share, ``worker_plan``); raises ``SourceError`` or
     ``ModelError`` saying exactly which model and what is wrong."""
-    options = LoadOptions(imgsz=settings.imgsz, letterbox=settings.letterbox, threads=settings.threads,
+    threads = worker_plan(settings).threads if threads is None else threads
+    options = LoadOptions(imgsz=settings.imgsz, letterbox=settings.letterbox, threads=threads,
                           cache_dir=settings.model_cache, fetch_timeout=settings.model_fetch_timeout,
                           backend=settings.backend, precision=settings.precision, providers=settings.providers,
                           backend_cache=settings.backend_cache)
@@ -53,9 +61,36 @@ def load_models(settings: Settings) -> ModelCatalog:
     return load_catalog(settings.model_specs(), options)
 
 
-def load_detector(settings: Settings) -> Detector:
+def load_detector(settings: Settings, threads: int | None = None) -> Detector:
     """The default model's detector (tests and tools that need one model)."""
-    return load_models(settings).get()
+    return load_models(settings, threads).get()
+
+
+def build_scheduler(settings: Settings, models: ModelCatalog | Detector | None = None) -> Scheduler:
+    """The process's one scheduler: ``workers`` instances of the catalog (Triton's instance
+    group), each with its share of the cores. Models handed in (tests, ``__main__``'s
+    fail-fast load) are worker 0's; when they came from the settings the other workers load
+    their own instances (from the verified cache), else they share worker 0's."""
+    plan = worker_plan(settings)
+    loaded_here = models is None
+    first = load_models(settings, plan.threads) if models is None else models
+    catalog = first if isinstance(first, ModelCatalog) else ModelCatalog.of(first)
+    accelerator = on_accelerator(catalog)
+    if accelerator and not settings.workers:
+        plan = plan_workers(settings.workers, settings.threads, accelerator=True)
+    own_instances = loaded_here or (isinstance(models, ModelCatalog) and not accelerator)
+    instances = [catalog] + [load_models(settings, plan.threads) if own_instances else catalog
+                             for _ in range(plan.workers - 1)]
+    config = SchedulerConfig(
+        workers=plan.workers,
+        max_batch=settings.max_batch or (8 if accelerator else 1),
+        batch_wait_s=settings.batch_wait_ms / 1000,
+        predict_queue=settings.predict_queue,
+        predict_max_wait_s=settings.predict_max_wait,
+    )
+    log.info("scheduler: %d worker(s) x %d thread(s), batches up to %d", plan.workers, plan.threads,
+             config.max_batch)
+    return Scheduler(catalog, config, instances=instances)
 
 
 def create_app(settings: Settings, models: ModelCatalog | Detector | None = None,
@@ -67,12 +102,11 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     use_host_addresses(settings.ice_addresses)
     use_udp_ports(settings.udp_ports)
     use_marker_release(settings.marker_release)  # before any receiver exists
-    if models is None:
-        models = load_models(settings)
-    inference = InferenceService(models if isinstance(models, ModelCatalog) else ModelCatalog.of(models))
-    # CORS outside the error middleware, so error answers carry CORS headers too.
-    app = web.Application(middlewares=[cors_middleware(settings.cors_origins), error_middleware],
-                          client_max_size=settings.max_body_bytes)
+    inference = build_scheduler(settings, models)
+    # The client first (behind trusted proxies: the address and scheme they name), then CORS
+    # outside the error middleware, so error answers carry CORS headers too.
+    middlewares = [resolve_client(settings.trusted_proxies), cors_middleware(settings.cors_origins), error_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[INFERENCE] = inference
     app[REGISTRY] = StreamRegistry(settings, inference, release_counts)

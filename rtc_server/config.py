@@ -11,6 +11,9 @@ import argparse
 import ipaddress
 import json
 import os
+import site
+import sys
+import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +22,21 @@ from typing import Any
 from .engine.sources import ModelSpec, SpecError, default_cache_dir, parse_spec, parse_specs
 
 DEFAULT_MODEL = Path("models/yolo11n.onnx")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def default_static_dir() -> Path:
+    """The page: ``static/`` beside the package in a checkout (``make run``, editable
+    installs), else the copy a wheel installed as data under ``<prefix>/share/rtc-yolo/static``
+    (setup.cfg ``data_files``; ``pip install .`` then ``rtc-server`` serves the page)."""
+    checkout = Path(__file__).resolve().parent.parent / "static"
+    if (checkout / "index.html").is_file():
+        return checkout
+    for prefix in (sysconfig.get_path("data"), sys.prefix, site.getuserbase()):
+        installed = Path(prefix) / "share" / "rtc-yolo" / "static"
+        if (installed / "index.html").is_file():
+            return installed
+    return checkout  # nowhere: the error names the checkout path
 
 
 class ConfigError(ValueError):
@@ -43,7 +61,8 @@ class Settings:
     imgsz: int = 640
     #: "rect" (minimal padding, the Ultralytics predict default) or "square" (imgsz x imgsz).
     letterbox: str = "rect"
-    #: Backend threads (onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS); 0: one per core.
+    #: Backend threads of each worker (onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS);
+    #: 0: the cores shared out among the workers (``engine.scheduler.plan_workers``).
     threads: int = 0
     #: RTCIceServer dicts, e.g. ``[{"urls": "turn:turn.example:443", ...}]``. Empty by
     #: default so the server never contacts a public STUN server unless told to.
@@ -58,7 +77,7 @@ class Settings:
     #: Release each received video frame on its RTP marker bit (rtc_server/marker_release.py)
     #: instead of when the next frame starts: one frame interval less latency.
     marker_release: bool = True
-    static_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "static")
+    static_dir: Path = field(default_factory=lambda: default_static_dir())
     log_level: str = "INFO"
     # ----- hardening (issue 7): limits, access, lifecycle, logs --------------------------
     #: Concurrent peer sessions at most; an offer beyond it gets 503 + Retry-After. 0 = no cap.
@@ -99,6 +118,45 @@ class Settings:
     model_cache: Path = field(default_factory=default_cache_dir)
     #: Seconds a model download may stall (https) or keep retrying (gs) before start-up fails.
     model_fetch_timeout: float = 30.0
+    # ----- behind real infrastructure (issue 14): proxies, TURN, drain, metrics, /predict --
+    #: Networks (CIDRs) of the reverse proxies / load balancers in front of the server. Only
+    #: when the TCP peer is one of them are ``Forwarded`` / ``X-Forwarded-For`` /
+    #: ``X-Forwarded-Proto`` believed (signaling/proxies.py); empty: never.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: TURN REST API (coturn ``use-auth-secret``): the shared secret from which every page and
+    #: every server session gets its own short-lived credential. Empty: no generated TURN.
+    turn_secret: str = field(default="", repr=False)
+    #: The TURN server's URLs for those credentials, e.g. ``turn:turn.example.com:3478``.
+    turn_urls: tuple[str, ...] = ()
+    #: Seconds a generated TURN credential stays valid (coturn refuses it afterwards).
+    turn_ttl: int = 3600
+    #: On SIGTERM: seconds to let live sessions end on their own (new ones get 503 draining,
+    #: readiness says so) before the rest are closed. 0: close them at once.
+    drain_seconds: float = 0.0
+    #: Serve ``/metrics`` on this port instead of the main one (e.g. 9090, reachable inside
+    #: the cluster only); 0: on the main port, as before.
+    metrics_port: int = 0
+    #: Per client, ``/predict`` requests per second (its own bucket; 0: off). The default
+    #: serves a camera POSTing frames at 30 fps with room to spare.
+    predict_rate_limit: float = 60.0
+    #: ``/predict`` requests a client may make at once before ``predict_rate_limit`` applies.
+    predict_rate_burst: int = 60
+    # ----- scheduler (issue 12): workers, batching, sampling, /predict admission -----------
+    #: Concurrent inference calls, each with its own model instance and share of the
+    #: cores; 0: from the backend and core count (one per 4 cores on a CPU, at least 1).
+    workers: int = 0
+    #: Newest frames of different streams (same model and frame size) in one inference
+    #: call at most; 0: from the backend (1 on a CPU, where batching gains ~nothing; 8 on a GPU).
+    max_batch: int = 0
+    #: Milliseconds a ready frame may wait for a batch to fill (0: never wait).
+    batch_wait_ms: float = 0.0
+    #: Detections per second per stream at most (0: as many as its share gives); a stream
+    #: may ask for less (offer ``"max_fps"``, control ``{"type": "config", "max_fps": F}``).
+    max_fps: float = 0.0
+    #: /predict requests that may wait for the model; the next gets 503 ``overloaded`` at once.
+    predict_queue: int = 4
+    #: Seconds a /predict request may wait for the model before it gets 503 ``overloaded``.
+    predict_max_wait: float = 1.5
     # ----- backends (issue 11): which runtime and precision run the model ----------------
     #: "auto" (the fastest path measured within accuracy bounds), "onnxruntime" or "openvino".
     backend: str = "auto"
@@ -134,6 +192,8 @@ class Settings:
                 raise ConfigError(f"public_address {self.public_address!r} is not an IP address") from exc
         self._validate_hardening()
         self._validate_models()
+        self._validate_infrastructure()
+        self._validate_scheduler()
         self._validate_backends()
 
     def _validate_hardening(self) -> None:
@@ -169,6 +229,17 @@ class Settings:
         if not self.model_fetch_timeout > 0:
             raise ConfigError(f"model_fetch_timeout {self.model_fetch_timeout} must be a positive number of seconds")
 
+    def _validate_scheduler(self) -> None:
+        for name in ("workers", "max_batch", "predict_queue"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be >= 0")
+        if not 0.0 <= self.batch_wait_ms <= 1000.0:
+            raise ConfigError(f"batch_wait_ms {self.batch_wait_ms} is not in [0, 1000]")
+        if not 0.0 <= self.max_fps <= 240.0:
+            raise ConfigError(f"max_fps {self.max_fps} is not in [0, 240] (0: no cap)")
+        if not self.predict_max_wait > 0:
+            raise ConfigError(f"predict_max_wait {self.predict_max_wait} must be a positive number of seconds")
+
     def model_specs(self) -> tuple[ModelSpec, ...]:
         """The models to serve, the default first: ``models``, else the one ``model``."""
         if self.models:
@@ -176,6 +247,34 @@ class Settings:
         if isinstance(self.model, Path):  # a plain path, taken literally
             return (ModelSpec(name=self.model.stem, source=str(self.model)),)
         return (parse_spec(self.model),)
+
+    def _validate_infrastructure(self) -> None:
+        try:  # Settings(trusted_proxies=("10.0.0.0/8",)) works as well as parsed networks
+            networks = tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from exc
+        object.__setattr__(self, "trusted_proxies", networks)
+        if bool(self.turn_secret) != bool(self.turn_urls):
+            raise ConfigError("turn_secret and turn_urls go together: the secret signs credentials for those URLs")
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ConfigError(f"turn_urls: {url!r} is not a turn: or turns: URL")
+        if not 0 < self.turn_ttl <= 7 * 24 * 3600:
+            raise ConfigError(f"turn_ttl {self.turn_ttl} must be 1 s .. 7 days")
+        if self.drain_seconds < 0:
+            raise ConfigError(f"drain_seconds {self.drain_seconds} must be >= 0")
+        if not 0 <= self.metrics_port < 65536 or (self.metrics_port and self.metrics_port == self.port):
+            raise ConfigError(f"metrics_port {self.metrics_port} must be 0 (main port) or not {self.port}")
+        if self.predict_rate_limit < 0 or (self.predict_rate_limit > 0 and self.predict_rate_burst < 1):
+            raise ConfigError("predict_rate_limit must be >= 0, and predict_rate_burst >= 1 when it is on")
+        if self.udp_ports is not None:
+            # One UDP port per session and local address: more sessions than ports would be
+            # accepted and then fail at ICE (connect timeout) for want of a host candidate.
+            ports = self.udp_ports[1] - self.udp_ports[0] + 1
+            if self.max_sessions == 0 or self.max_sessions > ports:
+                raise ConfigError(f"max_sessions {self.max_sessions or 'unlimited'} needs more UDP ports than "
+                                  f"udp_ports {self.udp_ports[0]}-{self.udp_ports[1]} has ({ports}); set "
+                                  f"RTC_MAX_SESSIONS <= {ports} or widen RTC_UDP_PORTS")
 
     def _validate_backends(self) -> None:
         from .engine.backends import BACKENDS, PRECISIONS
@@ -259,7 +358,7 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "max_det": (int, "maximum detections per frame"),
     "imgsz": (int, "model input long side (multiple of 32)"),
     "letterbox": (str, "'rect' (minimal padding) or 'square'"),
-    "threads": (int, "backend threads: onnxruntime intra-op, OpenVINO inference threads (0: one per core)"),
+    "threads": (int, "backend threads per worker: onnxruntime intra-op, OpenVINO inference (0: cores / workers)"),
     "ice_servers": (_parse_ice_servers, "JSON list of RTCIceServer dicts (default: none)"),
     "ice_addresses": (_parse_addresses, "comma-separated local addresses for host candidates"),
     "udp_ports": (_parse_udp_ports, "UDP port range for host candidates, e.g. 40000-40100 (default: any)"),
@@ -286,6 +385,22 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
                "or a JSON list (replaces --model)"),
     "model_cache": (Path, "folder for downloaded models (default ~/.cache/rtc-yolo/models)"),
     "model_fetch_timeout": (float, "seconds a model download may stall or retry before start-up fails"),
+    # ----- behind real infrastructure (issue 14) -----
+    "trusted_proxies": (_parse_addresses, "comma-separated CIDRs of proxies whose X-Forwarded-*/Forwarded "
+                        "headers are believed"),
+    "turn_secret": (str, "TURN REST shared secret (coturn static-auth-secret): short-lived TURN credentials"),
+    "turn_urls": (_parse_addresses, "comma-separated turn:/turns: URLs the generated credentials are for"),
+    "turn_ttl": (int, "seconds a generated TURN credential stays valid"),
+    "drain_seconds": (float, "on SIGTERM, seconds live sessions may go on before they are closed"),
+    "metrics_port": (int, "serve /metrics on this port instead of the main one (0: main port)"),
+    "predict_rate_limit": (float, "/predict requests/s per client (0: off)"),
+    "predict_rate_burst": (int, "/predict requests a client may burst before predict_rate_limit applies"),
+    "workers": (int, "concurrent inference calls (0: from backend and cores)"),
+    "max_batch": (int, "frames of different streams per inference call at most (0: from backend)"),
+    "batch_wait_ms": (float, "ms a ready frame may wait for a batch to fill"),
+    "max_fps": (float, "detections/s per stream at most (0: no cap)"),
+    "predict_queue": (int, "/predict requests that may wait; beyond it 503 overloaded"),
+    "predict_max_wait": (float, "seconds a /predict request may wait before 503 overloaded"),
     "backend": (str, "auto (fastest measured within accuracy bounds), onnxruntime or openvino"),
     "precision": (str, "auto, f32, bf16, f16 or int8"),
     "providers": (_parse_addresses, "comma-separated onnxruntime execution providers, e.g. "

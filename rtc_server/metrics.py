@@ -7,16 +7,18 @@ the active-session gauge, which reads the registry's size when scraped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from .engine.detector import DetectionResult, ModelInfo
+from .engine.scheduler import Scheduler
 
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -36,13 +38,62 @@ class _ReleaseCollector(Collector):
         yield family
 
 
+class _LaneRateCollector(Collector):
+    """Each scheduler lane's processed rate (streams by id, and ``predict``), read at scrape
+    time: one series per live stream, gone with the stream."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("rtc_stream_processed_per_second",
+                                   "Detections per second delivered to each stream over the last 10 s "
+                                   "(lane=predict: /predict requests)", labels=["lane"])
+        for lane, rate in sorted(self._scheduler.lane_rates().items()):
+            family.add_metric([lane], rate)
+        yield family
+
+
+class _BusyCollector(Collector):
+    """The scheduler's busy worker-seconds, read at scrape time so that a call still running
+    counts up to now: ``rate()`` over any window is then exact, not lumpy by whole calls."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("rtc_scheduler_busy_seconds", "Worker-seconds spent in inference calls "
+                                     "(rate / rtc_scheduler_workers = busy ratio)")
+        family.add_metric([], self._scheduler.busy_seconds())
+        yield family
+
+
 class Metrics:
+    """The server's Prometheus metrics; also the scheduler's ``SchedulerObserver``."""
+
     def __init__(self, active_sessions: Callable[[], int], models: Iterable[ModelInfo],
-                 release_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
+                 release_counts: Callable[[], Mapping[str, int]] | None = None,
+                 scheduler: Scheduler | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         if release_counts is not None:
             r.register(_ReleaseCollector(release_counts))
+        # ----- scheduler (issue 12) -----
+        self.batch_size = Histogram("rtc_batch_size", "Images per inference call", buckets=BATCH_BUCKETS, registry=r)
+        self.dispatch_wait = Histogram("rtc_dispatch_wait_seconds", "Image ready (received, and its stream's "
+                                       "max_fps allowing) -> dispatched to a worker", buckets=STAGE_BUCKETS,
+                                       registry=r)
+        self.predict_requests = Counter("rtc_predict_requests_total", "/predict requests through the scheduler, "
+                                        "by outcome (ok, overloaded, timeout, abandoned, failed)", ["outcome"],
+                                        registry=r)
+        if scheduler is not None:
+            Gauge("rtc_scheduler_workers", "Concurrent inference calls (RTC_WORKERS)",
+                  registry=r).set_function(lambda: scheduler.workers)
+            Gauge("rtc_scheduler_busy_ratio", "Share of the workers' time in inference calls, last 10 s",
+                  registry=r).set_function(scheduler.busy_ratio)
+            r.register(_LaneRateCollector(scheduler))
+            r.register(_BusyCollector(scheduler))
+            scheduler.observer = self
         Gauge("rtc_sessions_active", "Peer sessions currently live", registry=r).set_function(active_sessions)
         self.sessions_total = Counter("rtc_sessions_total", "Peer sessions created", registry=r)
         self.frames_received = Counter("rtc_frames_received_total", "Video frames decoded and received", registry=r)
@@ -72,6 +123,15 @@ class Metrics:
         stage.labels("inference").observe(result.inference_ms / 1000)
         stage.labels("postprocess").observe(result.postprocess_ms / 1000)
         stage.labels("server").observe(server_s)
+
+    # ----- SchedulerObserver --------------------------------------------------------------
+    def batch_dispatched(self, size: int, waits_s: Sequence[float]) -> None:
+        self.batch_size.observe(size)
+        for wait in waits_s:
+            self.dispatch_wait.observe(wait)
+
+    def predict_outcome(self, outcome: str) -> None:
+        self.predict_requests.labels(outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

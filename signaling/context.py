@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from rtc_server.config import Settings
-from rtc_server.engine.inference import InferenceService
+from rtc_server.engine.scheduler import Scheduler
 from rtc_server.streams.registry import StreamRegistry
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
-INFERENCE: web.AppKey[InferenceService] = web.AppKey("inference", InferenceService)
+#: The process's one ``Scheduler`` (the door to the models; kept under its old key name).
+INFERENCE: web.AppKey[Scheduler] = web.AppKey("inference", Scheduler)
 REGISTRY: web.AppKey[StreamRegistry] = web.AppKey("registry", StreamRegistry)

@@ -51,13 +51,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ClientError as exc:
-        log.info("%s %s -> %d %s: %s", request.method, request.path, exc.status, exc.error, exc.detail)
+        log.info("%s %s %s -> %d %s: %s", request.remote, request.method, request.path, exc.status, exc.error,
+                 exc.detail)
         count_error(request, exc.error)
         return error_response(exc.status, exc.error, exc.detail, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        log.info("%s %s -> %d %s", request.method, request.path, exc.status, exc.reason)
+        log.info("%s %s %s -> %d %s", request.remote, request.method, request.path, exc.status, exc.reason)
         count_error(request, _slug(exc.reason))
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return error_response(exc.status, _slug(exc.reason), exc.text or exc.reason, headers)

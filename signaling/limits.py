@@ -1,10 +1,12 @@
 """Request-level limits: per-client rate limiting and capped body reads.
 
-Rate limiting is a token bucket per (route, client address): ``/offer`` and ``/predict``
-each allow ``rate_burst`` requests at once and ``rate_limit`` per second after that, and
-answer 429 + ``Retry-After`` beyond. The address is the TCP peer (``request.remote``);
-behind a proxy that is the proxy, so there rely on the proxy's own limits or set
-``RTC_RATE_LIMIT=0`` (README, "Security and limits").
+Rate limiting is a token bucket per (route, client address), answering 429 +
+``Retry-After`` beyond it. Session routes (``/offer``) allow ``rate_burst`` requests at
+once and ``rate_limit`` per second after that: a session is set up once. ``/predict`` has
+its own, higher ``predict_rate_*`` limits, because its clients are cameras POSTing a frame
+10-30 times a second (overload is refused by the inference side, not here). The address
+is ``request.remote``: the TCP peer, or behind ``RTC_TRUSTED_PROXIES`` the client those
+proxies name (signaling/proxies.py).
 """
 
 from __future__ import annotations
@@ -23,11 +25,16 @@ MAX_OFFER_BYTES = 64 * 1024
 class RateLimits:
     """The buckets of every rate-limited route."""
 
-    def __init__(self, settings: Settings, routes: tuple[str, ...] = ("offer", "predict")) -> None:
-        self._buckets = {r: KeyedBuckets(settings.rate_limit, settings.rate_burst) for r in routes}
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._buckets = {"predict": KeyedBuckets(settings.predict_rate_limit, settings.predict_rate_burst)}
 
     def check(self, route: str, request: web.Request) -> None:
-        wait = self._buckets[route].take(request.remote or "unknown")
+        """Charge ``route`` for this client: any route but ``predict`` gets the session limits."""
+        bucket = self._buckets.get(route)
+        if bucket is None:
+            bucket = self._buckets[route] = KeyedBuckets(self._settings.rate_limit, self._settings.rate_burst)
+        wait = bucket.take(request.remote or "unknown")
         if wait > 0:
             raise ClientError(429, "rate_limited", f"too many /{route} requests from your address; "
                               f"retry in {wait:.1f} s", {"Retry-After": retry_after(wait)})

@@ -14,9 +14,11 @@ from typing import Any
 from aiortc import RTCRtpReceiver
 from aiortc.sdp import SessionDescription
 
+from rtc_server.streams.control import MAX_FPS
+
 from .errors import ClientError
 
-ALLOWED_FIELDS = frozenset({"sdp", "type", "session_id", "model"})
+ALLOWED_FIELDS = frozenset({"sdp", "type", "session_id", "model", "max_fps"})
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class Offer:
     session_id: str | None
     #: The model the session starts with (checked against the catalog by the route); None: the default.
     model: str | None = None
+    #: Detections per second the client wants at most (None: as many as its share gives).
+    max_fps: float | None = None
 
 
 def _bad(detail: str) -> ClientError:
@@ -34,7 +38,9 @@ def _bad(detail: str) -> ClientError:
 
 def receivable_video_codecs() -> frozenset[str]:
     """Video codec names aiortc can decode, e.g. ``{"vp8", "h264"}`` (rtx is not a codec)."""
-    names = {c.mimeType.split("/", 1)[1].lower() for c in RTCRtpReceiver.getCapabilities("video").codecs}
+    capabilities = RTCRtpReceiver.getCapabilities("video")
+    codecs = capabilities.codecs if capabilities is not None else []
+    names = {c.mimeType.split("/", 1)[1].lower() for c in codecs}
     return frozenset(names - {"rtx", "red", "ulpfec"})
 
 
@@ -43,7 +49,7 @@ def parse_offer(body: dict[str, Any]) -> Offer:
     extra = set(body) - ALLOWED_FIELDS
     if extra:
         raise _bad(f"unknown fields {sorted(extra)}; an offer has 'sdp', 'type' and optionally "
-                   "'session_id' and 'model'")
+                   "'session_id', 'model' and 'max_fps'")
     kind, sdp, session_id, model = body.get("type"), body.get("sdp"), body.get("session_id"), body.get("model")
     if kind != "offer":
         raise _bad(f"'type' must be \"offer\", not {kind!r}")
@@ -53,8 +59,12 @@ def parse_offer(body: dict[str, Any]) -> Offer:
         raise _bad("'session_id' must be a string")
     if model is not None and not isinstance(model, str):
         raise _bad("'model' must be a model name (a string; GET /models lists them) or null for the default")
+    max_fps = body.get("max_fps")
+    if max_fps is not None and (isinstance(max_fps, bool) or not isinstance(max_fps, (int, float))
+                                or not 0.0 < max_fps <= MAX_FPS):
+        raise _bad(f"'max_fps' must be null or a number in (0, {MAX_FPS:g}]")
     check_sdp(sdp)
-    return Offer(sdp=sdp, session_id=session_id, model=model)
+    return Offer(sdp=sdp, session_id=session_id, model=model, max_fps=None if max_fps is None else float(max_fps))
 
 
 def check_sdp(sdp: str) -> None:

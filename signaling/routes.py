@@ -1,5 +1,5 @@
 """The HTTP surface. Handlers validate input, then call the session registry or the
-inference service through their public methods — nothing here touches aiortc internals
+scheduler through their public methods — nothing here touches aiortc internals
 or onnxruntime.
 """
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -15,11 +16,13 @@ from typing import Any
 from aiohttp import web
 
 from rtc_server.engine.images import EncodedImage, ImageDecodeError, ImageSizeError, check_image
+from rtc_server.engine.scheduler import Abandoned, Overloaded, SchedulerClosed
 from rtc_server.engine.yolo import Thresholds
 from rtc_server.metrics import CONTENT_TYPE
 from rtc_server.streams.messages import detection_message
-from rtc_server.streams.registry import ServerFull
-from rtc_server.webrtc.peer import GatherTimeout, OfferError, answer_offer
+from rtc_server.streams.registry import Draining, ServerFull
+from rtc_server.webrtc.peer import GatherTimeout, NoCandidates, OfferError, answer_offer
+from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 
 from .auth import require_token
 from .context import INFERENCE, REGISTRY, SETTINGS
@@ -72,10 +75,15 @@ async def offer(request: web.Request) -> web.Response:
     model = check_model(request.app[INFERENCE].models, offer_.model)
     _require_ready(request)
     try:
-        stream, answer = await answer_offer(registry, request.app[SETTINGS], offer_.sdp,
-                                            stream_settings=replace(registry.defaults(), model=model))
+        stream, answer = await answer_offer(
+            registry, request.app[SETTINGS], offer_.sdp,
+            stream_settings=replace(registry.defaults(), model=model, max_fps=offer_.max_fps))
+    except Draining as exc:
+        raise ClientError(503, "draining", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
     except ServerFull as exc:
         raise ClientError(503, "server_full", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
+    except NoCandidates as exc:
+        raise ClientError(503, "no_candidates", str(exc), {"Retry-After": "5"}) from exc
     except GatherTimeout as exc:
         raise ClientError(503, "ice_gather_timeout", str(exc), {"Retry-After": "5"}) from exc
     except OfferError as exc:
@@ -85,19 +93,40 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id})
 
 
+def _overloaded(exc: Overloaded | SchedulerClosed) -> ClientError:
+    retry_after = exc.retry_after if isinstance(exc, Overloaded) else 5
+    return ClientError(503, "overloaded", str(exc), {"Retry-After": str(retry_after)})
+
+
+def _client_connected(request: web.Request) -> bool:
+    """Whether the client is still there to read an answer (checked before its image runs)."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
 async def predict(request: web.Request) -> web.Response:
-    """JPEG/PNG body -> the detection message for that image; ``?model=NAME`` picks the model."""
+    """JPEG/PNG body -> the detection message for that image; ``?model=NAME`` picks the model.
+
+    Admission is the scheduler's: ``/predict`` has one share of the workers beside the live
+    streams and a bounded queue. A full queue is a 503 ``overloaded`` with ``Retry-After``
+    at once, before the body is even read; so is a request that waited
+    ``RTC_PREDICT_MAX_WAIT`` seconds. A request whose client has hung up is not run.
+    """
     received_at = time.perf_counter()
     _guard(request, "predict")
     if request.content_type not in IMAGE_TYPES:
         raise ClientError(415, "unsupported_media_type", "send image/jpeg or image/png")
-    inference = request.app[INFERENCE]
-    model = check_model(inference.models, request.query.get("model"))
+    scheduler = request.app[INFERENCE]
+    model = check_model(scheduler.models, request.query.get("model"))
     _require_ready(request)
+    try:
+        scheduler.check_predict_room()  # a cheap refusal: nothing read, nothing decoded
+    except Overloaded as exc:
+        raise _overloaded(exc) from exc
     settings = request.app[SETTINGS]
     data = await read_capped(request, settings.max_body_bytes)
     try:
-        check_image(data, settings.max_image_pixels)
+        width, height = check_image(data, settings.max_image_pixels)
     except ImageSizeError as exc:
         raise ClientError(413 if exc.too_large else 400, "image_too_large" if exc.too_large else "image_too_small",
                           str(exc)) from exc
@@ -105,21 +134,28 @@ async def predict(request: web.Request) -> web.Response:
         raise ClientError(400, "bad_image", str(exc)) from exc
     thresholds = Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det)
     try:
-        result = await inference.detect(EncodedImage(data), thresholds, model)
+        result = await scheduler.detect(EncodedImage(data, (width, height)), thresholds, model,
+                                        wanted=lambda: _client_connected(request))
     except ImageDecodeError as exc:
         raise ClientError(400, "bad_image", str(exc)) from exc
+    except (Overloaded, SchedulerClosed) as exc:
+        raise _overloaded(exc) from exc
+    except Abandoned as exc:  # nobody reads this answer; 499 as nginx logs it
+        raise ClientError(499, "client_gone", str(exc)) from exc
     message = detection_message(result, received_at=received_at, done_at=time.perf_counter())
     return web.json_response(message)
 
 
 async def ice_servers(request: web.Request) -> web.Response:
-    """The STUN/TURN servers the page should use: ``RTC_ICE_SERVERS``, as configured.
+    """The STUN/TURN servers the page should use: ``RTC_ICE_SERVERS``, and with
+    ``RTC_TURN_SECRET`` the TURN server with a credential made for this page alone.
 
     Where media must go through TURN (Cloud Run, UDP-blocking networks) the browser needs the
-    relay as much as the server does. The credentials are served to every page that may call
-    ``/offer``, so use short-lived ones (coturn's ``use-auth-secret`` / TURN REST API).
+    relay as much as the server does. A static credential in ``RTC_ICE_SERVERS`` reaches every
+    page; the generated one expires after ``RTC_TURN_TTL`` (rtc_server/webrtc/turn.py).
     """
-    return web.json_response({"ice_servers": list(request.app[SETTINGS].ice_servers)})
+    servers = ice_servers_for(request.app[SETTINGS], f"page-{uuid.uuid4().hex[:12]}")
+    return web.json_response({"ice_servers": servers}, headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -127,8 +163,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 once every model is warm; 503 while loading, or for good once one has failed."""
+    """Can this process serve? 503 ``loading`` (models warming up), ``failed`` (a model
+    failed its warm-up; the process is stopping) or ``draining`` (shutting down), else 200.
+    ``?capacity=1`` also answers 503 ``full`` while every session slot is taken: the readiness
+    a load balancer should use, so new offers go to instances with a free slot while
+    established sessions go on (their media never passes the balancer)."""
     inference = request.app[INFERENCE]
+    registry = request.app[REGISTRY]
     catalog = inference.models
     models = [{"name": n, "ready": catalog.is_ready(n)} for n in catalog.names]
     failures = [catalog.failure(n) for n in catalog.names if catalog.failure(n)]
@@ -136,8 +177,13 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "failed", "detail": failures[0], "models": models}, status=503)
     if not inference.ready:
         return web.json_response({"status": "loading", "models": models}, status=503)
-    return web.json_response({"status": "ready", "model": catalog.info().to_dict(), "models": models,
-                              "sessions": len(request.app[REGISTRY])})
+    sessions = {"sessions": len(registry), "max_sessions": request.app[SETTINGS].max_sessions,
+                "load": inference.load()}
+    if registry.draining:
+        return web.json_response({"status": "draining", "models": models, **sessions}, status=503)
+    if request.query.get("capacity") in ("1", "true") and registry.full:
+        return web.json_response({"status": "full", "models": models, **sessions}, status=503)
+    return web.json_response({"status": "ready", "model": catalog.info().to_dict(), "models": models, **sessions})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -147,6 +193,20 @@ async def metrics(request: web.Request) -> web.Response:
         require_token(request, settings.auth_token)
     body = request.app[REGISTRY].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+#: With ``RTC_METRICS_PORT``: the application that serves ``/metrics`` on that port (the
+#: composition root runs it); the main port then has no ``/metrics``.
+METRICS_APP: web.AppKey[web.Application] = web.AppKey("metrics_app", web.Application)
+
+
+def metrics_app(app: web.Application) -> web.Application:
+    """``/metrics`` alone, reading the same registry, for a port of its own."""
+    separate = web.Application()
+    separate[SETTINGS] = app[SETTINGS]
+    separate[REGISTRY] = app[REGISTRY]
+    separate.router.add_get("/metrics", metrics)
+    return separate
 
 
 def setup_routes(app: web.Application) -> None:
@@ -163,7 +223,10 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if app[SETTINGS].metrics_port:
+        app[METRICS_APP] = metrics_app(app)
+    else:
+        app.router.add_get("/metrics", metrics)
     app.router.add_get("/static/{path:.*}", static_file(static_dir))
 
 

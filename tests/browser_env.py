@@ -1,5 +1,6 @@
 """What the real-browser tests need around them: a loopback-only network, a fake camera
-fed by a real photo, the server as its own process, and Debian's Chromium.
+fed by a real photo, and Debian's Chromium (the server runs as its own process:
+``tests.helpers.ServerProcess``).
 
 Why a network namespace: Chrome gathers ICE candidates on every interface it can see, and
 the server would too. Inside a fresh namespace that has only ``lo``, nothing the browser or
@@ -12,15 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +24,6 @@ import numpy as np
 
 CLONE_NEWNET = 0x40000000
 CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parent.parent
 
 #: Flags from ../shared/notes/loopback-webrtc.md: no background traffic, a fake camera
 #: that needs no permission prompt, and host candidates on loopback.
@@ -40,10 +34,6 @@ CHROMIUM_FLAGS = (
     "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--no-proxy-server",
 )
-#: Straight to 127.0.0.1, whatever *_proxy variables say.
-_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 def missing_requirements() -> str | None:
     """Why the browser tests cannot run here, or None when they can."""
     try:
@@ -86,62 +76,3 @@ def write_y4m(rgb: np.ndarray, path: Path, frames: int = 30, fps: int = 30) -> P
             fh.write(b"FRAME\n")
             fh.write(yuv)
     return path
-
-
-class ServerProcess:
-    """``python -m rtc_server`` on 127.0.0.1 only, as users run it (restartable)."""
-
-    def __init__(self, model: Path, port: int, log_path: Path) -> None:
-        self.model, self.port, self.log_path = model, port, log_path
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60.0, **settings: str) -> None:
-        """Start (again); ``settings`` are extra ``RTC_*`` variables, e.g. ``RTC_MAX_SESSIONS="1"``."""
-        env = {**os.environ, "RTC_ICE_ADDRESSES": "127.0.0.1", "RTC_ICE_SERVERS": "", "RTC_THREADS": "1", **settings}
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtc_server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--model", str(self.model), "--static-dir", str(ROOT / "static")],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while self.get("/readyz", ok_only=False)[0] != 200:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited ({self.proc.returncode}); see {self.log_path}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the server was not ready in {timeout} s; see {self.log_path}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # graceful: every session closes its peer connection
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def get(self, path: str, ok_only: bool = True) -> tuple[int, str]:
-        try:
-            with _HTTP.open(self.url + path, timeout=5) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            if ok_only:
-                raise
-            return exc.code, exc.read().decode()
-        except OSError:
-            if ok_only:
-                raise
-            return 0, ""
-
-    def metric(self, name: str) -> float:
-        """One unlabelled sample from ``/metrics``."""
-        for line in self.get("/metrics")[1].splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        raise KeyError(name)
-
-    def ready(self) -> dict[str, object]:
-        return json.loads(self.get("/readyz")[1])

@@ -1,11 +1,14 @@
-"""Shared fixtures: the real model, loopback-only settings, a served app."""
+"""Shared fixtures: the real model, loopback-only settings, a served app, server processes,
+and the restoring of the process-wide aiortc/aioice adaptations after every test."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aioice.ice
+import aiortc.rtcrtpreceiver
 import cv2
 import numpy as np
 import pytest
@@ -14,11 +17,30 @@ from aiohttp import web
 from rtc_server.app import create_app, load_detector
 from rtc_server.config import Settings
 from rtc_server.engine.detector import Detector
+from rtc_server.webrtc.ice import use_host_addresses
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SHARED = ROOT.parent / "shared"
-COCO128 = SHARED / "data" / "coco128" / "images" / "train2017"
+from .helpers import COCO128, FIXTURES, ROOT, SHARED, ServerProcess, cannot_run
+
+__all__ = ["COCO128", "FIXTURES", "ROOT", "SHARED"]  # kept importable for older imports
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_ice_baseline() -> None:
+    """Between tests, in-process peers offer 127.0.0.1 only: a test that forgets to pin ICE
+    still never sends to this machine's real interfaces."""
+    use_host_addresses(["127.0.0.1"])
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_globals() -> Iterator[None]:
+    """``create_app`` and some tests install process-wide adaptations of aiortc/aioice
+    (``use_host_addresses``, ``use_udp_ports``, ``use_marker_release``); whatever a test
+    installed is undone after it, so no test depends on what an earlier one left."""
+    saved = (aioice.ice.get_host_addresses, aioice.ice.Connection.get_component_candidates,
+             aiortc.rtcrtpreceiver.JitterBuffer)
+    yield
+    (aioice.ice.get_host_addresses, aioice.ice.Connection.get_component_candidates,  # type: ignore[method-assign]
+     aiortc.rtcrtpreceiver.JitterBuffer) = saved
 
 
 def model_path() -> Path | None:
@@ -35,7 +57,7 @@ def model_path() -> Path | None:
 def model_file() -> Path:
     path = model_path()
     if path is None:
-        pytest.skip("no model: run `make model` or set RTC_TEST_MODEL")
+        cannot_run("no model: run `make model` or set RTC_TEST_MODEL")
     return path
 
 
@@ -74,6 +96,21 @@ def make_app(settings: Settings, detector: Detector) -> Callable[..., web.Applic
         return create_app(s, detector_override or detector)
 
     return factory
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start ``python -m rtc_server`` processes (not waited for); all are killed at the end."""
+    started: list[ServerProcess] = []
+
+    def start(env: dict[str, str], args: tuple[str, ...] = (), wait: bool = False) -> ServerProcess:
+        process = ServerProcess(tmp_path / f"server-{len(started)}.log", env, args)
+        started.append(process)
+        return process.start(wait=wait)
+
+    yield start
+    for process in started:
+        process.kill()
 
 
 # ----- models users bring (issue 11), derived from the real one per test session -----------

@@ -17,9 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import cv2
@@ -27,7 +24,7 @@ import numpy as np
 
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.webrtc.ice import use_host_addresses
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES, wait_ready_sync
 
 PRIVATE = "10.99.0.2"
 PUBLIC = "203.0.113.7"
@@ -37,19 +34,6 @@ UDP_PORTS = "31100-31139"
 def frame() -> np.ndarray:
     image = cv2.cvtColor(cv2.imread(str(FIXTURES / "bus.jpg")), cv2.COLOR_BGR2RGB)
     return cv2.resize(image, (480, 640))[80:560]  # a 480x480 crop with the bus and people
-
-
-def wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("server not ready")
 
 
 async def probe(url: str) -> dict[str, Any]:
@@ -84,7 +68,7 @@ def main() -> int:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, server)
+        wait_ready_sync(url, lambda: server.poll() is None)
         print(json.dumps(asyncio.run(probe(url))))
     finally:
         server.terminate()

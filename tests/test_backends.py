@@ -115,7 +115,7 @@ def test_tensorrt_f16_options_are_built_from_the_settings(tmp_path: Path) -> Non
 def _serve_and_wait(env: dict[str, str], tmp_path: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     import os
 
-    from .test_process import free_port
+    from .helpers import free_port
 
     full = {**os.environ, "RTC_HOST": "127.0.0.1", "RTC_PORT": str(free_port()), "RTC_ICE_ADDRESSES": "127.0.0.1",
             "RTC_BACKEND_CACHE": str(tmp_path / "cache"), **env}

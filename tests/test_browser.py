@@ -19,24 +19,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .browser_env import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
-    ROOT,
-    ServerProcess,
-    loopback_only_network,
-    missing_requirements,
-    write_y4m,
-)
+from .browser_env import CHROMIUM, CHROMIUM_FLAGS, loopback_only_network, missing_requirements, write_y4m
+from .helpers import ROOT, ServerProcess, cannot_run
 
 REASON = missing_requirements()
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(REASON is not None, reason=f"real-browser tests skipped: {REASON}"),
-]
+pytestmark = [pytest.mark.slow]
 
 if REASON is None:
     from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
+else:  # the names stay resolvable for annotations; every test fails/skips in the fixture
+    BrowserContext = Page = Playwright = object  # type: ignore[misc,assignment]
 
 ARTIFACTS = ROOT / "artifacts" / "browser"
 PORT = 8080  # free: the namespace is new
@@ -46,18 +38,22 @@ INSECURE_HOST = "insecure.test"
 
 @pytest.fixture(scope="module")
 def network() -> Iterator[None]:
+    if REASON is not None:
+        cannot_run(f"real-browser tests: {REASON}")
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(loopback_only_network())
         except PermissionError as exc:
-            pytest.skip(f"real-browser tests skipped: no private network namespace ({exc}); "
-                        "they never run on the real network")
+            cannot_run(f"real-browser tests: no private network namespace ({exc}); "
+                       "they never run on the real network")
         yield
 
 
 @pytest.fixture(scope="module")
 def server(network: None, model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(model_file, PORT, tmp_path_factory.mktemp("server") / "server.log")
+    proc = ServerProcess(tmp_path_factory.mktemp("server") / "server.log",
+                         {"RTC_MODEL": str(model_file), "RTC_THREADS": "1", "RTC_STATIC_DIR": str(ROOT / "static")},
+                         port=PORT)
     proc.start()
     yield proc
     proc.stop()
@@ -287,9 +283,10 @@ def test_camera_and_resolution_pickers(page: Page, server: ServerProcess) -> Non
     wait_for_sessions(server, 0, page)
 
 
-@pytest.mark.skipif(shutil.which("iptables") is None, reason="iptables is missing: cannot block UDP to make ICE fail")
 def test_ice_failure_names_turn(page: Page, server: ServerProcess) -> None:
     """HTTP works but UDP is blocked (inside the test's own namespace): the media path never forms."""
+    if shutil.which("iptables") is None:
+        cannot_run("iptables is missing: cannot block UDP to make ICE fail")
     rule = ["INPUT", "-p", "udp", "-j", "DROP"]
     subprocess.run(["iptables", "-I", *rule], check=True)
     try:
@@ -334,7 +331,7 @@ def test_missing_camera_is_explained(playwright: Playwright, server: ServerProce
         page.goto(server.url + "/")
         devices = page.evaluate("async () => (await navigator.mediaDevices.enumerateDevices()).map((d) => d.kind)")
         if "videoinput" in devices:
-            pytest.skip("this machine has a real camera")
+            pytest.skip("this machine has a real camera")  # not a missing dependency
         page.get_by_role("button", name="Start", exact=True).click()
         page.wait_for_function("() => window.rtcYolo.state === 'failed'", timeout=15000)
         assert app_state(page)["error"]["kind"] == "camera-missing"

@@ -18,17 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .browser_env import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
-    ROOT,
-    ServerProcess,
-    loopback_only_network,
-    missing_requirements,
-    write_y4m,
-)
+from .browser_env import CHROMIUM, CHROMIUM_FLAGS, loopback_only_network, missing_requirements, write_y4m
 from .derived_models import class_subset
-from .helpers import cannot_run
+from .helpers import ROOT, ServerProcess, cannot_run
 
 pytestmark = pytest.mark.slow
 PORT = 8080  # free: the namespace is new
@@ -51,8 +43,10 @@ def network() -> Iterator[None]:
 def server(network: None, model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("server-models")
     people = class_subset(model_file, tmp / "people.onnx")
-    proc = ServerProcess(model_file, PORT, tmp / "server.log")
-    proc.start(RTC_MODELS=f"yolo11n={model_file},people={people}#imgsz=320")
+    proc = ServerProcess(tmp / "server.log", {"RTC_THREADS": "1", "RTC_STATIC_DIR": str(ROOT / "static"),
+                                              "RTC_MODELS": f"yolo11n={model_file},people={people}#imgsz=320"},
+                         port=PORT)
+    proc.start()
     yield proc
     proc.stop()
 

@@ -39,3 +39,21 @@ def test_env_values_are_parsed() -> None:
 def test_bad_values_are_refused_with_a_reason(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         load_settings([], env=env)
+
+
+def test_scheduler_settings_from_env() -> None:
+    s = load_settings([], env={"RTC_WORKERS": "2", "RTC_MAX_BATCH": "8", "RTC_BATCH_WAIT_MS": "4",
+                               "RTC_MAX_FPS": "10", "RTC_PREDICT_QUEUE": "16", "RTC_PREDICT_MAX_WAIT": "0.5"})
+    assert (s.workers, s.max_batch, s.batch_wait_ms, s.max_fps, s.predict_queue, s.predict_max_wait) == (
+        2, 8, 4.0, 10.0, 16, 0.5)
+    d = load_settings([], env={})
+    assert (d.workers, d.max_batch, d.batch_wait_ms, d.max_fps) == (0, 0, 0.0, 0.0)  # 0: chosen / off
+
+
+@pytest.mark.parametrize("env", [
+    {"RTC_WORKERS": "-1"}, {"RTC_MAX_BATCH": "-2"}, {"RTC_BATCH_WAIT_MS": "-1"}, {"RTC_BATCH_WAIT_MS": "5000"},
+    {"RTC_MAX_FPS": "-3"}, {"RTC_MAX_FPS": "1000"}, {"RTC_PREDICT_QUEUE": "-1"}, {"RTC_PREDICT_MAX_WAIT": "0"},
+])
+def test_bad_scheduler_settings_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        load_settings([], env=env)

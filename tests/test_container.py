@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -24,8 +23,8 @@ import pytest
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.models import DEFAULT_SOURCE
 from rtc_server.webrtc.ice import use_host_addresses
-from tests.conftest import FIXTURES, ROOT
 from tests.containers import BASE_TAG, PrivateDocker, unavailable
+from tests.helpers import FIXTURES, ROOT, cannot_run, free_port, http_get, wait_ready_sync
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -37,7 +36,7 @@ UDP_PORTS = (31100, 31139)  # below the ephemeral range: only our binds land the
 def docker() -> Iterator[PrivateDocker]:
     reason = unavailable()
     if reason:
-        pytest.skip(f"cannot run a private Docker daemon here: {reason}")
+        cannot_run(f"cannot run a private Docker daemon here: {reason}")
     daemon = PrivateDocker()
     try:
         daemon.start()
@@ -50,12 +49,6 @@ def docker() -> Iterator[PrivateDocker]:
 def image(docker: PrivateDocker) -> str:
     base = docker.import_base()
     return docker.build(ROOT, TAG, {"BASE": base})
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(url: str, data: bytes | None = None, content_type: str = "") -> tuple[int, Any]:
@@ -72,7 +65,7 @@ class Container:
 
     def __init__(self, docker: PrivateDocker, image: str, *extra: str) -> None:
         self.docker = docker
-        self.port = free_loopback_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.id = docker.docker(
             "run", "-d", "--network", "host", "-e", f"PORT={self.port}", "-e", "RTC_ICE_ADDRESSES=127.0.0.1",
@@ -87,17 +80,10 @@ class Container:
         return (proc.stdout + proc.stderr).decode(errors="replace")
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.inspect("{{.State.Running}}") != "true":
-                raise AssertionError(f"container exited:\n{self.logs()}")
-            try:
-                if http(self.url + "/readyz")[0] == 200:
-                    return
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"not ready after {timeout} s:\n{self.logs()}")
+        try:
+            wait_ready_sync(self.url, lambda: self.inspect("{{.State.Running}}") == "true", timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise AssertionError(f"{exc}:\n{self.logs()}") from exc
 
     def remove(self) -> None:
         self.docker.docker("rm", "-f", self.id, check=False)
@@ -118,6 +104,9 @@ def container(docker: PrivateDocker, image: str) -> Iterator[Container]:
 def test_ready_and_predict_finds_bus_and_people(container: Container) -> None:
     status, ready = http(container.url + "/readyz")
     assert status == 200 and ready["model"]["name"] == "yolo11n"
+    # The page comes from the installed wheel's data (no RTC_STATIC_DIR, no copy of static/).
+    status, page = http_get(container.url + "/")
+    assert status == 200 and "<button" in page
     status, message = http(container.url + "/predict", (FIXTURES / "bus.jpg").read_bytes(), "image/jpeg")
     assert status == 200, message
     labels = [d["label"] for d in message["detections"]]

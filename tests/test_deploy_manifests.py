@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -18,7 +19,7 @@ from aiortc.rtcicetransport import connection_kwargs
 
 from rtc_server.config import load_settings
 from rtc_server.webrtc.ice import rtc_configuration
-from tests.conftest import ROOT
+from tests.helpers import ROOT, cannot_run
 
 DEPLOY = ROOT / "deploy"
 K8S_VERSION = "1.33.0"  # a GKE regular-channel version kubernetes-validate knows
@@ -71,43 +72,190 @@ def test_gce_opens_what_the_server_uses() -> None:
     create = (DEPLOY / "gce" / "create-vm.sh").read_text()
     startup = (DEPLOY / "gce" / "startup.sh").read_text()
     assert "tcp:80,tcp:443,tcp:8080" in create and '"udp:$UDP_PORTS"' in create
-    assert 'RTC_UDP_PORTS="$UDP_PORTS"' in startup and 'RTC_PUBLIC_ADDRESS="$PUBLIC_IP"' in startup
+    # What startup.sh hands the server is checked by running it: tests/test_deploy_gce.py.
     assert "--network host" in startup and "caddy reverse-proxy" in startup and "coturn/coturn" in startup
+
+
+CRDS = ROOT / "tests" / "fixtures" / "crds"
+#: Validated against the published CRD schemas vendored in tests/fixtures/crds (see its README).
+CRD_SCHEMAS = {("gateway.networking.k8s.io/v1", "Gateway"): "gateway.networking.k8s.io_gateway_v1.json",
+               ("gateway.networking.k8s.io/v1", "HTTPRoute"): "gateway.networking.k8s.io_httproute_v1.json",
+               ("monitoring.googleapis.com/v1", "PodMonitoring"): "monitoring.googleapis.com_podmonitoring_v1.json"}
+#: GKE's own policy kinds: no published schema to vendor; checked structurally below.
+GKE_POLICIES = {"HealthCheckPolicy", "GCPBackendPolicy"}
+
+
+def kustomize_equivalent(folder: Path) -> list[dict[str, Any]]:
+    """What ``kustomize build`` makes of deploy/k8s, for the parts it uses: the resources,
+    and each configMapGenerator's literals as a ConfigMap (without the hash suffix)."""
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    assert set(kustomization) <= {"apiVersion", "kind", "resources", "configMapGenerator"}, \
+        "a kustomize feature this equivalent does not model: extend it"
+    docs = [doc for name in kustomization["resources"] for doc in load_all(folder / name)]
+    for generator in kustomization.get("configMapGenerator", []):
+        data = dict(literal.split("=", 1) for literal in generator["literals"])
+        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]}, "data": data})
+    return docs
 
 
 @pytest.fixture(scope="module")
 def k8s_docs() -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
-    return [doc for name in kustomization["resources"] for doc in load_all(DEPLOY / "k8s" / name)]
+    return kustomize_equivalent(DEPLOY / "k8s")
+
+
+def crd_schema(doc: dict[str, Any]) -> dict[str, Any]:
+    return json.loads((CRDS / CRD_SCHEMAS[(doc["apiVersion"], doc["kind"])]).read_text())["openAPIV3Schema"]
+
+
+def unknown_fields(doc: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields the schema does not have (the API server would prune them silently)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(doc, dict):
+        properties = schema.get("properties")
+        if properties is None:
+            extra = schema.get("additionalProperties")
+            return [f for k, v in doc.items() for f in unknown_fields(v, extra, f"{path}.{k}")] \
+                if isinstance(extra, dict) else []
+        return [f for k, v in doc.items()
+                for f in ([f"{path}.{k}"] if k not in properties else unknown_fields(v, properties[k], f"{path}.{k}"))]
+    if isinstance(doc, list) and isinstance(schema.get("items"), dict):
+        return [f for i, v in enumerate(doc) for f in unknown_fields(v, schema["items"], f"{path}[{i}]")]
+    return []
+
+
+def validate_crd(doc: dict[str, Any]) -> None:
+    """The published OpenAPI schema (types, enums, required fields, patterns, limits) and no
+    unknown field. Not checked: the CEL rules (x-kubernetes-validations), which need an API server."""
+    schema = crd_schema(doc)
+    jsonschema.validate(doc, schema)
+    assert not unknown_fields(doc, schema), unknown_fields(doc, schema)
+
+
+def validate_gke_policy(doc: dict[str, Any], services: set[str]) -> None:
+    """HealthCheckPolicy / GCPBackendPolicy, structurally (field names from GKE's docs)."""
+    assert doc["apiVersion"] == "networking.gke.io/v1" and set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+    spec = doc["spec"]
+    assert set(spec) == {"default", "targetRef"}
+    assert spec["targetRef"] == {"group": "", "kind": "Service", "name": spec["targetRef"]["name"]}
+    assert spec["targetRef"]["name"] in services
+    allowed = {"HealthCheckPolicy": {"checkIntervalSec", "timeoutSec", "healthyThreshold", "unhealthyThreshold",
+                                     "logConfig", "config"},
+               "GCPBackendPolicy": {"timeoutSec", "sessionAffinity", "connectionDraining", "logging",
+                                    "securityPolicy", "iap", "maxRatePerEndpoint"}}[doc["kind"]]
+    assert set(spec["default"]) <= allowed, set(spec["default"]) - allowed
 
 
 def test_k8s_manifests_validate(k8s_docs: list[dict[str, Any]]) -> None:
-    assert {d["kind"] for d in k8s_docs} == {"Deployment", "Service", "HorizontalPodAutoscaler",
-                                             "PodDisruptionBudget"}
+    kinds = {d["kind"] for d in k8s_docs}
+    assert kinds == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap",
+                     "Gateway", "HTTPRoute", "PodMonitoring", *GKE_POLICIES}
+    services = {d["metadata"]["name"] for d in k8s_docs if d["kind"] == "Service"}
     for doc in k8s_docs:
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        if (doc["apiVersion"], doc["kind"]) in CRD_SCHEMAS:
+            validate_crd(doc)
+        elif doc["kind"] in GKE_POLICIES:
+            validate_gke_policy(doc, services)
+        else:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
 def test_k8s_validation_catches_mistakes(k8s_docs: list[dict[str, Any]]) -> None:
-    """The validator is not a rubber stamp: a misspelled field fails."""
+    """The validators are not rubber stamps: a misspelled or mistyped field fails."""
     deployment = next(d for d in k8s_docs if d["kind"] == "Deployment")
     broken = json.loads(json.dumps(deployment))
     broken["spec"]["template"]["spec"]["hostNetwrok"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+    gateway = next(d for d in k8s_docs if d["kind"] == "Gateway")
+    misspelled = json.loads(json.dumps(gateway))
+    misspelled["spec"]["listeners"][0]["protocl"] = misspelled["spec"]["listeners"][0].pop("protocol")
+    with pytest.raises((jsonschema.ValidationError, AssertionError)):
+        validate_crd(misspelled)
+    monitoring = next(d for d in k8s_docs if d["kind"] == "PodMonitoring")
+    wrong_type = json.loads(json.dumps(monitoring))
+    wrong_type["spec"]["endpoints"][0]["interval"] = 30
+    with pytest.raises(jsonschema.ValidationError):
+        validate_crd(wrong_type)
+    extra = json.loads(json.dumps(monitoring))
+    extra["spec"]["endpoints"][0]["intervall"] = "30s"  # misspelled: not a PodMonitoring field
+    with pytest.raises(AssertionError):
+        validate_crd(extra)
+
+
+def test_kustomize_build_makes_the_same_objects(k8s_docs: list[dict[str, Any]]) -> None:
+    """The real ``kubectl kustomize`` agrees with the equivalent the other tests use."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        cannot_run("kubectl is missing (apt-get install -y kubernetes-client; .ci/run does it)")
+    built = subprocess.run([kubectl, "kustomize", str(DEPLOY / "k8s")], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+
+    def names(items: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {(d["kind"], re.sub(r"-[a-z0-9]{10}$", "", d["metadata"]["name"]) if d["kind"] == "ConfigMap"
+                 else d["metadata"]["name"]) for d in items}
+
+    assert names(docs) == names(k8s_docs)
+    built_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"][0]["configMapRef"]["name"] == built_map["metadata"]["name"]  # hash-suffixed
+    assert built_map["data"] == next(d for d in k8s_docs if d["kind"] == "ConfigMap")["data"]
+
+
+def server_env(k8s_docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The server's environment in the pod: the ConfigMap, then the container's plain env."""
+    by_kind = {d["kind"]: d for d in k8s_docs}
+    (container,) = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"]
+    (source,) = container["envFrom"]
+    config = next(d for d in k8s_docs if d["kind"] == "ConfigMap"
+                  and d["metadata"]["name"] == source["configMapRef"]["name"])
+    return {**config["data"], **plain_env(container["env"])}
 
 
 def test_k8s_deployment_wiring(k8s_docs: list[dict[str, Any]]) -> None:
+    from rtc_server.__main__ import SHUTDOWN_TIMEOUT
+
     by_kind = {d["kind"]: d for d in k8s_docs}
     pod = by_kind["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["hostNetwork"] is True and pod["securityContext"]["runAsNonRoot"] is True
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert pod["terminationGracePeriodSeconds"] >= 10
-    env = plain_env(container["env"])
+    env = server_env(k8s_docs)
     check_server_env(env)
-    assert load_settings([], env).udp_ports is not None
+    settings = load_settings([], env)
+    assert settings.udp_ports is not None and 0 < settings.max_sessions  # the server checks they fit
+    # Readiness is capacity-aware (new offers go elsewhere when full or draining); liveness is not.
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz?capacity=1"
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Drain: preStop, then SIGTERM -> drain -> shutdown, all inside the grace period.
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert settings.drain_seconds >= 60
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + settings.drain_seconds + SHUTDOWN_TIMEOUT + 5
+    # Metrics on their own port, named for the PodMonitoring, in no Service and no route.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == settings.metrics_port and ports["http"] == int(env["PORT"])
+    (endpoint,) = by_kind["PodMonitoring"]["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    pod_labels = by_kind["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert by_kind["PodMonitoring"]["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    service_ports = by_kind["Service"]["spec"]["ports"]
+    assert [p["targetPort"] for p in service_ports] == ["http"] and by_kind["Service"]["spec"]["type"] == "ClusterIP"
+    routes = [d for d in k8s_docs if d["kind"] == "HTTPRoute"]
+    backends = [b for r in routes for rule in r["spec"]["rules"] for b in rule.get("backendRefs", [])]
+    assert backends == [{"name": "rtc-yolo", "port": service_ports[0]["port"]}]
+    # TLS: an HTTPS listener with a Google-managed certificate (Certificate Manager map);
+    # plain HTTP only redirects.
+    gateway = by_kind["Gateway"]
+    assert gateway["metadata"]["annotations"]["networking.gke.io/certmap"]
+    assert {(lst["protocol"], lst["port"]) for lst in gateway["spec"]["listeners"]} == {("HTTPS", 443), ("HTTP", 80)}
+    redirect = next(r for r in routes if r["spec"]["parentRefs"][0]["sectionName"] == "http")
+    assert redirect["spec"]["rules"][0]["filters"][0]["requestRedirect"]["scheme"] == "https"
+    health = next(d for d in k8s_docs if d["kind"] == "HealthCheckPolicy")["spec"]["default"]["config"]
+    assert health["httpHealthCheck"]["requestPath"] == "/readyz?capacity=1"
+    # Behind Google's front ends the client is taken from X-Forwarded-For.
+    assert {"35.191.0.0/16", "130.211.0.0/22"} <= {str(n) for n in settings.trusted_proxies}
     assert any(e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.hostIP"
                for e in container["env"] if e["name"] == "RTC_ICE_ADDRESSES")
     labels = by_kind["Deployment"]["spec"]["selector"]["matchLabels"]
@@ -124,19 +272,21 @@ def test_cloud_run_service() -> None:
     assert service["apiVersion"] == "serving.knative.dev/v1" and service["kind"] == "Service"
     template = service["spec"]["template"]
     annotations = template["metadata"]["annotations"]
-    assert int(annotations["autoscaling.knative.dev/minScale"]) >= 1
+    assert int(annotations["autoscaling.knative.dev/minScale"]) >= 1  # the warm instance stays
     assert annotations["run.googleapis.com/cpu-throttling"] == "false"
     assert annotations["run.googleapis.com/sessionAffinity"] == "true"
     assert 1 <= template["spec"]["containerConcurrency"] <= 1000
     (container,) = template["spec"]["containers"]
     assert container["ports"][0]["containerPort"] == 8080
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
-    ice = next(e for e in container["env"] if e["name"] == "RTC_ICE_SERVERS")
-    assert ice["valueFrom"]["secretKeyRef"]["name"]
-    example = (DEPLOY / "cloudrun" / "ice-servers.example.json").read_text()
-    check_server_env({**plain_env(container["env"]), "RTC_ICE_SERVERS": example})
-    assert "turn" in json.loads(example)[0]["urls"]
-    assert "TURN" in (DEPLOY / "cloudrun" / "service.yaml").read_text()  # says media needs TURN
+    secret = next(e for e in container["env"] if e["name"] == "RTC_TURN_SECRET")
+    assert secret["valueFrom"]["secretKeyRef"]["name"]
+    settings = load_settings([], {**plain_env(container["env"]), "RTC_TURN_SECRET": "from-secret-manager"})
+    check_server_env({**plain_env(container["env"]), "RTC_TURN_SECRET": "from-secret-manager"})
+    assert settings.turn_urls and settings.max_sessions >= 1 and settings.drain_seconds == 0  # 10 s grace
+    assert [str(n) for n in settings.trusted_proxies] == ["169.254.0.0/16"]
+    text = (DEPLOY / "cloudrun" / "service.yaml").read_text()
+    assert "TURN" in text and "containerConcurrency caps concurrent HTTP *requests*" in text
 
 
 def test_compose_file() -> None:
@@ -168,3 +318,16 @@ def test_github_workflow() -> None:
     assert workflow["jobs"]["deploy"]["needs"] == "test"
     runs = " ".join(s.get("run", "") for s in workflow["jobs"]["test"]["steps"])
     assert "pytest" in runs and "debootstrap" in runs
+
+
+def test_docs_state_the_shutdown_timeout_the_code_uses() -> None:
+    """Every "N s shutdown" in the docs and deploy files is the code's own figure."""
+    from rtc_server.__main__ import SHUTDOWN_TIMEOUT
+
+    files = [ROOT / "README.md", ROOT / "Dockerfile", *(ROOT / "docs").glob("*.md"),
+             *(p for p in DEPLOY.rglob("*") if p.is_file())]
+    said = {f"{path.relative_to(ROOT)}: {m[0]}" for path in files
+            for m in re.finditer(r"(\d+(?:\.\d+)?) ?s shutdown", path.read_text())}
+    assert said, "the docs say how long shutdown takes"
+    wrong = {s for s in said if float(s.rsplit(": ", 1)[1].split()[0].rstrip("s")) != SHUTDOWN_TIMEOUT}
+    assert not wrong, f"the code's shutdown timeout is {SHUTDOWN_TIMEOUT:g} s: {sorted(wrong)}"

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT
-from .helpers import cannot_run
-from .test_process import free_port
+from .helpers import cannot_run, free_port
 
 GPU_PYTHON = ROOT / ".venv-gpu" / "bin" / "python"
 

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from .conftest import FIXTURES
-
-ClientFactory = Callable[..., "asyncio.Future[TestClient]"]
-
-
-async def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while (await client.get("/readyz")).status != 200:
-            await asyncio.sleep(0.05)
+from .helpers import FIXTURES, ClientFactory, wait_ready
 
 
 @pytest.fixture

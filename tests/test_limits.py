@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import numpy as np
@@ -9,11 +10,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from drivers.client import DetectionClient, ImageTrack
+from rtc_server.config import Settings
 from signaling.context import REGISTRY
 
-from .helpers import ServerFactory, serve
+from .helpers import ClientFactory, ServerFactory, serve, wait_ready
 from .sdp import make_offer
-from .test_http import ClientFactory, wait_ready
 
 JPEG = {"Content-Type": "image/jpeg"}
 
@@ -55,15 +56,35 @@ async def test_session_cap_is_503_with_retry_after_and_a_freed_slot_is_usable_at
 
 async def test_rate_limit_per_client_and_route(aiohttp_client: ClientFactory,
                                                make_app: Callable[..., web.Application]) -> None:
-    c = await new_client(aiohttp_client, make_app, rate_limit=0.01, rate_burst=3)  # no refill within the test
+    # No refill within the test: /offer's and /predict's buckets each allow their burst only.
+    c = await new_client(aiohttp_client, make_app, rate_limit=0.01, rate_burst=2,
+                         predict_rate_limit=0.01, predict_rate_burst=3)
     statuses = [(await c.post("/predict", data=b"junk", headers=JPEG)).status for _ in range(3)]
     assert statuses == [400, 400, 400]  # within the burst: answered on their merits
     limited = await c.post("/predict", data=b"junk", headers=JPEG)
     assert limited.status == 429 and (await limited.json())["error"] == "rate_limited"
     assert int(limited.headers["Retry-After"]) >= 1
     # Other routes are not charged: /offer has its own bucket, probes have none.
-    assert (await c.post("/offer", data="x", headers={"Content-Type": "application/json"})).status == 400
+    bad_offer = {"data": "x", "headers": {"Content-Type": "application/json"}}
+    assert [(await c.post("/offer", **bad_offer)).status for _ in range(3)] == [400, 400, 429]
     assert [(await c.get("/healthz")).status for _ in range(10)] == [200] * 10
+
+
+async def test_default_predict_limit_serves_a_camera_posting_30_fps(
+    aiohttp_client: ClientFactory, make_app: Callable[..., web.Application]
+) -> None:
+    """The seed's own client POSTs camera frames at 10-30 fps: three seconds of that at the
+    default limits is never refused (the old shared 5/s, burst 20, refused from frame 21)."""
+    defaults = Settings()
+    c = await new_client(aiohttp_client, make_app, predict_rate_limit=defaults.predict_rate_limit,
+                         predict_rate_burst=defaults.predict_rate_burst, rate_limit=defaults.rate_limit,
+                         rate_burst=defaults.rate_burst)
+    loop = asyncio.get_running_loop()
+    start, statuses = loop.time(), []
+    for frame in range(90):  # 30 fps for 3 s, paced like a camera (never faster)
+        await asyncio.sleep(max(0.0, start + frame / 30 - loop.time()))
+        statuses.append((await c.post("/predict", data=b"junk", headers=JPEG)).status)
+    assert statuses == [400] * 90, statuses  # judged on their merits (junk), never 429
 
 
 async def test_auth_token_guards_offer_and_predict(aiohttp_client: ClientFactory,

@@ -33,8 +33,7 @@ from rtc_server.models import sha256_of
 
 from .conftest import FIXTURES, ROOT
 from .derived_models import class_subset, fails_at_run
-from .helpers import cannot_run
-from .test_process import ServerProcess, free_port, self_signed, wait_ready
+from .helpers import ServerProcess, cannot_run, free_port, self_signed, wait_ready
 
 WRONG = "0" * 64
 
@@ -193,16 +192,9 @@ def test_unreachable_storage_is_named(tmp_path: Path, monkeypatch: pytest.Monkey
 
 # ----- the real process ------------------------------------------------------------------------
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    started: list[ServerProcess] = []
-
-    def start(env: dict[str, str]) -> ServerProcess:
-        started.append(ServerProcess(tmp_path, {"RTC_MODEL_CACHE": str(tmp_path / "cache"), **env}))
-        return started[-1]
-
-    yield start
-    for p in started:
-        p.kill()
+def spawn(spawn: Callable[..., ServerProcess], tmp_path: Path) -> Callable[..., ServerProcess]:
+    """The suite's ``spawn``, every server with its model cache under ``tmp_path``."""
+    return lambda env: spawn({"RTC_MODEL_CACHE": str(tmp_path / "cache"), **env})
 
 
 async def test_server_serves_https_and_gs_models_and_reuses_its_cache(

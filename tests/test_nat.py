@@ -10,8 +10,6 @@ advertises the external address. Needs root, ``unshare`` and ``iptables``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, require_root_tools
 from tests.nat_probe import PRIVATE, PUBLIC, UDP_PORTS
 
 pytestmark = pytest.mark.slow
@@ -35,8 +33,7 @@ SETUP = " && ".join([
 
 
 def run_probe(model: Path, public: str) -> dict[str, Any]:
-    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "iptables", "ip")):
-        pytest.skip("needs root, unshare, ip and iptables for a NAT namespace")
+    require_root_tools("unshare", "iptables", "ip")
     command = f'{SETUP} && exec "$0" -m tests.nat_probe "$1" 8080 "$2"'
     proc = subprocess.run(["unshare", "--net", "sh", "-c", command, sys.executable, str(model), public],
                           cwd=ROOT, capture_output=True, text=True, timeout=180)

@@ -16,8 +16,7 @@ from aiohttp.test_utils import TestClient
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.logs import JsonFormatter, SessionFilter, TextFormatter
 
-from .helpers import ServerFactory, serve, wait_for
-from .test_http import ClientFactory, wait_ready
+from .helpers import ClientFactory, ServerFactory, serve, wait_for, wait_ready
 
 
 @pytest.fixture
@@ -42,7 +41,7 @@ def entries(stream: io.StringIO) -> list[dict[str, object]]:
 
 async def test_http_errors_are_counted_by_kind(aiohttp_client: ClientFactory,
                                                make_app: Callable[..., web.Application]) -> None:
-    c: TestClient = await aiohttp_client(make_app(rate_limit=0))
+    c: TestClient = await aiohttp_client(make_app(rate_limit=0, predict_rate_limit=0))
     await wait_ready(c)
     for _ in range(3):
         await c.post("/predict", data=b"junk", headers={"Content-Type": "image/jpeg"})

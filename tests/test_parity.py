@@ -18,7 +18,7 @@ from rtc_server.engine.detector import Detector
 from rtc_server.engine.loader import load_detector
 from rtc_server.engine.yolo import Thresholds
 
-from .conftest import COCO128, FIXTURES
+from .helpers import COCO128, FIXTURES, cannot_run
 
 REFERENCE = json.loads((FIXTURES / "ultralytics_detections.json").read_text())
 CASES = [(mode, r) for mode, results in REFERENCE["results"].items() for r in results]
@@ -43,7 +43,7 @@ def test_matches_ultralytics(mode: str, ref: dict, backend: str, model_file: Pat
                              mode_detectors: dict[tuple[str, str], Detector]) -> None:
     path = _image_path(ref["file"])
     if not path.exists():
-        pytest.skip(f"{ref['file']} needs coco128 at {COCO128} (not present on this machine)")
+        cannot_run(f"{ref['file']} needs coco128 at {COCO128} (not present on this machine)")
     settings = REFERENCE["header"]["settings"]
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     (result,) = mode_detectors[backend, mode].detect(

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
-import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import aiohttp
 import aioice.ice
@@ -22,34 +20,10 @@ from drivers.client import DetectionClient, ImageTrack
 from rtc_server.config import ConfigError, Settings, load_settings
 from rtc_server.webrtc.ice import advertise_address, rtc_configuration, use_host_addresses
 from rtc_server.webrtc.portrange import bind_in_range, use_udp_ports
+from signaling.context import REGISTRY
 
-ServerFactory = Callable[..., "asyncio.Future[object]"]
-
-
-def free_udp_range(size: int) -> tuple[int, int]:
-    """``size`` consecutive UDP ports on 127.0.0.1 that are free right now."""
-    # Below the kernel's ephemeral range (32768+): no other socket lands there by chance.
-    for low in range(20000, 32000, size):
-        socks = []
-        try:
-            for port in range(low, low + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return low, low + size - 1
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free UDP range")
-
-
-@pytest.fixture(autouse=True)
-def _restore_aioice() -> Iterator[None]:
-    yield
-    use_udp_ports(None)
-    use_host_addresses(["127.0.0.1"])
+from .helpers import ServerFactory, ServerProcess, free_udp_range, require_root_tools, serve, wait_ready
+from .sdp import make_offer
 
 
 def host_candidates(sdp: str) -> list[tuple[str, int]]:
@@ -61,13 +35,49 @@ def test_settings_parse_and_check_the_range() -> None:
     env = {"RTC_UDP_PORTS": "40000-40100", "RTC_PUBLIC_ADDRESS": "203.0.113.7"}
     settings = load_settings([], env)
     assert settings.udp_ports == (40000, 40100) and settings.public_address == "203.0.113.7"
-    assert load_settings([], {"RTC_UDP_PORTS": "45000"}).udp_ports == (45000, 45000)
+    assert load_settings([], {"RTC_UDP_PORTS": "45000", "RTC_MAX_SESSIONS": "1"}).udp_ports == (45000, 45000)
     assert load_settings([], {}).udp_ports is None
     for bad in ("abc", "40100-40000", "80-90", "40000-70000"):
         with pytest.raises(ConfigError):
             load_settings([], {"RTC_UDP_PORTS": bad})
     with pytest.raises(ConfigError, match="public_address"):
         Settings(public_address="gce-vm.example")
+
+
+def test_more_sessions_than_ports_is_refused_at_start(spawn: Callable[..., ServerProcess]) -> None:
+    """One UDP port per session (and address): RTC_MAX_SESSIONS beyond the range would be
+    accepted and then fail at ICE, 15 s later. The server refuses to start instead."""
+    with pytest.raises(ConfigError, match="RTC_MAX_SESSIONS <= 3"):
+        load_settings([], {"RTC_UDP_PORTS": "40000-40002", "RTC_MAX_SESSIONS": "10"})
+    with pytest.raises(ConfigError, match="unlimited"):
+        load_settings([], {"RTC_UDP_PORTS": "40000-40002", "RTC_MAX_SESSIONS": "0"})
+    assert load_settings([], {"RTC_UDP_PORTS": "40000-40002", "RTC_MAX_SESSIONS": "3"}).max_sessions == 3
+    server = spawn({"RTC_UDP_PORTS": "40000-40002", "RTC_MAX_SESSIONS": "10"})
+    assert server.wait(60) == 2 and "needs more UDP ports" in server.log, server.log
+
+
+async def test_an_offer_when_every_port_is_taken_is_503_at_once(
+    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
+) -> None:
+    """Another program holds ports of the range: the offer that finds none free gets 503
+    no_candidates at once (no answer the peer could never connect to)."""
+    low, high = free_udp_range(2)
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.bind(("127.0.0.1", high))
+    app = make_app(udp_ports=(low, high), max_sessions=2)
+    try:
+        url = await serve(aiohttp_server, app)
+        sdp = await make_offer()
+        async with aiohttp.ClientSession() as http:
+            first = await http.post(f"{url}/offer", json={"sdp": sdp, "type": "offer"})
+            second = await http.post(f"{url}/offer", json={"sdp": sdp, "type": "offer"})
+            assert first.status == 200
+            assert second.status == 503 and (await second.json())["error"] == "no_candidates"
+            assert int(second.headers["Retry-After"]) >= 1
+        assert len(app[REGISTRY]) == 1  # the refused offer holds no slot
+    finally:
+        squatter.close()
+        await app[REGISTRY].close_all()
 
 
 def test_bind_in_range_uses_the_range_and_reports_exhaustion() -> None:
@@ -112,9 +122,9 @@ async def test_session_works_with_ports_in_range(
     aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray
 ) -> None:
     low, high = free_udp_range(10)
-    server = await aiohttp_server(make_app(udp_ports=(low, high)), host="127.0.0.1")
+    server = await aiohttp_server(make_app(udp_ports=(low, high), max_sessions=10), host="127.0.0.1")
     url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    await _wait_ready(url)
+    await wait_ready(url)
     client = DetectionClient(url, ImageTrack(bus_frame, fps=15))
     try:
         await client.connect()
@@ -131,9 +141,10 @@ async def test_public_address_replaces_host_candidates_in_the_answer(
     aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
 ) -> None:
     low, high = free_udp_range(4)
-    server = await aiohttp_server(make_app(udp_ports=(low, high), public_address="203.0.113.7"), host="127.0.0.1")
+    app = make_app(udp_ports=(low, high), max_sessions=4, public_address="203.0.113.7")
+    server = await aiohttp_server(app, host="127.0.0.1")
     url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    await _wait_ready(url)
+    await wait_ready(url)
     pc = RTCPeerConnection(rtc_configuration([]))
     pc.createDataChannel("detections")
     pc.addTransceiver("video", direction="sendonly")
@@ -170,12 +181,6 @@ async def _gather(pc: RTCPeerConnection) -> None:
     await pc.setLocalDescription(await pc.createOffer())
 
 
-async def _wait_ready(url: str) -> None:
-    async with asyncio.timeout(30), aiohttp.ClientSession() as http:
-        while (await http.get(f"{url}/readyz")).status != 200:
-            await asyncio.sleep(0.05)
-
-
 GATHER_SCRIPT = """
 import asyncio
 from aiortc import RTCConfiguration, RTCPeerConnection
@@ -193,8 +198,7 @@ asyncio.run(main())
 
 def test_ip_local_port_range_alternative_in_own_namespace() -> None:
     """The documented alternative: without RTC_UDP_PORTS, a namespace's ephemeral range."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root and unshare to make a network namespace")
+    require_root_tools("unshare", "ip", "sysctl")
     script = (f'ip link set lo up && sysctl -qw net.ipv4.ip_local_port_range="41000 41010" && '
               f'exec {sys.executable} -c "$0"')
     proc = subprocess.run(["unshare", "--net", "sh", "-c", script, GATHER_SCRIPT],

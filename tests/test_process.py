@@ -4,17 +4,12 @@ and a client process that vanishes (SIGKILL) mid-stream."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
-import os
 import signal
-import socket
 import ssl
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -26,106 +21,22 @@ from drivers.client import DetectionClient, ImageTrack
 from rtc_server.webrtc.ice import use_host_addresses
 from signaling.context import REGISTRY
 
-from .conftest import FIXTURES, ROOT
-from .helpers import ServerFactory, serve, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
-    """``python -m rtc_server`` on a free loopback port, stderr collected to a file."""
-
-    def __init__(self, tmp: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
-        self.log_path = tmp / f"server-{self.port}.log"
-        self._log = self.log_path.open("wb")
-        full_env = {**os.environ, "RTC_ICE_ADDRESSES": "127.0.0.1", "RTC_HOST": "127.0.0.1",
-                    "RTC_PORT": str(self.port), **env}
-        self.proc = subprocess.Popen([sys.executable, "-m", "rtc_server", *args], cwd=ROOT, env=full_env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._log.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    started: list[ServerProcess] = []
-
-    def start(env: dict[str, str], args: tuple[str, ...] = ()) -> ServerProcess:
-        started.append(ServerProcess(tmp_path, env, args))
-        return started[-1]
-
-    yield start
-    for p in started:
-        p.kill()
-
-
-async def wait_ready(base: str, process: ServerProcess, ssl_context: ssl.SSLContext | bool = True) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(600):
-            assert process.proc.poll() is None, process.log
-            try:
-                async with http.get(f"{base}/readyz", ssl=ssl_context) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"server never became ready:\n{process.log}")
-
-
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1, made with ``cryptography`` (aiortc's own dependency)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
+from .helpers import FIXTURES, ROOT, ServerFactory, ServerProcess, self_signed, serve, wait_for, wait_ready
 
 
 async def test_tls_json_logs_and_sigterm_finishes_the_request_in_flight(
     spawn: Callable[..., ServerProcess], model_file: Path, tmp_path: Path
 ) -> None:
     cert, key = self_signed(tmp_path)
-    server = spawn({"RTC_MODEL": str(model_file), "RTC_LOG_FORMAT": "json"},
-                   ("--cert", str(cert), "--key", str(key)))
+    # A /predict queue with room for all eight, and no queue deadline to speak of: this is
+    # about shutdown, not admission (tests/test_scheduler.py).
+    server = spawn({"RTC_MODEL": str(model_file), "RTC_LOG_FORMAT": "json", "RTC_PREDICT_QUEUE": "8",
+                    "RTC_PREDICT_MAX_WAIT": "60"}, ("--cert", str(cert), "--key", str(key)))
     trust = ssl.create_default_context(cafile=str(cert))
     base = f"https://127.0.0.1:{server.port}"
     await wait_ready(base, server, trust)
 
-    # Eight large /predict requests queue on the one inference thread (~1 s of work), all
+    # Eight large /predict requests queue for the one inference worker (~1 s of work), all
     # sent before SIGTERM: they are in flight when it arrives and must all be answered.
     # (aiohttp stops reading sockets at shutdown, so only fully-sent requests count.)
     import cv2
@@ -150,7 +61,7 @@ async def test_tls_json_logs_and_sigterm_finishes_the_request_in_flight(
     assert [status for status, _ in answers] == [200] * 8, answers
     assert all("bus" in {d["label"] for d in body["detections"]} for _, body in answers)
 
-    code = await asyncio.get_running_loop().run_in_executor(None, server.wait, 15)
+    code = await asyncio.to_thread(server.wait, 15)
     assert code == 0, server.log
     assert time.monotonic() - sigterm_at < 10, "shutdown must fit Cloud Run's 10 s"
     lines = [json.loads(line) for line in server.log.splitlines() if line.startswith("{")]
@@ -173,7 +84,7 @@ async def test_sigterm_closes_live_sessions_and_exits_zero(
             await client.next_message()
         sigterm_at = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.get_running_loop().run_in_executor(None, server.wait, 15)
+        code = await asyncio.to_thread(server.wait, 15)
         assert code == 0, server.log
         assert time.monotonic() - sigterm_at < 10
         closed = [json.loads(line) for line in server.log.splitlines()
@@ -233,7 +144,6 @@ CLIENT_SCRIPT = """
 import asyncio, sys
 import cv2
 from drivers.client import DetectionClient, ImageTrack
-from rtc_server.webrtc.ice import use_host_addresses
 from rtc_server.webrtc.ice import use_host_addresses
 
 async def main():

@@ -20,15 +20,8 @@ from rtc_server.engine.detector import DetectionResult, Detector
 from rtc_server.engine.yolo import Thresholds
 from signaling.context import REGISTRY
 
-from .helpers import ServerFactory, serve, wait_for
+from .helpers import ServerFactory, scrape, serve, wait_for
 from .sdp import make_offer
-
-
-async def scrape(url: str) -> dict[str, float]:
-    async with aiohttp.ClientSession() as http:
-        text = await (await http.get(f"{url}/metrics")).text()
-    return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
-            if ln and not ln.startswith("#")}
 
 
 async def test_bad_control_messages_get_errors_and_the_session_goes_on(

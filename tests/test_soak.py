@@ -12,8 +12,7 @@ import numpy as np
 from drivers.soak import run_soak
 from rtc_server.webrtc.ice import use_host_addresses
 
-from .test_process import ServerProcess, wait_ready
-from .test_process import spawn as spawn  # the fixture, shared
+from .helpers import ServerProcess, wait_ready
 
 
 async def test_short_soak_leaves_nothing_behind(spawn: Callable[..., ServerProcess], model_file: Path,

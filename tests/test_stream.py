@@ -14,10 +14,10 @@ import pytest
 from rtc_server.config import Settings
 from rtc_server.engine.catalog import ModelCatalog
 from rtc_server.engine.detector import Detector
-from rtc_server.engine.inference import InferenceService
+from rtc_server.engine.scheduler import Scheduler
 from rtc_server.streams.registry import ServerFull, StreamRegistry
 from rtc_server.streams.stream import StreamLimits
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 class ListSink:
@@ -47,9 +47,9 @@ class StuckSource:
 
 @pytest.fixture
 async def registry(detector: Detector, model_file: Path) -> AsyncIterator[StreamRegistry]:
-    inference = InferenceService(ModelCatalog.of(detector))
-    yield StreamRegistry(Settings(model=model_file, max_sessions=2), inference)
-    inference.close()
+    scheduler = Scheduler(ModelCatalog.of(detector))
+    yield StreamRegistry(Settings(model=model_file, max_sessions=2), scheduler)
+    scheduler.close()
 
 
 async def test_frames_reach_every_sink_and_close_reaches_them(registry: StreamRegistry, bus_frame: np.ndarray) -> None:

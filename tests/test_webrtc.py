@@ -16,7 +16,7 @@ from rtc_server.engine.detector import DetectionResult, Detector
 from rtc_server.engine.yolo import Thresholds
 from signaling.context import REGISTRY
 
-from .helpers import ServerFactory, serve, wait_for
+from .helpers import ServerFactory, scrape, serve, wait_for
 
 
 async def test_client_streams_bus_frames_and_gets_detections(
@@ -162,20 +162,13 @@ async def test_answer_offers_only_loopback_candidates(
 async def test_metrics_count_sessions_and_frames(
     aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray
 ) -> None:
-    import aiohttp
-
     app = make_app()
     url = await serve(aiohttp_server, app)
-
-    async def scrape() -> dict[str, float]:
-        async with aiohttp.ClientSession() as http:
-            text = await (await http.get(f"{url}/metrics")).text()
-        return {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln and not ln.startswith("#")}
 
     async with DetectionClient(url, ImageTrack(bus_frame, fps=30)) as client:
         for _ in range(3):
             await client.next_message()
-        during = await scrape()
+        during = await scrape(url)
     assert during["rtc_sessions_active"] == 1 and during["rtc_sessions_total"] == 1
     assert during["rtc_frames_processed_total"] >= 3
     assert during["rtc_frames_received_total"] >= during["rtc_frames_processed_total"]
@@ -183,4 +176,4 @@ async def test_metrics_count_sessions_and_frames(
     # The receive path releases frames on the RTP marker bit (on by default).
     assert during['rtc_video_frames_released_total{rule="marker"}'] >= 3
     await wait_for(lambda: len(app[REGISTRY]) == 0)
-    assert (await scrape())["rtc_sessions_active"] == 0
+    assert (await scrape(url))["rtc_sessions_active"] == 0

@@ -9,7 +9,8 @@
 #   domain's A record at the printed address first) and the server listens on loopback.
 #   Without it, the server answers plain HTTP on 8080 (browsers only give the camera to
 #   HTTPS pages, so that is for /predict and testing).
-# TURN=yes: coturn beside the server, for browsers behind networks that block UDP.
+# TURN=yes: coturn beside the server, for browsers behind networks that block UDP; the page
+#   and the server get short-lived credentials for it (TURN REST API, a shared secret).
 set -euo pipefail
 
 : "${PROJECT:?set PROJECT}" "${IMAGE:?set IMAGE (an Artifact Registry image)}"
@@ -21,7 +22,7 @@ UDP_PORTS=${UDP_PORTS:-40000-40100}
 TURN_PORTS=${TURN_PORTS:-49160-49200}
 DOMAIN=${DOMAIN:-}
 TURN=${TURN:-no}
-TURN_PASSWORD=${TURN_PASSWORD:-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')}
+TURN_SECRET=${TURN_SECRET:-$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}
 HERE=$(cd "$(dirname "$0")" && pwd)
 gc() { gcloud --project "$PROJECT" --quiet "$@"; }
 
@@ -44,8 +45,8 @@ gc compute instances create "$NAME" --zone "$ZONE" --machine-type "$MACHINE" \
   --image-family cos-stable --image-project cos-cloud --boot-disk-size 20GB \
   --address "$ADDRESS" --tags "$NAME" --scopes default \
   --metadata-from-file startup-script="$HERE/startup.sh" \
-  --metadata "rtc-image=$IMAGE,rtc-udp-ports=$UDP_PORTS,rtc-domain=$DOMAIN,rtc-turn=$TURN,rtc-turn-ports=$TURN_PORTS,rtc-turn-password=$TURN_PASSWORD"
+  --metadata "rtc-image=$IMAGE,rtc-udp-ports=$UDP_PORTS,rtc-domain=$DOMAIN,rtc-turn=$TURN,rtc-turn-ports=$TURN_PORTS,rtc-turn-secret=$TURN_SECRET"
 
 echo "VM $NAME at $ADDRESS"
 if [ -n "$DOMAIN" ]; then echo "point $DOMAIN at $ADDRESS, then open https://$DOMAIN"; else echo "http://$ADDRESS:8080"; fi
-if [ "$TURN" = yes ]; then echo "TURN: turn:$ADDRESS:3478 user rtc password $TURN_PASSWORD"; fi
+if [ "$TURN" = yes ]; then echo "TURN: turn:${DOMAIN:-$ADDRESS}:3478 (credentials from GET /ice-servers)"; fi

@@ -13,42 +13,101 @@ UDP_PORTS=$(attr rtc-udp-ports 40000-40100)
 DOMAIN=$(attr rtc-domain)
 TURN=$(attr rtc-turn no)
 TURN_PORTS=$(attr rtc-turn-ports 49160-49200)
-TURN_PASSWORD=$(attr rtc-turn-password)
+TURN_SECRET=$(attr rtc-turn-secret)
 PRIVATE_IP=$(md instance/network-interfaces/0/ip)
 PUBLIC_IP=$(md instance/network-interfaces/0/access-configs/0/external-ip)
+# Where this script keeps its files (COS keeps / read-only; /var/lib is writable).
+STATE=${RTC_STATE_DIR:-/var/lib/rtc-yolo}
 
 # COS keeps / read-only: docker's credential config goes under a writable HOME.
-export HOME=/var/lib/rtc-yolo
-mkdir -p "$HOME" /var/lib/caddy
+export HOME="$STATE"
+mkdir -p "$STATE" "$STATE/caddy"
 docker-credential-gcr configure-docker --registries="${IMAGE%%/*}"
 docker pull "$IMAGE"
 docker rm -f rtc-yolo caddy coturn >/dev/null 2>&1 || true
 
-# Behind Caddy the server needs loopback only; without a domain it serves 8080 itself.
-HTTP_HOST=0.0.0.0
-if [ -n "$DOMAIN" ]; then HTTP_HOST=127.0.0.1; fi
+# The server's settings, in a file only root reads (the TURN secret is one of them).
+umask 077
+{
+  echo "PORT=8080"
+  # Host candidates on the private address, advertised as the external one (1:1 NAT), on
+  # the ports the firewall rule opens.
+  echo "RTC_ICE_ADDRESSES=$PRIVATE_IP"
+  echo "RTC_PUBLIC_ADDRESS=$PUBLIC_IP"
+  echo "RTC_UDP_PORTS=$UDP_PORTS"
+  if [ -n "$DOMAIN" ]; then
+    # Behind Caddy the server needs loopback only, and believes Caddy's X-Forwarded-*.
+    echo "RTC_HOST=127.0.0.1"
+    echo "RTC_TRUSTED_PROXIES=127.0.0.1/32"
+  else
+    echo "RTC_HOST=0.0.0.0"
+  fi
+  if [ "$TURN" = yes ]; then
+    # The page (GET /ice-servers) and every server session get their own short-lived
+    # credential for this VM's coturn (TURN REST API; coturn checks it with the same secret).
+    TURN_HOST=${DOMAIN:-$PUBLIC_IP}
+    echo "RTC_TURN_SECRET=$TURN_SECRET"
+    echo "RTC_TURN_URLS=turn:$TURN_HOST:3478?transport=udp,turn:$TURN_HOST:3478?transport=tcp"
+    echo "RTC_TURN_TTL=3600"
+  fi
+} > "$STATE/rtc.env"
 
-# Host candidates on the private address, advertised as the external one (1:1 NAT),
-# on ports the firewall rule opens. docker stop gives the app 10 s to close sessions.
+# coturn's config: TURN REST credentials only (no static users), and no relaying into this
+# VM's network: private ranges, loopback, link-local (the metadata server 169.254.169.254)
+# and the like are denied as peers, except this VM's own private address (the server).
+turnserver_conf() {
+  cat <<CONF
+listening-ip=$PRIVATE_IP
+relay-ip=$PRIVATE_IP
+listening-port=3478
+min-port=${TURN_PORTS%-*}
+max-port=${TURN_PORTS#*-}
+external-ip=$PUBLIC_IP/$PRIVATE_IP
+realm=${DOMAIN:-rtc-yolo}
+use-auth-secret
+static-auth-secret=$TURN_SECRET
+fingerprint
+no-cli
+no-tls
+no-dtls
+no-multicast-peers
+no-software-attribute
+stale-nonce=600
+user-quota=12
+total-quota=1200
+log-file=stdout
+simple-log
+denied-peer-ip=0.0.0.0-0.255.255.255
+denied-peer-ip=10.0.0.0-10.255.255.255
+denied-peer-ip=100.64.0.0-100.127.255.255
+denied-peer-ip=127.0.0.0-127.255.255.255
+denied-peer-ip=169.254.0.0-169.254.255.255
+denied-peer-ip=172.16.0.0-172.31.255.255
+denied-peer-ip=192.0.0.0-192.0.0.255
+denied-peer-ip=192.168.0.0-192.168.255.255
+denied-peer-ip=198.18.0.0-198.19.255.255
+denied-peer-ip=224.0.0.0-255.255.255.255
+denied-peer-ip=::1
+denied-peer-ip=fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff
+denied-peer-ip=fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff
+allowed-peer-ip=$PRIVATE_IP
+CONF
+}
+
 docker run -d --name rtc-yolo --restart unless-stopped --network host --stop-timeout 10 \
-  -e PORT=8080 -e RTC_HOST="$HTTP_HOST" \
-  -e RTC_ICE_ADDRESSES="$PRIVATE_IP" -e RTC_PUBLIC_ADDRESS="$PUBLIC_IP" \
-  -e RTC_UDP_PORTS="$UDP_PORTS" \
-  "$IMAGE"
+  --env-file "$STATE/rtc.env" "$IMAGE"
 
 if [ -n "$DOMAIN" ]; then
   docker run -d --name caddy --restart unless-stopped --network host \
-    -v /var/lib/caddy:/data \
+    -v "$STATE/caddy:/data" \
     caddy:2 caddy reverse-proxy --from "$DOMAIN" --to 127.0.0.1:8080
 fi
 
-# coturn is for browsers whose network blocks UDP to the VM: they relay over TCP 3478
-# (or TLS 5349). The server itself needs no TURN here: its UDP ports are open.
+# coturn is for browsers whose network blocks UDP to the VM: they relay over TCP 3478.
 if [ "$TURN" = yes ]; then
+  turnserver_conf > "$STATE/turnserver.conf"
+  chmod 0644 "$STATE/turnserver.conf"  # read by coturn's own (non-root) user in its image
   docker run -d --name coturn --restart unless-stopped --network host \
-    coturn/coturn:4.6 -n --log-file=stdout --fingerprint --lt-cred-mech \
-    --user="rtc:$TURN_PASSWORD" --realm="${DOMAIN:-rtc-yolo}" \
-    --listening-port=3478 --external-ip="$PUBLIC_IP/$PRIVATE_IP" \
-    --min-port="${TURN_PORTS%-*}" --max-port="${TURN_PORTS#*-}" \
-    --no-cli --no-multicast-peers --denied-peer-ip=0.0.0.0-0.255.255.255
+    -v "$STATE/turnserver.conf:/etc/coturn/turnserver.conf:ro" \
+    coturn/coturn:4.6 -c /etc/coturn/turnserver.conf
 fi

@@ -86,7 +86,7 @@ def verdict(model_sha256: str, backend: str, precision: str, artifact: str | Non
     ref = find(records, model_sha256, *REFERENCE)
     if (backend, precision) == REFERENCE:
         # The reference is what every other path is measured against: always eligible.
-        return Verdict(True, ref and ref["map50_95"], ref and ref["map50"], 0.0, "reference")
+        return Verdict(True, ref["map50_95"] if ref else None, ref["map50"] if ref else None, 0.0, "reference")
     if mine is None:
         return Verdict(False, None, None, None, "no accuracy record for this model file")
     if ref is None:

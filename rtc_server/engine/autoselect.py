@@ -70,7 +70,7 @@ class Trial:
 
 def machine() -> dict[str, Any]:
     """What makes timings differ between machines: CPU model, the flags that pick kernels, cores."""
-    name, flags = "unknown", set()
+    name, flags = "unknown", set[str]()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")

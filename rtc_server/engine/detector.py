@@ -84,7 +84,7 @@ class DetectionResult:
 
 
 class Detector(Protocol):
-    """What sessions and routes rely on, through ``InferenceService``."""
+    """What streams and routes rely on, through the ``Scheduler``."""
 
     info: ModelInfo
 

@@ -68,7 +68,10 @@ def load_dataset(images: Path, limit: int | None = None) -> list[LabelledImage]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    bgr = cv2.imread(str(path))
+    if bgr is None:
+        raise ValueError(f"{path} is not a readable image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 @dataclass(frozen=True)

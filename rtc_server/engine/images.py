@@ -1,6 +1,6 @@
 """Encoded still images (``POST /predict``) behind the same ``to_ndarray`` as video frames.
 
-Decoding a JPEG costs milliseconds; wrapping the bytes lets ``InferenceService`` decode on
+Decoding a JPEG costs milliseconds; wrapping the bytes lets the ``Scheduler`` decode on
 its worker thread (counted as preprocessing) instead of on the event loop.
 """
 
@@ -18,8 +18,13 @@ class ImageDecodeError(ValueError):
 
 
 class EncodedImage:
-    def __init__(self, data: bytes) -> None:
+    """The bytes of a JPEG/PNG; ``size`` (from ``check_image``) lets the scheduler batch it
+    with images of the same size without decoding it first."""
+
+    def __init__(self, data: bytes, size: tuple[int, int] | None = None) -> None:
         self._data = data
+        self.width: int | None = size[0] if size is not None else None
+        self.height: int | None = size[1] if size is not None else None
 
     def to_ndarray(self, format: str = "rgb24") -> np.ndarray:  # noqa: A002 (PyAV's name)
         if format != "rgb24":

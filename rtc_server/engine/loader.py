@@ -84,17 +84,16 @@ def load_detector(
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
     sha256 = sha256_of(model)
-    common = dict(sha256=sha256, imgsz=imgsz, rect=rect, threads=threads, providers=providers,
-                  cache_dir=cache_dir, name=name)
+    if backend == "auto" and providers:
+        backend = "onnxruntime"  # execution providers are onnxruntime's: naming any picks it
     if backend != "auto":
-        detector = open_detector(model, backend, precision, **common)
-    elif providers:
-        # Execution providers are onnxruntime's: naming any (a GPU's, or the CPU's) picks it.
-        detector = open_detector(model, "onnxruntime", precision, **common)
+        detector = open_detector(model, backend, precision, sha256=sha256, imgsz=imgsz, rect=rect,
+                                 threads=threads, providers=providers, cache_dir=cache_dir, name=name)
     else:
         from .autoselect import choose
 
-        detector = choose(model, precision, **common)
+        detector = choose(model, precision, sha256=sha256, imgsz=imgsz, rect=rect, threads=threads,
+                          providers=providers, cache_dir=cache_dir, name=name)
     info = detector.info
     log.info("model %s: %s %s on %s (sha256 %s…)", info.name, info.backend, info.precision,
              ", ".join(info.providers), info.sha256[:12])

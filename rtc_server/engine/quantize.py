@@ -37,7 +37,7 @@ from .yolo import Letterbox, to_blob
 log = logging.getLogger(__name__)
 
 HEAD = r".*model\.23"
-KEEP = {
+KEEP: dict[str, dict[str, list[str]]] = {
     "head-math": dict(patterns=[HEAD + r"/(Add|Sub|Mul|Div).*", HEAD + r"/dfl/.*"], types=["Sigmoid", "Softmax"]),
     "head": dict(patterns=[HEAD + r"/.*"], types=[]),
     "none": dict(patterns=[], types=[]),

@@ -1,10 +1,11 @@
-"""``FrameMailbox``: a one-slot, newest-wins hand-over from the frame reader to the worker.
+"""``FrameMailbox``: a one-slot, newest-wins hand-over from the frame reader to the model.
 
 aiortc decodes every received frame into an unbounded queue on the track. If the consumer
 is slower than the camera, that queue grows and latency with it (aiortc issues 642, 1192).
 The session's reader drains the track at decode speed into this mailbox; each ``put``
-overwrites what the worker has not taken yet and counts it as dropped, so the worker
-always gets the newest frame and latency cannot build up, however slow the detector.
+overwrites what has not been taken yet and counts it as dropped, so whoever takes gets the
+newest frame and latency cannot build up, however slow the detector. A stream's frames are
+taken by the scheduler at dispatch time (``peek``/``take``, never waiting); ``get`` waits.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ class FrameMailbox(Generic[T]):
         self._item = item
         self._event.set()
         return dropped
+
+    def peek(self) -> T | None:
+        """The newest item not yet taken, left in place (None: nothing new)."""
+        return self._item
+
+    def take(self) -> T | None:
+        """Take the newest item now, if there is one."""
+        item, self._item = self._item, None
+        return item
 
     async def get(self) -> T:
         """Wait for and take the newest item."""

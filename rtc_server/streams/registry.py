@@ -2,7 +2,8 @@
 
 A source asks it for a new stream (``open``), which reserves a slot under
 ``max_sessions`` before anything costly is built; a stream removes itself on close.
-Shutdown closes every stream through the same ``Stream.close`` path. Whatever the source
+Shutdown first drains (``drain``: no new streams, live ones may end on their own for a
+while), then closes every stream left through the same ``Stream.close`` path. Whatever the source
 (``/offer``, ``/whip``, a pulled URL), every live stream counts against the same cap.
 """
 
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from ..config import Settings
-from ..engine.inference import InferenceService
+from ..engine.scheduler import Scheduler
 from ..engine.yolo import Thresholds
 from ..metrics import Metrics
 from .control import StreamSettings
@@ -35,14 +36,29 @@ class ServerFull(RuntimeError):
         self.retry_after = retry_after
 
 
+class Draining(ServerFull):
+    """The server is shutting down and takes no new streams; a retry reaches another instance.
+
+    A ``ServerFull`` so that every source that already refuses a full server (503 +
+    Retry-After) refuses a draining one too."""
+
+    def __init__(self, retry_after: int = SERVER_FULL_RETRY_AFTER) -> None:
+        RuntimeError.__init__(self, "the server is shutting down and takes no new sessions; retry (another "
+                              "instance will answer)")
+        self.retry_after = retry_after
+
+
 class StreamRegistry:
-    def __init__(self, settings: Settings, inference: InferenceService,
+    def __init__(self, settings: Settings, scheduler: Scheduler,
                  release_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._settings = settings
-        self._inference = inference
+        self._scheduler = scheduler
         self._streams: dict[str, Stream] = {}
         self._collect_pending = False
-        self.metrics = Metrics(lambda: len(self._streams), [d.info for d in inference.models], release_counts)
+        self._draining = False
+        self._emptied: asyncio.Event | None = None
+        self.metrics = Metrics(lambda: len(self._streams), [d.info for d in scheduler.models], release_counts,
+                               scheduler=scheduler)
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -60,22 +76,26 @@ class StreamRegistry:
 
     def open(self, source_kind: str, stream_settings: StreamSettings | None = None) -> Stream:
         """A new stream, holding a slot until it closes; ``stream_settings`` (e.g. the model
-        an offer named, checked against the catalog by the caller) or ``defaults()``.
+        and ``max_fps`` an offer named, the model checked against the catalog by the caller)
+        or ``defaults()``. The server's ``max_fps``, if set, caps what the stream asks for.
 
-        Raises ``ServerFull`` at ``max_sessions``; a closing stream frees its slot the
-        moment it leaves the registry.
+        ``max_fps``: the detection rate the client asked for (None: as many as its share
+        gives); the server's ``max_fps``, if set, caps it. Raises ``ServerFull`` at ``max_sessions``; a closing stream
+        frees its slot the moment it leaves the registry.
         """
+        if self._draining:
+            raise Draining()
         cap = self._settings.max_sessions
         if cap and len(self._streams) >= cap:
             raise ServerFull(cap)
         settings = self._settings
         stream = Stream(
-            self._inference,
+            self._scheduler,
             stream_settings or self.defaults(),
             self.metrics,
             source_kind=source_kind,
             on_closed=self._forget,
-            limits=StreamLimits(message_rate=settings.message_rate),
+            limits=StreamLimits(message_rate=settings.message_rate, max_fps=settings.max_fps or None),
         )
         self._streams[stream.id] = stream
         self.metrics.sessions_total.inc()
@@ -83,7 +103,35 @@ class StreamRegistry:
 
     def _forget(self, stream: Stream) -> None:
         self._streams.pop(stream.id, None)
+        if not self._streams and self._emptied is not None:
+            self._emptied.set()
         self._collect_soon()
+
+    @property
+    def full(self) -> bool:
+        """Every slot is taken: a new stream would be refused (readiness says so)."""
+        cap = self._settings.max_sessions
+        return bool(cap) and len(self._streams) >= cap
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(self, timeout: float) -> int:
+        """Take no new streams from now on and wait up to ``timeout`` s for the live ones to
+        end on their own; returns how many are still live (``close_all`` ends them)."""
+        self._draining = True
+        if self._streams and timeout > 0:
+            log.info("draining: %d live sessions may go on for up to %.0f s", len(self._streams), timeout)
+            self._emptied = asyncio.Event()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._emptied.wait()
+            except TimeoutError:
+                pass
+        if self._streams:
+            log.info("drained: %d sessions still live; closing them", len(self._streams))
+        return len(self._streams)
 
     def _collect_soon(self) -> None:
         """Run a full garbage collection shortly after streams end (at most once a second).

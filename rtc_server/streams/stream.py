@@ -1,17 +1,22 @@
 """``Stream``: one live video stream's state, free of any transport.
 
 A *source* (a WebRTC peer from ``/offer``, later ``/whip`` or a pulled URL) pushes decoded
-frames in; the stream keeps only the newest, has it detected, and hands each detection
-message to its *sinks* (the peer's data channel, later SSE/WebSocket subscribers)::
+frames in; the stream keeps only the newest; the scheduler pulls it when a worker is free
+and this stream's turn has come; the stream builds the detection message and hands it to
+its *sinks* (the peer's data channel, later SSE/WebSocket subscribers)::
 
-    source --push()--> FrameMailbox (newest wins) --worker task--> engine.detect()
-           --> detection message --> every sink
+    source --push()--> FrameMailbox (newest wins) <--take()-- Scheduler (engine, shared)
+                                                   --deliver()--> detection message --> every sink
 
+The stream is a ``Lane`` of the scheduler (``peek``/``take``/``deliver``/``fail``): it
+registers when it starts and leaves on close, and it has no task of its own for frames —
+nothing per frame is queued anywhere, so the frame that runs is the newest at dispatch.
 The stream owns what is the same whatever the transport: the mailbox and the counts,
-the client's settings (thresholds), control messages, message building, its tasks, and
-the one close path every ending takes (peer gone, ICE failure, timeout, server shutdown,
-a crashed task, DELETE). Closing stops the source (bounded in time), closes the sinks and
-tells the registry to forget the stream. It imports nothing of aiortc or HTTP.
+the client's settings (thresholds, model, ``max_fps``), control messages, message building,
+its tasks, and the one close path every ending takes (peer gone, ICE failure, timeout,
+server shutdown, a crashed task, DELETE). Closing leaves the scheduler, stops the source
+(bounded in time), closes the sinks and tells the registry to forget the stream. It
+imports nothing of aiortc or HTTP.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..engine.inference import InferenceService, VideoFrameLike
+from ..engine.detector import DetectionResult
+from ..engine.scheduler import Request, Scheduler, VideoFrameLike
 from ..logs import SESSION_ID, session_logger
 from ..metrics import Metrics
 from ..ratelimit import TokenBucket
 from .control import Config, ControlError, StreamSettings, parse_control
-from .mailbox import FrameMailbox, MailboxClosed
+from .mailbox import FrameMailbox
 from .messages import FrameCounts, detection_message, error_message
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,8 @@ class StreamLimits:
     #: Seconds a source may take to stop (e.g. aiortc closing a peer connection whose DTLS
     #: goodbye never gets through) before the stream closes without waiting for it.
     stop_timeout: float = 5.0
+    #: Detections per second at most, whatever the client asks for (None: no cap).
+    max_fps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ class ReceivedFrame:
 class Stream:
     def __init__(
         self,
-        inference: InferenceService,
+        scheduler: Scheduler,
         settings: StreamSettings,
         metrics: Metrics,
         *,
@@ -87,6 +95,8 @@ class Stream:
         limits: StreamLimits | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
+        #: The scheduler's name for this lane (metrics, logs).
+        self.name = self.id
         self.source_kind = source_kind
         self.log = session_logger(log, self.id)
         self.limits = limits or StreamLimits()
@@ -96,7 +106,7 @@ class Stream:
         self.close_reason: str | None = None
         self.created_at = time.monotonic()
         self.source: Source | None = None
-        self._inference = inference
+        self._scheduler = scheduler
         self._metrics = metrics
         self._on_closed = on_closed
         self._mailbox: FrameMailbox[ReceivedFrame] = FrameMailbox()
@@ -108,6 +118,7 @@ class Stream:
         self.processed = 0
         self._frame_failures = 0
         self._next_frame_id = 0
+        self._peeked: tuple[ReceivedFrame, StreamSettings, Request] | None = None
 
     # ----- wiring --------------------------------------------------------------------------
     def attach(self, source: Source) -> None:
@@ -148,8 +159,10 @@ class Stream:
         self._metrics.count_error(kind)
 
     def start(self) -> None:
-        """Start processing frames (the source starts pushing when its transport is up)."""
-        self.spawn(self._process_frames(), "worker")
+        """Start having frames detected: join the scheduler's round-robin (the source
+        starts pushing when its transport is up)."""
+        if not self.closed:
+            self._scheduler.register(self)
 
     # ----- frames in -----------------------------------------------------------------------
     def push(self, frame: VideoFrameLike, pts: int | None) -> None:
@@ -158,6 +171,8 @@ class Stream:
             self._metrics.frames_dropped.inc()
         self._metrics.frames_received.inc()
         self._next_frame_id += 1
+        if not self.closed:
+            self._scheduler.notify()
 
     @property
     def counts(self) -> FrameCounts:
@@ -184,37 +199,61 @@ class Stream:
             return error_message("rate_limited", f"at most {self.limits.message_rate:g} "
                                  "control messages per second; the rest are dropped")
         try:
-            decision = parse_control(raw, self.settings, self._inference.models.names)
+            decision = parse_control(raw, self.settings, self._scheduler.models.names)
         except ControlError as exc:
             self.log.info("bad control message: %s", exc)
             self._metrics.count_error("session_bad_message")
             return error_message("bad_message", str(exc))
         if isinstance(decision, Config):
             self.settings = decision.settings
-            info = self._inference.models.info(self.settings.model)
+            info = self._scheduler.models.info(self.settings.model)
             return decision.ack(info.name, info.class_names)
         return {"type": "pong", "t": decision.t}
 
-    # ----- frames through the model, messages out ---------------------------------------------
-    async def _process_frames(self) -> None:
-        try:
-            while True:
-                item = await self._mailbox.get()
-                try:
-                    settings = self.settings
-                    result = await self._inference.detect(item.frame, settings.thresholds, settings.model)
-                except Exception as exc:
-                    self._frame_failed(item, exc)
-                    continue
-                self.processed += 1
-                done_at = time.perf_counter()
-                self._metrics.observe(result, result.started_at - item.received_at, done_at - item.received_at)
-                self.publish(detection_message(
-                    result, received_at=item.received_at, done_at=done_at,
-                    frame_id=item.frame_id, pts=item.pts, counts=self.counts,
-                ))
-        except MailboxClosed:
-            pass
+    # ----- the scheduler's lane: frames to the model, messages out --------------------------------
+    @property
+    def model(self) -> str | None:
+        return self.settings.model
+
+    @property
+    def max_fps(self) -> float | None:
+        """The rate the client asked for, under the server's cap: what the scheduler honours."""
+        asked, cap = self.settings.max_fps, self.limits.max_fps
+        return min(asked, cap) if asked and cap else (asked or cap)
+
+    def peek(self) -> Request | None:
+        """The newest frame not yet taken, as the scheduler's request (the frame stays)."""
+        item = self._mailbox.peek()
+        if item is None:
+            return None
+        settings = self.settings
+        if self._peeked is None or self._peeked[0] is not item or self._peeked[1] is not settings:
+            request = Request(item.frame, settings.thresholds, settings.model, item.received_at, tag=item)
+            self._peeked = (item, settings, request)
+        return self._peeked[2]
+
+    def take(self) -> Request | None:
+        """Called by the scheduler at dispatch: the newest frame at this moment."""
+        request = self.peek()
+        self._mailbox.take()
+        self._peeked = None
+        return request
+
+    def deliver(self, request: Request, result: DetectionResult) -> None:
+        if self.closed:
+            return
+        item: ReceivedFrame = request.tag
+        self.processed += 1
+        done_at = time.perf_counter()
+        self._metrics.observe(result, result.started_at - item.received_at, done_at - item.received_at)
+        self.publish(detection_message(
+            result, received_at=item.received_at, done_at=done_at,
+            frame_id=item.frame_id, pts=item.pts, counts=self.counts,
+        ))
+
+    def fail(self, request: Request, exc: Exception) -> None:
+        if not self.closed:
+            self._frame_failed(request.tag, exc)
 
     def _frame_failed(self, item: ReceivedFrame, exc: Exception) -> None:
         """A frame the pipeline could not process: skip it, keep the stream.
@@ -252,7 +291,9 @@ class Stream:
         await asyncio.shield(self._closing)
 
     async def _close(self) -> None:
+        self._scheduler.unregister(self)
         self._mailbox.close()
+        self._peeked = None
         current = asyncio.current_task()
         others = [t for t in self._tasks if t is not current]
         for task in others:

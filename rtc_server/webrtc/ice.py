@@ -41,7 +41,7 @@ def use_host_addresses(addresses: Sequence[str]) -> None:
     for address in addresses:
         ipaddress.ip_address(address)  # ValueError on anything that is not an IP
     if not addresses:
-        aioice.ice.get_host_addresses = _original_get_host_addresses
+        aioice.ice.get_host_addresses = _original_get_host_addresses  # type: ignore[assignment]
         return
     chosen = list(addresses)
 

@@ -227,6 +227,7 @@ class MarkerReleaseJitterBuffer(JitterBuffer):
         head = self._slot(start)
         if head is None or head.timestamp != marked.timestamp or not is_vp8_keyframe_start(head):
             return None
+        assert self._origin is not None  # a slot was found, so the buffer has an origin
         self.remove(uint16_add(start, -self._origin))  # the unfinishable frames before it
         frame = self._take_frame(start)
         if frame is not None:

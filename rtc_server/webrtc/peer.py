@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..config import Settings
+from ..engine.scheduler import VideoFrameLike
 from ..logs import session_logger
 from ..streams.control import StreamSettings
 from ..streams.messages import encode
@@ -30,6 +31,7 @@ from ..streams.registry import StreamRegistry
 from ..streams.stream import Stream
 from .codec_preference import prefer_cheap_video_decoder
 from .ice import advertise_address, filter_remote_candidates, rtc_configuration
+from .turn import ice_servers
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,11 @@ class OfferError(ValueError):
 
 class GatherTimeout(RuntimeError):
     """The server could not gather its ICE candidates in time (e.g. an unreachable TURN server)."""
+
+
+class NoCandidates(RuntimeError):
+    """The answer offers no ICE candidate at all (every port of ``RTC_UDP_PORTS`` taken, no
+    TURN): the peer could never connect, so the offer is refused now, not 15 s later."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +168,9 @@ class PeerSource:
                     self._stream.count_error("session_idle_timeout")
                     self._stream.close_soon("no video")
                     return
-                self._stream.push(frame, frame.pts)
+                # A video track yields av.VideoFrame; PyAV's stub types to_ndarray's format as a
+                # keyword, which VideoFrameLike (engine) does not spell the same way.
+                self._stream.push(cast(VideoFrameLike, frame), frame.pts)
         except MediaStreamError:
             self.log.info("video track ended")
             self._stream.close_soon("track ended")
@@ -180,12 +189,13 @@ async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: 
     registry's defaults.
 
     Raises ``ServerFull`` (from the registry, before anything is built), ``GatherTimeout``
-    when ICE gathering outlasts ``ice_gather_timeout``, ``OfferError``/``ValueError`` for
-    offers aiortc cannot answer.
+    when ICE gathering outlasts ``ice_gather_timeout``, ``NoCandidates`` when no local
+    candidate could be gathered, ``OfferError``/``ValueError`` for offers aiortc cannot answer.
+    The session's own TURN credential (``RTC_TURN_SECRET``) is made for it here.
     """
     stream = registry.open(kind, stream_settings)
-    source = PeerSource(stream, RTCPeerConnection(configuration=rtc_configuration(settings.ice_servers)),
-                        PeerLimits.of(settings), kind)
+    configuration = rtc_configuration(ice_servers(settings, stream.id))
+    source = PeerSource(stream, RTCPeerConnection(configuration=configuration), PeerLimits.of(settings), kind)
     stream.attach(source)
     try:
         sdp = filter_remote_candidates(offer_sdp, settings.ice_addresses)
@@ -193,10 +203,16 @@ async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: 
             answer = await source.accept(RTCSessionDescription(sdp=sdp, type="offer"))
         if settings.public_address:  # 1:1 NAT: tell the peer the public address
             answer = RTCSessionDescription(advertise_address(answer.sdp, settings.public_address), "answer")
+        if "a=candidate:" not in answer.sdp:
+            raise NoCandidates("no UDP port or relay is free for a new session (RTC_UDP_PORTS all taken?); "
+                               "retry shortly")
     except TimeoutError as exc:
         await stream.close("ice gather timeout")
         raise GatherTimeout(f"ICE gathering took over {settings.ice_gather_timeout} s "
                             "(is a configured STUN/TURN server unreachable?)") from exc
+    except NoCandidates:
+        await stream.close("no candidates")
+        raise
     except BaseException:
         await stream.close("bad offer")
         raise

@@ -24,7 +24,7 @@ from . import BackendError, BackendInfo, dims
 
 CPU = "CPUExecutionProvider"
 #: ONNX tensor types this backend feeds (the blob is cast to the model's own input type).
-_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+_DTYPES: dict[str, np.dtype] = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
 
 
 def load(path: Path, *, precision: str = "auto", threads: int = 0, providers: Sequence[str] = (),
@@ -99,7 +99,9 @@ class OnnxRuntimeBackend:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         accelerated = any(p != CPU for p in requested)
         try:
-            with native_stderr() if accelerated else contextlib.nullcontext([]) as log_lines:
+            captured: contextlib.AbstractContextManager[list[str]] = (
+                native_stderr() if accelerated else contextlib.nullcontext([]))
+            with captured as log_lines:
                 self._session = ort.InferenceSession(
                     str(path), options, providers=requested,
                     provider_options=provider_options(requested, precision, cache_dir))
