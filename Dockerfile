@@ -49,7 +49,7 @@ RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     /opt/venv/bin/pip install --no-cache-dir --no-deps /src; \
     /opt/venv/bin/pip check; \
-    /opt/venv/bin/python -c "import rtc_server, signaling, aiortc, onnxruntime, cv2, av, google.cloud.storage"; \
+    /opt/venv/bin/python -c "import rtc_server, signaling, aiortc, onnxruntime, openvino, cv2, av, google.cloud.storage"; \
     test -f /opt/venv/share/rtc-yolo/static/index.html
 
 # ---- stage 3: runtime: venv (with the page) + model, non-root -----------------------------
@@ -70,7 +70,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     RTC_HOST=0.0.0.0 \
     PORT=8080 \
     RTC_MODEL=/app/models/${MODEL_NAME}.onnx \
-    RTC_MODEL_CACHE=/var/cache/rtc-yolo/models
+    RTC_MODEL_CACHE=/var/cache/rtc-yolo/models \
+    RTC_BACKEND_CACHE=/var/cache/rtc-yolo/backends
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8080

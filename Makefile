@@ -6,7 +6,7 @@ MODEL  ?= models/yolo11n.onnx
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test install model lint bench bench-venv clean
+.PHONY: run test install model lint bench bench-venv clean gpu-venv
 
 # The runtime dependencies come from requirements.lock (exact versions, sha256-checked): the
 # same set the image installs, so what the tests ran is what ships. The test tools on top.
@@ -30,8 +30,25 @@ endif
 run: model
 	$(PY) -m rtc_server --host $(HOST) --port $(PORT) $(if $(strip $(RTC_MODEL)),,--model $(MODEL))
 
-test: model
+test: model gpu-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The gpu extra's onnxruntime (CUDA and TensorRT providers) for tests/test_gpu_extra.py,
+# which checks on a CPU machine that it imports cleanly and that a provider which cannot
+# load stops the server. Its own site-packages come first, the project's .venv after (a
+# .pth), so `import onnxruntime` there is the GPU wheel and everything else the project's.
+# A failed download leaves it absent: those tests then say so (and fail under CI's strict mode).
+GPU_VENV ?= .venv-gpu
+$(GPU_VENV)/.installed: $(VENV)/.installed
+	rm -rf $(GPU_VENV)
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --quiet 'onnxruntime-gpu>=1.20'
+	echo "import site; site.addsitedir('$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")')" \
+	  > "$$($(GPU_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/rtc-yolo-project.pth"
+	touch $@
+
+gpu-venv: $(VENV)/.installed
+	-$(MAKE) $(GPU_VENV)/.installed
 
 # ruff on everything; mypy on the runtime packages (config: setup.cfg [mypy]).
 lint: install
@@ -39,7 +56,7 @@ lint: install
 	$(PY) -m mypy rtc_server signaling
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(GPU_VENV) *.egg-info .pytest_cache
 
 # requirements.lock: every runtime dependency of setup.cfg's install_requires and of the
 # extras the image ships (gcs: gs:// models), pinned with its sha256 hashes. `make lock` after changing install_requires (keeps the other pins);
@@ -94,6 +111,7 @@ bench: model $(VENV)/.bench-installed bench-venv
 	$(call bench_run,cold_start,--out $(BENCH_OUT)/cold_start.json)
 	$(call bench_run,model_start,)
 	$(call bench_run,model_floor,--out $(BENCH_OUT)/model_floor.json)
+	$(call bench_run,backends,--out $(BENCH_OUT)/backends.json)
 	$(call bench_run,threads,)
 	$(call bench_run,decode_before_after,)
 	$(call bench_run,alternatives,--out $(BENCH_OUT)/alternatives.json $(ALT_ARGS))

@@ -1,17 +1,20 @@
 """Model floor vs the service's full per-frame path: where does a frame's time go?
 
-The floor is onnxruntime's ``session.run`` on a tensor prepared in advance (nothing of ours
-runs). The full path is what the server does with every frame it processes: RGB frame →
-letterbox → ``run`` → decode + NMS → detection message → JSON text, through the public
-``OnnxYoloDetector.detect`` and ``messages.detection_message``. Both use the same session
-options. Floor and full runs alternate, one by one, so background load on this shared
-machine hits both alike and the ratio stays meaningful even when absolute times drift.
+The floor is the backend's raw run (``YoloDetector.infer``: onnxruntime's ``session.run``
+or OpenVINO's infer request) on a tensor prepared in advance (nothing of ours runs). The
+full path is what the server does with every frame it processes: RGB frame → letterbox →
+raw run → decode + NMS → detection message → JSON text, through the public
+``YoloDetector.detect`` and ``messages.detection_message``. Both use the same loaded
+backend — by default the one ``RTC_BACKEND=auto`` chooses on this machine (``--backend``,
+``--precision`` pick another). Floor and full runs alternate, one by one, so background
+load on this shared machine hits both alike and the ratio stays meaningful even when
+absolute times drift.
 
 A WebRTC frame also pays a YUV420 → RGB conversion (``VideoFrame.to_ndarray``) before
 letterboxing; it is reported in its own column, since ``/predict`` pays a JPEG decode there
 instead.
 
-    python -m bench.model_floor [--iters 40]
+    python -m bench.model_floor [--iters 40] [--backend auto|onnxruntime|openvino] [--precision auto|f32|...]
 """
 
 from __future__ import annotations
@@ -23,11 +26,10 @@ from typing import Any
 
 import av
 import numpy as np
-import onnxruntime as ort
 
 from bench.common import bus_rgb, emit, find_model, load, save_json, summary, table
-from rtc_server.engine.detector import OnnxYoloDetector
-from rtc_server.engine.yolo import Letterbox, Thresholds, to_blob
+from rtc_server.engine.loader import load_detector
+from rtc_server.engine.yolo import Thresholds
 from rtc_server.streams.messages import detection_message, encode
 
 SIZES = ((640, 480), (1280, 720))
@@ -38,22 +40,12 @@ RATIO_TARGET = 1.10
 PREPOST_TARGET_MS = 3.0
 
 
-def floor_session(model: Path, threads: int) -> ort.InferenceSession:
-    """A session with exactly the options ``OnnxYoloDetector`` uses."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-
-
-def measure(model: Path, width: int, height: int, mode: str, threads: int, iters: int) -> dict[str, Any]:
+def measure(model: Path, width: int, height: int, mode: str, threads: int, iters: int, backend: str,
+            precision: str) -> dict[str, Any]:
     image = bus_rgb(width, height)
-    detector = OnnxYoloDetector(model, rect=mode == "rect", threads=threads)
-    session = floor_session(model, threads)
-    lb = Letterbox.fit(width, height, 640, rect=mode == "rect")
-    blob = to_blob(lb.apply(image))
-    name = session.get_inputs()[0].name
+    detector = load_detector(model, backend=backend, precision=precision, rect=mode == "rect", threads=threads)
+    lb = detector.letterbox(width, height)
+    blob = detector.blob(image, lb)
     thresholds = Thresholds()
     frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
 
@@ -63,7 +55,7 @@ def measure(model: Path, width: int, height: int, mode: str, threads: int, iters
     convert_ms: list[float] = []
     for i in range(iters + 3):
         t0 = time.perf_counter()
-        session.run(None, {name: blob})
+        detector.infer(blob)
         t1 = time.perf_counter()
         received = time.perf_counter()
         (result,) = detector.detect([image], [thresholds])
@@ -82,6 +74,7 @@ def measure(model: Path, width: int, height: int, mode: str, threads: int, iters
     ratios = np.asarray(full_ms) / np.asarray(floor_ms)
     return {
         "size": f"{width}x{height}", "mode": mode, "threads": threads, "input_hw": list(lb.input_hw),
+        "backend": detector.info.backend, "precision": detector.info.precision,
         "floor_ms": summary(floor_ms), "full_ms": summary(full_ms), "prepost_ms": summary(prepost_ms),
         "yuv2rgb_ms": summary(convert_ms),
         "ratio_of_medians": float(np.median(full_ms) / np.median(floor_ms)),
@@ -97,15 +90,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=40, help="timed frames per configuration")
     parser.add_argument("--out", type=Path, default=None, help="also write the full results here (JSON)")
+    parser.add_argument("--backend", default="auto", help="auto (what the server picks here), onnxruntime, openvino")
+    parser.add_argument("--precision", default="auto", help="auto, f32, bf16, f16, int8")
     args = parser.parse_args()
     load_start = load()
     model = find_model()
+    backend, precision = args.backend, args.precision
+    if backend == "auto":  # resolve once (auto's own trials), then the same path for every row
+        info = load_detector(model, backend="auto", precision=precision, cache_dir=None).info
+        backend, precision = info.backend, info.precision
+    print(f"backend {backend} {precision}", flush=True)
     rows = []
     results = []
     for threads in THREADS:
         for width, height in SIZES:
             for mode in MODES:
-                r = measure(model, width, height, mode, threads, args.iters)
+                r = measure(model, width, height, mode, threads, args.iters, backend, precision)
                 results.append(r)
                 rows.append([r["size"], mode, threads, "x".join(map(str, r["input_hw"])),
                              r["floor_ms"]["p50"], r["floor_ms"]["iqr"], r["full_ms"]["p50"], r["full_ms"]["iqr"],
@@ -123,7 +123,8 @@ def main() -> None:
     print(f"worst 1 + ours/floor {worst_ratio:.3f} (target ≤ {RATIO_TARGET}; pairwise full/floor, noisier: "
           f"{worst_pairwise:.3f}); "
           f"640x480 rect pre+post+yuv→rgb p50 ≤ {worst_prepost:.2f} ms (target ≤ {PREPOST_TARGET_MS})")
-    out = {"iters": args.iters, "results": results, "worst_ratio": worst_ratio, "worst_pairwise": worst_pairwise,
+    out = {"iters": args.iters, "backend": backend, "precision": precision, "results": results,
+           "worst_ratio": worst_ratio, "worst_pairwise": worst_pairwise,
            "vga_rect_prepost_ms": worst_prepost,
            "ratio_ok": worst_ratio <= RATIO_TARGET, "prepost_ok": worst_prepost <= PREPOST_TARGET_MS}
     if args.out:

@@ -25,7 +25,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtc_server.engine.catalog import ModelCatalog
-from rtc_server.engine.detector import OnnxYoloDetector
+from rtc_server.engine.loader import load_detector
 from rtc_server.engine.scheduler import Scheduler, SchedulerConfig
 from rtc_server.engine.yolo import Thresholds
 from rtc_server.streams.messages import FrameCounts, detection_message, encode
@@ -107,7 +107,7 @@ def main() -> None:
     use_host_addresses(["127.0.0.1"])
     app = web.Application()
     # One frame at a time through the scheduler's single-image door; never refused.
-    app[INFERENCE] = Scheduler(ModelCatalog.of(OnnxYoloDetector(args.model)),
+    app[INFERENCE] = Scheduler(ModelCatalog.of(load_detector(args.model, backend="onnxruntime")),
                                SchedulerConfig(predict_max_wait_s=3600.0))
     app[PEERS] = set()
     app.router.add_post("/offer", offer)

@@ -55,7 +55,9 @@ def load_models(settings: Settings, threads: int | None = None) -> ModelCatalog:
     ``ModelError`` saying exactly which model and what is wrong."""
     threads = worker_plan(settings).threads if threads is None else threads
     options = LoadOptions(imgsz=settings.imgsz, letterbox=settings.letterbox, threads=threads,
-                          cache_dir=settings.model_cache, fetch_timeout=settings.model_fetch_timeout)
+                          cache_dir=settings.model_cache, fetch_timeout=settings.model_fetch_timeout,
+                          backend=settings.backend, precision=settings.precision, providers=settings.providers,
+                          backend_cache=settings.backend_cache)
     if settings.models and settings.model != DEFAULT_MODEL:
         log.info("RTC_MODELS is set, so RTC_MODEL/--model (%s) is not used", settings.model)
     return load_catalog(settings.model_specs(), options)

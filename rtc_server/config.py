@@ -61,8 +61,8 @@ class Settings:
     imgsz: int = 640
     #: "rect" (minimal padding, the Ultralytics predict default) or "square" (imgsz x imgsz).
     letterbox: str = "rect"
-    #: onnxruntime intra-op threads of each worker; 0: the cores shared out among the
-    #: workers (``engine.scheduler.plan_workers``).
+    #: Backend threads of each worker (onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS);
+    #: 0: the cores shared out among the workers (``engine.scheduler.plan_workers``).
     threads: int = 0
     #: RTCIceServer dicts, e.g. ``[{"urls": "turn:turn.example:443", ...}]``. Empty by
     #: default so the server never contacts a public STUN server unless told to.
@@ -187,6 +187,16 @@ class Settings:
     snapshot_rate: float = 4.0
     #: JPEG quality of snapshots (1-100).
     snapshot_quality: int = 80
+    # ----- backends (issue 11): which runtime and precision run the model ----------------
+    #: "auto" (the fastest path measured within accuracy bounds), "onnxruntime" or "openvino".
+    backend: str = "auto"
+    #: "auto", "f32", "bf16", "f16" or "int8" (int8: the IR `rtc_server.models quantize` makes).
+    precision: str = "auto"
+    #: onnxruntime execution providers in priority order, e.g. CUDAExecutionProvider,CPUExecutionProvider;
+    #: empty: the CPU. One that does not load stops the server instead of a silent CPU fallback.
+    providers: tuple[str, ...] = ()
+    #: Where auto's choice and OpenVINO's compiled models are cached; None ("none"): no cache.
+    backend_cache: Path | None = field(default_factory=lambda: _default_backend_cache())
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -216,6 +226,7 @@ class Settings:
         self._validate_scheduler()
         self._validate_pull_sources()
         self._validate_consumers()
+        self._validate_backends()
 
     def _validate_hardening(self) -> None:
         for name in ("max_sessions", "rate_burst"):
@@ -333,6 +344,20 @@ class Settings:
                                   f"udp_ports {self.udp_ports[0]}-{self.udp_ports[1]} has ({ports}); set "
                                   f"RTC_MAX_SESSIONS <= {ports} or widen RTC_UDP_PORTS")
 
+    def _validate_backends(self) -> None:
+        from .engine.backends import BACKENDS, PRECISIONS
+
+        if self.backend not in ("auto", *BACKENDS):
+            raise ConfigError(f"backend {self.backend!r} is not one of auto, {', '.join(BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        for provider in self.providers:
+            if not provider.endswith("ExecutionProvider"):
+                raise ConfigError(f"provider {provider!r} is not an onnxruntime execution provider name "
+                                  "(like CUDAExecutionProvider)")
+        if self.providers and self.backend == "openvino":
+            raise ConfigError("providers are onnxruntime execution providers; backend is openvino")
+
 
 def _parse_model(text: str) -> Path | str:
     """A plain path stays a ``Path``; a URL or a path with ``#options`` stays text (a spec)."""
@@ -345,6 +370,18 @@ def _parse_models(text: str) -> tuple[ModelSpec, ...]:
         return parse_specs(text)
     except SpecError as exc:
         raise ValueError(str(exc)) from exc
+
+
+def _default_backend_cache() -> Path:
+    from .engine.loader import default_cache_dir
+
+    return default_cache_dir()
+
+
+def _parse_optional_path(text: str) -> Path | None:
+    return None if text.strip().lower() in ("", "none", "off") else Path(text)
+
+
 def _parse_ice_servers(text: str) -> tuple[dict[str, Any], ...]:
     try:
         value = json.loads(text) if text.strip() else []
@@ -395,7 +432,7 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "max_det": (int, "maximum detections per frame"),
     "imgsz": (int, "model input long side (multiple of 32)"),
     "letterbox": (str, "'rect' (minimal padding) or 'square'"),
-    "threads": (int, "onnxruntime intra-op threads per worker (0: cores / workers)"),
+    "threads": (int, "backend threads per worker: onnxruntime intra-op, OpenVINO inference (0: cores / workers)"),
     "ice_servers": (_parse_ice_servers, "JSON list of RTCIceServer dicts (default: none)"),
     "ice_addresses": (_parse_addresses, "comma-separated local addresses for host candidates"),
     "udp_ports": (_parse_udp_ports, "UDP port range for host candidates, e.g. 40000-40100 (default: any)"),
@@ -452,6 +489,12 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "keepalive": (float, "seconds between keep-alives on SSE/WebSocket subscriptions"),
     "snapshot_rate": (float, "snapshot.jpg encodes per second per session (429 beyond; 0: off)"),
     "snapshot_quality": (int, "JPEG quality of snapshots (1-100)"),
+    "backend": (str, "auto (fastest measured within accuracy bounds), onnxruntime or openvino"),
+    "precision": (str, "auto, f32, bf16, f16 or int8"),
+    "providers": (_parse_addresses, "comma-separated onnxruntime execution providers, e.g. "
+                                    "CUDAExecutionProvider,CPUExecutionProvider (default: CPU)"),
+    "backend_cache": (_parse_optional_path, "folder caching auto's choice and compiled models "
+                                            "(default ~/.cache/rtc-yolo/backends; 'none': no cache)"),
 }
 
 

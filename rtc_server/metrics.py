@@ -105,10 +105,10 @@ class Metrics:
                                        ["reason"], registry=r)
         self.stage_seconds = Histogram("rtc_stage_seconds", "Per-frame time by pipeline stage", ["stage"],
                                        buckets=STAGE_BUCKETS, registry=r)
-        info = Gauge("rtc_model_info", "The loaded models (value is always 1)", ["name", "version", "sha256"],
-                     registry=r)
+        info = Gauge("rtc_model_info", "The loaded models (value is always 1)",
+                     ["name", "version", "sha256", "backend", "precision"], registry=r)
         for model in models:
-            info.labels(model.name, model.version, model.sha256[:12]).set(1)
+            info.labels(model.name, model.version, model.sha256[:12], model.backend, model.precision).set(1)
         # ----- pull sources (issue 13) -----
         self.pull_reconnects = Counter("rtc_pull_reconnects_total",
                                        "Pull sources reconnecting after their source dropped or failed", registry=r)

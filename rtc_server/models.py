@@ -141,6 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     pull.add_argument("--timeout", type=float, default=30.0, help="seconds a download may stall or retry")
     digest = sub.add_parser("hash", help="print a file's sha256, to pin it in a model spec")
     digest.add_argument("paths", type=Path, nargs="+")
+    quant = sub.add_parser("quantize", help="make an INT8 OpenVINO model with NNCF (pip install '.[quantize]')")
+    quant.add_argument("--model", type=Path, default=DEFAULT_DEST, help=f"the ONNX model [{DEFAULT_DEST}]")
+    quant.add_argument("--images", type=Path, required=True,
+                       help="calibration images (e.g. ../shared/data/coco128/images/train2017)")
+    quant.add_argument("--out", type=Path, default=None, help="the IR to write [<model>.int8.xml beside the model]")
+    quant.add_argument("--subset", type=int, default=300, help="calibration images at most [300]")
+    quant.add_argument("--keep", choices=("head-math", "head", "none"), default="head-math",
+                       help="what of the Detect head stays in float [head-math]")
+    quant.add_argument("--accuracy-control", action="store_true",
+                       help="revert layers until mAP50-95 drops at most --max-drop (needs labels)")
+    quant.add_argument("--max-drop", type=float, default=0.005, help="absolute mAP50-95 drop allowed [0.005]")
     args = parser.parse_args(argv)
 
     if args.command == "hash":
@@ -152,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "pull":
         return _pull(args.specs, args.cache, args.timeout)
+    if args.command == "quantize":
+        return _quantize(args)
 
     if args.command == "verify":
         if not args.path.is_file():
@@ -187,6 +200,29 @@ def _pull(texts: Sequence[str], cache: Path | None, timeout: float) -> int:
             print(f"model pull failed: {exc}", file=sys.stderr)
             return 1
         print(f"{spec.name}: {path}")
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    import logging
+
+    from .engine.quantize import QuantizeError, quantize
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not args.model.is_file():
+        print(f"no model at {args.model} (run `python -m rtc_server.models fetch`)", file=sys.stderr)
+        return 1
+    if not args.images.is_dir():
+        print(f"no image folder at {args.images}", file=sys.stderr)
+        return 1
+    try:
+        out = quantize(args.model, args.images, args.out, subset=args.subset, keep=args.keep,
+                       accuracy_control=args.accuracy_control, max_drop=args.max_drop)
+    except QuantizeError as exc:
+        print(f"quantize failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"{out}: INT8 OpenVINO model; measure it with `python -m bench.accuracy --write` so that "
+          "RTC_BACKEND=auto may consider it")
     return 0
 
 

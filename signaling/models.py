@@ -16,9 +16,8 @@ from .errors import ClientError
 
 
 def backend_of(info: ModelInfo) -> tuple[str, str]:
-    """``(backend, precision)`` of a loaded model. Detectors that do not say run under
-    onnxruntime in FP32 (the only backend before the backends work of issue 11)."""
-    return str(getattr(info, "backend", "onnxruntime")), str(getattr(info, "precision", "f32"))
+    """``(backend, precision)`` a loaded model really runs (what its backend reported)."""
+    return info.backend, info.precision
 
 
 def describe(catalog: ModelCatalog, name: str) -> dict[str, Any]:

@@ -112,3 +112,25 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for process in started:
         process.kill()
+
+
+# ----- models users bring (issue 11), derived from the real one per test session -----------
+@pytest.fixture(scope="session")
+def static_model(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .derived_models import static_copy
+
+    return static_copy(model_file, tmp_path_factory.mktemp("models") / "yolo11n-static640.onnx")
+
+
+@pytest.fixture(scope="session")
+def fp16_model(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .derived_models import fp16_copy
+
+    return fp16_copy(model_file, tmp_path_factory.mktemp("models") / "yolo11n-fp16.onnx")
+
+
+@pytest.fixture(scope="session")
+def three_class_model(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .derived_models import class_subset
+
+    return class_subset(model_file, tmp_path_factory.mktemp("models") / "yolo11n-3class.onnx")

@@ -93,7 +93,12 @@ def test_a_local_file_may_pin_its_hash(model_file: Path, tmp_path: Path) -> None
         resolve(parse_spec(f"{model_file}#sha256={HEX}"), tmp_path)
 
 
-def test_a_backend_this_build_lacks_is_refused_at_load(model_file: Path) -> None:
-    """Never silently run a model otherwise than asked (the process exits 1 with this)."""
-    with pytest.raises(ModelError, match="not available in this build"):
-        load_models(Settings(models=parse_specs(f"m={model_file}#backend=openvino")))
+def test_a_spec_names_its_backend_and_precision(model_file: Path) -> None:
+    """A model's own ``backend=``/``precision=`` win over the server's; one that cannot run as
+    asked is refused at load, never run otherwise (the process exits 1 with this)."""
+    catalog = load_models(Settings(models=parse_specs(f"m={model_file}#backend=openvino&precision=f32,"
+                                                      f"n={model_file}#backend=onnxruntime")))
+    assert (catalog.info("m").backend, catalog.info("m").precision) == ("openvino", "f32")
+    assert (catalog.info("n").backend, catalog.info("n").precision) == ("onnxruntime", "f32")
+    with pytest.raises(ModelError, match="onnxruntime runs this model in its own precision"):
+        load_models(Settings(models=parse_specs(f"m={model_file}#backend=onnxruntime&precision=bf16")))

@@ -64,7 +64,12 @@ async def test_models_lists_every_model_default_first(
     first, second = models
     assert first["default"] is True and second["default"] is False
     assert first["sha256"] == sha256_of(model_file) and second["sha256"] == sha256_of(subset_model)
-    assert {(m["backend"], m["precision"]) for m in models} == {("onnxruntime", "f32")}
+    # Each model says what it runs: yolo11n what auto chose among its recorded paths; the
+    # derived 3-class model has no accuracy record, so auto runs it on the reference.
+    from rtc_server.engine import accuracy
+
+    assert accuracy.verdict(first["sha256"], first["backend"], first["precision"]).eligible
+    assert (second["backend"], second["precision"]) == ("onnxruntime", "f32")
     assert first["input_size"] == [640, 640] and second["input_size"] == [320, 320]
     assert len(first["class_names"]) == 80 and first["class_names"][5] == "bus"
     assert second["class_names"] == list(SUBSET)
@@ -168,12 +173,14 @@ async def test_a_session_starts_on_the_model_it_names_and_switches_live(
 
 async def test_metrics_list_every_model(
     aiohttp_client: Callable[..., object], two_model_app: Callable[..., web.Application],
-    model_file: Path, subset_model: Path,
+    model_file: Path, subset_model: Path, catalog: ModelCatalog,
 ) -> None:
     client = await aiohttp_client(two_model_app())  # type: ignore[operator]
     text = await (await client.get("/metrics")).text()
     for name, path in (("yolo11n", model_file), ("people", subset_model)):
-        assert f'rtc_model_info{{name="{name}",sha256="{sha256_of(path)[:12]}",version="8.3.250"}} 1.0' in text
+        info = catalog.info(name)
+        assert (f'rtc_model_info{{backend="{info.backend}",name="{name}",precision="{info.precision}",'
+                f'sha256="{sha256_of(path)[:12]}",version="8.3.250"}} 1.0') in text
 
 
 async def test_the_same_file_under_two_names_at_two_sizes(

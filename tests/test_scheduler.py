@@ -208,7 +208,10 @@ async def test_ready_streams_of_one_model_and_size_share_one_call(
         # Same frame content, batch of 4 vs 1: the same detections.
         assert [d["label"] for d in message["detections"]] == [d["label"] for d in alone["detections"]]
         boxes = np.array([d["box"] for d in message["detections"]])
-        assert np.abs(boxes - np.array([d["box"] for d in alone["detections"]])).max() < 1.0
+        # The frames differ by their marks; in bf16 (what auto runs on an AVX512_BF16 CPU)
+        # that moves a box edge by up to a pixel or two, in f32 by less than one.
+        tolerance = 1.0 if gated.info.precision == "f32" else 2.5
+        assert np.abs(boxes - np.array([d["box"] for d in alone["detections"]])).max() < tolerance
     assert streams[4][1].detections()[0]["timing"]["batch_size"] == 1
     assert 'rtc_batch_size_bucket{le="4.0"} 3.0' in registry.metrics.render().decode()
 

@@ -1,29 +1,33 @@
-"""The detector interface and its onnxruntime implementation.
+"""The detector interface and the one YOLO detector that every backend runs under.
 
 A detector is synchronous and batch-shaped: a list of RGB images in, a list of results out.
-It is called from one worker thread (see ``inference.py``), never from the event loop, and
-nothing else in the server touches onnxruntime — so batching across peers, OpenVINO or a
-GPU provider can replace ``OnnxYoloDetector`` without a change to sessions or routes.
+It is called from worker threads (see ``inference.py``), never from the event loop.
+``YoloDetector`` owns the YOLO geometry (letterbox, blob, decode, NMS from ``yolo.py``) and
+hands tensors to a backend (``backends/``: onnxruntime, OpenVINO) that only runs them — so
+a backend, a precision or a GPU changes nothing in sessions, routes or the geometry.
+``loader.load_detector`` is how the rest of the server gets one.
 """
 
 from __future__ import annotations
 
 import ast
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import onnxruntime as ort
 
-from ..models import sha256_of
+from .backends import Backend
 from .yolo import Letterbox, Thresholds, decode, to_blob
+
+log = logging.getLogger(__name__)
 
 
 class ModelError(RuntimeError):
-    """The model file is missing, unreadable or not a YOLO11 detection export."""
+    """The model file is missing, unreadable, not a YOLO11 detection export, or cannot run
+    as configured (backend, precision, execution provider). The server exits 1 on it."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,16 @@ class ModelInfo:
     sha256: str
     class_names: tuple[str, ...]
     providers: tuple[str, ...] = field(default=())
+    #: The backend that runs it ("onnxruntime", "openvino") and the precision it really
+    #: computes in ("f32", "bf16", "f16", "int8").
+    backend: str = "onnxruntime"
+    precision: str = "f32"
+    #: The model input as ``[B, 3, H, W]``, None for dynamic dimensions.
+    input_shape: tuple[int | None, ...] = (None, 3, None, None)
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256[:12]}
+        return {"name": self.name, "version": self.version, "sha256": self.sha256[:12],
+                "backend": self.backend, "precision": self.precision}
 
 
 @dataclass(frozen=True)
@@ -86,53 +97,55 @@ class Detector(Protocol):
         ...
 
 
-class OnnxYoloDetector:
-    """YOLO11 detection export (``[B, 3, H, W]`` in, ``[B, 4 + classes, anchors]`` out)."""
+class YoloDetector:
+    """A YOLO11 detection model (``[B, 3, H, W]`` in, ``[B, 4 + classes, anchors]`` out) on a backend.
 
-    def __init__(
-        self,
-        model_path: Path,
-        *,
-        imgsz: int = 640,
-        rect: bool = True,
-        threads: int = 0,
-        providers: Sequence[str] = ("CPUExecutionProvider",),
-    ) -> None:
-        if not model_path.is_file():
-            raise ModelError(f"model file not found: {model_path} (run `make model` or set RTC_MODEL)")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self._session = ort.InferenceSession(str(model_path), options, providers=list(providers))
-        except Exception as exc:  # onnxruntime raises several unrelated types
-            raise ModelError(f"cannot load {model_path}: {exc}") from exc
+    Models with dynamic H and W get the letterbox ``imgsz``/``rect`` ask for (a 640x480
+    frame runs at 480x640); a static-shape export (Ultralytics' default: 640x640) gets
+    letterboxed to its own size. A static batch dimension is honoured by running the
+    images in chunks of that size.
+    """
+
+    #: ``auto``'s trial table when it chose this path (``autoselect``), else None.
+    auto_trials: list[dict[str, object]] | None = None
+
+    def __init__(self, backend: Backend, *, name: str, sha256: str, imgsz: int = 640, rect: bool = True) -> None:
+        info = backend.info
+        self._backend = backend
         self._imgsz = imgsz
         self._rect = rect
-        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or len(outputs) != 1 or len(outputs[0].shape) != 3:
-            raise ModelError(
-                f"{model_path} is not a YOLO detection export: inputs "
-                f"{[i.shape for i in inputs]}, outputs {[o.shape for o in outputs]}"
-            )
-        self._input_name = inputs[0].name
-        meta = self._session.get_modelmeta().custom_metadata_map
-        names = self._class_names(meta.get("names", ""))
-        channels = outputs[0].shape[1]
-        if isinstance(channels, int) and names and channels != 4 + len(names):
-            raise ModelError(f"{model_path}: output has {channels} channels but {len(names)} class names")
+        self._static_hw = info.static_hw
+        if self._static_hw is not None:
+            log.info("model %s has a static %dx%d input: frames are letterboxed to it (imgsz/letterbox "
+                     "settings do not apply)", name, self._static_hw[1], self._static_hw[0])
+        self._batch = info.static_batch
+        self._dtype = info.input_dtype
+        names = self._class_names(info.metadata.get("names", ""))
+        channels = info.output_channels
+        if channels is not None and channels < 5:
+            raise ModelError(f"{name}: output has {channels} channels; a YOLO detection head has 4 box "
+                             "coordinates plus at least one class")
+        if channels is not None and names and channels != 4 + len(names):
+            raise ModelError(f"{name}: output has {channels} channels but the metadata names "
+                             f"{len(names)} classes (expected {4 + len(names)} channels)")
         if not names:
-            if not isinstance(channels, int):
-                raise ModelError(f"{model_path}: no class names in metadata and no static class count")
+            if channels is None:
+                raise ModelError(f"{name}: no class names in metadata and no static class count")
             names = tuple(f"class{i}" for i in range(channels - 4))
         self.info = ModelInfo(
-            name=model_path.stem,
-            version=meta.get("version", "unknown"),
-            sha256=sha256_of(model_path),
+            name=name,
+            version=info.metadata.get("version", "unknown"),
+            sha256=sha256,
             class_names=names,
-            providers=tuple(self._session.get_providers()),
+            providers=info.providers,
+            backend=info.name,
+            precision=info.precision,
+            input_shape=info.input_shape,
         )
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
 
     @staticmethod
     def _class_names(text: str) -> tuple[str, ...]:
@@ -141,12 +154,33 @@ class OnnxYoloDetector:
             return ()
         try:
             mapping = ast.literal_eval(text)
-        except (ValueError, SyntaxError) as exc:
+            return tuple(str(mapping[i]) for i in sorted(mapping))
+        except (ValueError, SyntaxError, TypeError, KeyError) as exc:
             raise ModelError(f"model metadata 'names' is unreadable: {exc}") from exc
-        return tuple(str(mapping[i]) for i in sorted(mapping))
 
     def letterbox(self, width: int, height: int) -> Letterbox:
+        if self._static_hw is not None:
+            return Letterbox.fit(width, height, shape=self._static_hw)
         return Letterbox.fit(width, height, self._imgsz, rect=self._rect)
+
+    def blob(self, image: np.ndarray, lb: Letterbox) -> np.ndarray:
+        """One image's ``1 x 3 x H x W`` input in the model's dtype (float16 exports too)."""
+        blob = to_blob(lb.apply(image))
+        return blob if blob.dtype == self._dtype else blob.astype(self._dtype)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run a ``[B, 3, H, W]`` batch, in chunks of the model's static batch size if it has one."""
+        step = self._batch
+        if step is None or len(batch) == step:
+            return self._backend.run(batch)
+        outputs = []
+        for start in range(0, len(batch), step):
+            chunk = batch[start:start + step]
+            short = step - len(chunk)
+            if short:  # pad the last chunk to the static batch with blank images
+                chunk = np.concatenate([chunk, np.zeros((short, *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(self._backend.run(chunk)[: step - short])
+        return np.concatenate(outputs)
 
     def detect(self, images: Sequence[np.ndarray], thresholds: Sequence[Thresholds]) -> list[DetectionResult]:
         # Images whose letterboxes share an input size run as one batch.
@@ -158,7 +192,7 @@ class OnnxYoloDetector:
             t0 = time.perf_counter()
             lb = self.letterbox(image.shape[1], image.shape[0])
             boxes_of.append(lb)
-            blobs.append(to_blob(lb.apply(image)))
+            blobs.append(self.blob(image, lb))
             started.append(t0)
             pre_ms.append((time.perf_counter() - t0) * 1000)
 
@@ -170,7 +204,7 @@ class OnnxYoloDetector:
         for indices in groups.values():
             t0 = time.perf_counter()
             batch = blobs[indices[0]] if len(indices) == 1 else np.concatenate([blobs[i] for i in indices])
-            (output,) = self._session.run(None, {self._input_name: batch})
+            output = self.infer(batch)
             inference_ms = (time.perf_counter() - t0) * 1000
             for row, i in enumerate(indices):
                 t1 = time.perf_counter()
@@ -201,5 +235,18 @@ class OnnxYoloDetector:
         ]
 
     def warmup(self) -> None:
+        """Run each input size a camera frame is likely to take, so no frame pays a first-run cost."""
         for w, h in ((640, 480), (self._imgsz, self._imgsz)):
             self.detect([np.zeros((h, w, 3), np.uint8)], [Thresholds()])
+
+
+def OnnxYoloDetector(model_path, *, imgsz: int = 640, rect: bool = True, threads: int = 0,
+                     providers: Sequence[str] = ("CPUExecutionProvider",)) -> YoloDetector:
+    """The name before backends existed: the onnxruntime path of ``loader.load_detector``.
+    Kept so code written against it (branches in flight) still runs; new code calls the loader."""
+    from .loader import load_detector
+
+    detector = load_detector(model_path, backend="onnxruntime", imgsz=imgsz, rect=rect, threads=threads,
+                             providers=providers)
+    assert isinstance(detector, YoloDetector)
+    return detector

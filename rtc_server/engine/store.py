@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .catalog import ModelCatalog, Serving
-from .detector import Detector, ModelError, OnnxYoloDetector
+from .detector import Detector, ModelError
+from .loader import default_cache_dir as default_backend_cache
+from .loader import load_detector
 from .sources import DEFAULT_TIMEOUT, ModelSpec, default_cache_dir, resolve
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,12 @@ class LoadOptions:
     threads: int = 0
     cache_dir: Path = field(default_factory=default_cache_dir)
     fetch_timeout: float = DEFAULT_TIMEOUT
+    #: ``RTC_BACKEND``/``RTC_PRECISION`` (a spec's ``backend=``/``precision=`` win),
+    #: ``RTC_PROVIDERS``, and where ``auto`` caches its choice (None: nowhere).
+    backend: str = "auto"
+    precision: str = "auto"
+    providers: tuple[str, ...] = ()
+    backend_cache: Path | None = field(default_factory=default_backend_cache)
 
 
 def load_catalog(specs: Sequence[ModelSpec], options: LoadOptions) -> ModelCatalog:
@@ -43,7 +51,7 @@ def load_catalog(specs: Sequence[ModelSpec], options: LoadOptions) -> ModelCatal
         path = resolve(spec, options.cache_dir, options.fetch_timeout)
         imgsz = spec.imgsz or options.imgsz
         letterbox = spec.letterbox or options.letterbox
-        detectors[spec.name] = _make_detector(spec, path, imgsz=imgsz, letterbox=letterbox, threads=options.threads)
+        detectors[spec.name] = _make_detector(spec, path, imgsz=imgsz, letterbox=letterbox, options=options)
         serving[spec.name] = Serving(input_size=(imgsz, imgsz), letterbox=letterbox)
         info = detectors[spec.name].info
         log.info("model %s: %s (version %s, sha256 %s, %d classes, input up to %dx%d, %s letterbox)",
@@ -52,20 +60,10 @@ def load_catalog(specs: Sequence[ModelSpec], options: LoadOptions) -> ModelCatal
     return ModelCatalog(detectors, serving)
 
 
-def _make_detector(spec: ModelSpec, path: Path, *, imgsz: int, letterbox: str, threads: int) -> Detector:
-    """The one place a detector is constructed from a verified file.
-
-    Until more backends exist every model runs under onnxruntime FP32, so a spec asking
-    for another backend or precision is refused rather than silently run otherwise.
-    (Where ``engine/loader.py`` provides ``load_detector(path, backend=..., ...)``, this
-    function becomes that call.) The detector is renamed to the configured name: the same
-    file may be served under two names, e.g. at two input sizes.
-    """
-    backend, precision = spec.backend or "auto", spec.precision or "auto"
-    if backend not in ("auto", "onnxruntime") or precision not in ("auto", "f32"):
-        raise ModelError(f"model {spec.name!r}: backend {backend!r} with precision {precision!r} is not "
-                         "available in this build (onnxruntime f32 only)")
-    detector = OnnxYoloDetector(path, imgsz=imgsz, rect=letterbox == "rect", threads=threads)
-    if detector.info.name != spec.name:
-        detector.info = replace(detector.info, name=spec.name)
-    return detector
+def _make_detector(spec: ModelSpec, path: Path, *, imgsz: int, letterbox: str, options: LoadOptions) -> Detector:
+    """The one place a detector is made from a verified file: ``loader.load_detector`` with
+    this model's backend and precision (its spec's, else the server's), named by the spec —
+    the same file may be served under two names, e.g. at two input sizes."""
+    return load_detector(path, backend=spec.backend or options.backend, precision=spec.precision or options.precision,
+                         imgsz=imgsz, rect=letterbox == "rect", threads=options.threads, providers=options.providers,
+                         cache_dir=options.backend_cache, name=spec.name)

@@ -1,4 +1,4 @@
-"""YOLO11 geometry and tensors: letterbox, preprocess, decode + NMS — no onnxruntime here.
+"""YOLO11 geometry and tensors: letterbox, preprocess, decode + NMS — no backend here.
 
 These functions reproduce Ultralytics' own predict path (``LetterBox`` + ``non_max_suppression``
 + ``scale_boxes``) step for step, so the service's detections equal Ultralytics' for the
@@ -39,11 +39,15 @@ class Letterbox:
     bottom: int
 
     @classmethod
-    def fit(cls, width: int, height: int, size: int = 640, rect: bool = True, stride: int = 32) -> Letterbox:
-        r = min(size / height, size / width)
+    def fit(cls, width: int, height: int, size: int = 640, rect: bool = True, stride: int = 32,
+            shape: tuple[int, int] | None = None) -> Letterbox:
+        """``shape`` = ``(H, W)`` of a static-shape model: letterbox to exactly that size
+        (Ultralytics' ``LetterBox(new_shape=shape, auto=False)``); ``size``/``rect`` then do not apply."""
+        out_h, out_w = shape if shape is not None else (size, size)
+        r = min(out_h / height, out_w / width)
         new_w, new_h = round(width * r), round(height * r)
-        dw, dh = size - new_w, size - new_h
-        if rect:
+        dw, dh = out_w - new_w, out_h - new_h
+        if rect and shape is None:
             dw, dh = dw % stride, dh % stride
         return cls(
             width=width,
