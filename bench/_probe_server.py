@@ -44,8 +44,8 @@ def install(path: str) -> None:
     out = open(path, "a", buffering=1)
     original = StreamRegistry.open
 
-    def open_with_probe(self: StreamRegistry, source_kind: str) -> Stream:
-        stream = original(self, source_kind)
+    def open_with_probe(self: StreamRegistry, *args: Any, **kwargs: Any) -> Stream:
+        stream = original(self, *args, **kwargs)
         stream.add_sink(FileSink(stream, out))
         return stream
 

@@ -235,9 +235,11 @@ class YoloDetector:
         ]
 
     def warmup(self) -> None:
-        """Run each input size a camera frame is likely to take, so no frame pays a first-run cost."""
-        for w, h in ((640, 480), (self._imgsz, self._imgsz)):
-            self.detect([np.zeros((h, w, 3), np.uint8)], [Thresholds()])
+        """Run the input size a 640x480 camera frame takes (with ``square`` that is every
+        frame's), so the common first frame pays no first-run cost. Other sizes (a 720p
+        camera, a square ``/predict`` image) pay one first run of their own — with OpenVINO
+        one compile, ~0.15 s — instead of every start paying for sizes it may never see."""
+        self.detect([np.zeros((480, 640, 3), np.uint8)], [Thresholds()])
 
 
 def OnnxYoloDetector(model_path, *, imgsz: int = 640, rect: bool = True, threads: int = 0,

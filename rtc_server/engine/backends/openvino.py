@@ -28,6 +28,8 @@ from . import BackendError, BackendInfo, dims
 log = logging.getLogger(__name__)
 
 DEVICE = "CPU"
+#: The input a 640x480 camera frame takes under the default letterbox (rect, 640).
+CAMERA_INPUT_HW = (480, 640)
 #: Input sizes compiled statically at most (camera frames take one or two); later sizes run
 #: on one dynamic-shape compile.
 MAX_STATIC_SHAPES = 6
@@ -112,7 +114,9 @@ class OpenVinoBackend:
         self._compiled_by_hw: dict[tuple[int, int], ov.CompiledModel] = {}
         self._dynamic_compiled: ov.CompiledModel | None = None
         self._lock = threading.Lock()
-        first = self._compile(model) if not self._dynamic else self._compiled_for(640, 640)
+        # The first compile is the size a 640x480 camera frame runs at (rect letterbox), the
+        # one the warm-up runs: start-up pays one compile, not two (cold start, README).
+        first = self._compile(model) if not self._dynamic else self._compiled_for(*CAMERA_INPUT_HW)
         self._static_compiled = None if self._dynamic else first
         run_in = first.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         ran = "int8" if quantized else _TYPE_NAMES.get(run_in, run_in)
