@@ -20,8 +20,7 @@ from rtc_server.engine.scheduler import Abandoned, Overloaded, SchedulerClosed
 from rtc_server.engine.yolo import Thresholds
 from rtc_server.metrics import CONTENT_TYPE
 from rtc_server.streams.messages import detection_message
-from rtc_server.streams.registry import Draining, ServerFull
-from rtc_server.webrtc.peer import GatherTimeout, NoCandidates, OfferError, answer_offer
+from rtc_server.webrtc.peer import answer_offer
 from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 
 from .auth import require_token
@@ -30,6 +29,7 @@ from .errors import ClientError
 from .limits import MAX_OFFER_BYTES, RATE_LIMITS, RateLimits, read_capped
 from .models import check_model, list_models
 from .offers import parse_offer
+from .refusals import answer_refusals
 from .sessions import setup_session_routes
 from .streams import add_routes as add_stream_routes
 from .whip import setup_whip
@@ -77,22 +77,10 @@ async def offer(request: web.Request) -> web.Response:
                           "offer again without 'session_id'")
     model = check_model(request.app[INFERENCE].models, offer_.model)
     _require_ready(request)
-    try:
+    with answer_refusals():
         stream, answer = await answer_offer(
             registry, request.app[SETTINGS], offer_.sdp,
             stream_settings=replace(registry.defaults(), model=model, max_fps=offer_.max_fps))
-    except Draining as exc:
-        raise ClientError(503, "draining", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
-    except ServerFull as exc:
-        raise ClientError(503, "server_full", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
-    except NoCandidates as exc:
-        raise ClientError(503, "no_candidates", str(exc), {"Retry-After": "5"}) from exc
-    except GatherTimeout as exc:
-        raise ClientError(503, "ice_gather_timeout", str(exc), {"Retry-After": "5"}) from exc
-    except OfferError as exc:
-        raise ClientError(400, "bad_offer", str(exc)) from exc
-    except ValueError as exc:  # aiortc's SDP parser and negotiation raise ValueError
-        raise ClientError(400, "bad_offer", f"the offer cannot be answered: {exc}") from exc
     token, expires = request.app[TOKENS].issue(stream.id)  # for ?token= on events/ws/snapshot
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id,
                               "token": token, "token_expires": expires})

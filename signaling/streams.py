@@ -22,13 +22,13 @@ from aiohttp import web
 from rtc_server.ingest.policy import UrlRefused
 from rtc_server.ingest.source import PullSource, SourceOpenError, open_pull_stream
 from rtc_server.ingest.spec import SpecError, parse_pull_spec
-from rtc_server.streams.registry import Draining, ServerFull
 from rtc_server.streams.stream import Stream
 
 from .auth import require_token
 from .context import INFERENCE, REGISTRY, SETTINGS
 from .errors import ClientError
 from .limits import RATE_LIMITS, read_capped
+from .refusals import capacity_refusals
 
 #: Largest ``POST /streams`` body; a URL is at most 4 KiB.
 MAX_STREAM_BODY_BYTES = 16 * 1024
@@ -77,13 +77,10 @@ async def create_stream(request: web.Request) -> web.Response:
     if not inference.ready:
         raise ClientError(503, "not_ready", "the model is still loading; retry shortly")
     try:
-        stream = await open_pull_stream(request.app[REGISTRY], request.app[SETTINGS], spec)
+        with capacity_refusals():
+            stream = await open_pull_stream(request.app[REGISTRY], request.app[SETTINGS], spec)
     except UrlRefused as exc:
         raise ClientError(400, "url_refused", exc.detail) from exc
-    except Draining as exc:
-        raise ClientError(503, "draining", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
-    except ServerFull as exc:
-        raise ClientError(503, "server_full", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
     except SourceOpenError as exc:
         raise ClientError(422, "source_unavailable", f"the source could not be opened ({exc.kind}): "
                           f"{exc.detail}") from exc

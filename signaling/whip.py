@@ -46,14 +46,9 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from rtc_server.streams.registry import Draining, ServerFull
 from rtc_server.streams.stream import Stream
 from rtc_server.webrtc.peer import (
-    GatherTimeout,
     IceRestartUnsupported,
-    NoCandidates,
-    NoVideo,
-    OfferError,
     PeerSource,
     answer_offer,
 )
@@ -66,6 +61,7 @@ from .errors import ClientError
 from .limits import MAX_OFFER_BYTES, RATE_LIMITS, read_capped
 from .models import check_model
 from .offers import check_sdp
+from .refusals import answer_refusals
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
@@ -164,21 +160,9 @@ async def create_session(request: web.Request) -> web.Response:
     if not inference.ready:
         raise ClientError(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "2"})
     settings, registry = request.app[SETTINGS], request.app[REGISTRY]
-    try:
+    with answer_refusals(no_video_status=422):
         stream, answer = await answer_offer(registry, settings, sdp, kind=SOURCE_KIND,
                                             stream_settings=replace(registry.defaults(), model=model))
-    except Draining as exc:
-        raise ClientError(503, "draining", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
-    except ServerFull as exc:
-        raise ClientError(503, "server_full", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
-    except NoCandidates as exc:
-        raise ClientError(503, "no_candidates", str(exc), {"Retry-After": "5"}) from exc
-    except GatherTimeout as exc:
-        raise ClientError(503, "ice_gather_timeout", str(exc), {"Retry-After": "5"}) from exc
-    except NoVideo as exc:
-        raise ClientError(422, "unsupported_offer", str(exc)) from exc
-    except (OfferError, ValueError) as exc:
-        raise ClientError(400, "bad_offer", f"the offer cannot be answered: {exc}") from exc
     headers = _headers([
         ("Location", session_url(stream.id)),
         ("ETag", entity_tag(stream.id)),
