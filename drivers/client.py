@@ -27,7 +27,7 @@ import aiohttp
 import av
 import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack, VideoStreamTrack
+from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 
 from rtc_server.webrtc.ice import rtc_configuration
 
@@ -40,43 +40,53 @@ def pts_step(fps: float) -> int:
 
 
 class SentTrack(MediaStreamTrack):
-    """A video track that remembers when it handed each frame (by pts) to the sender."""
+    """A video track paced at ``fps`` that remembers when it handed each frame (by pts) to
+    the sender; subclasses say what a frame is (``ImageTrack``: a raw frame to encode,
+    ``drivers.replay.ReplayTrack``: an already-encoded packet)."""
 
     kind = "video"
-    #: pts -> ``perf_counter`` moment the frame was handed to the sender.
-    sent_at: dict[int, float]
 
-
-class ImageTrack(VideoStreamTrack, SentTrack):
-    """A live video track that sends ``frames`` (RGB arrays) in a loop at ``fps``.
-
-    ``sent_at`` maps each frame's pts to the ``perf_counter`` moment it was handed to the
-    sender. Pass several frames (e.g. shifted copies) to give the encoder real motion.
-    """
-
-    def __init__(self, frames: np.ndarray | Sequence[np.ndarray], fps: float = 30.0) -> None:
+    def __init__(self, fps: float = 30.0) -> None:
         super().__init__()
-        self._frames = [frames] if isinstance(frames, np.ndarray) else list(frames)
         self._step = pts_step(fps)
         self._interval = self._step / VIDEO_CLOCK
         self._count = 0
         self._start: float | None = None
+        #: pts -> ``perf_counter`` moment the frame was handed to the sender.
         self.sent_at: dict[int, float] = {}
 
-    async def recv(self) -> av.VideoFrame:
+    async def _next_frame(self) -> tuple[int, int]:
+        """Wait for the next frame's moment; its index and pts (raises when stopped)."""
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
             self._start = time.perf_counter()
-        due = self._start + self._count * self._interval
-        delay = due - time.perf_counter()
+        delay = self._start + self._count * self._interval - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        frame = av.VideoFrame.from_ndarray(self._frames[self._count % len(self._frames)], format="rgb24")
-        frame.pts = self._count * self._step
-        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        index, pts = self._count, self._count * self._step
         self._count += 1
-        self.sent_at[frame.pts] = time.perf_counter()
+        return index, pts
+
+    def _sent(self, pts: int) -> None:
+        self.sent_at[pts] = time.perf_counter()
+
+
+class ImageTrack(SentTrack):
+    """A live video track that sends ``frames`` (RGB arrays) in a loop at ``fps``, encoded
+    by aiortc's sender. Pass several frames (e.g. shifted copies) to give the encoder real
+    motion."""
+
+    def __init__(self, frames: np.ndarray | Sequence[np.ndarray], fps: float = 30.0) -> None:
+        super().__init__(fps)
+        self._frames = [frames] if isinstance(frames, np.ndarray) else list(frames)
+
+    async def recv(self) -> av.VideoFrame:
+        index, pts = await self._next_frame()
+        frame = av.VideoFrame.from_ndarray(self._frames[index % len(self._frames)], format="rgb24")
+        frame.pts = pts
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self._sent(pts)
         return frame
 
 

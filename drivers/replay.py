@@ -20,17 +20,14 @@ there — a replayed stream cannot answer a keyframe request (PLI), there is no 
 
 from __future__ import annotations
 
-import asyncio
 import fractions
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError
 
-from .client import VIDEO_CLOCK, SentTrack, pts_step
+from .client import VIDEO_CLOCK, SentTrack
 
 #: codec name -> (PyAV encoder, the MIME type to negotiate).
 CODECS = {"h264": ("libx264", "video/H264"), "vp8": ("libvpx", "video/VP8")}
@@ -98,30 +95,15 @@ def panning_frames(image: np.ndarray, count: int = 30, step: int = 4) -> list[np
 class ReplayTrack(SentTrack):
     """A video track that sends ``clip``'s packets in a loop at ``fps``, never encoding."""
 
-    kind = "video"
-
     def __init__(self, clip: EncodedClip, fps: float = 30.0) -> None:
-        super().__init__()
+        super().__init__(fps)
         self.clip = clip
-        self._step = pts_step(fps)
-        self._interval = self._step / VIDEO_CLOCK
         self._time_base = fractions.Fraction(1, VIDEO_CLOCK)
-        self._count = 0
-        self._start: float | None = None
-        self.sent_at: dict[int, float] = {}
 
     async def recv(self) -> av.Packet:  # type: ignore[override]  # aiortc accepts packets too
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.perf_counter()
-        due = self._start + self._count * self._interval
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        packet = av.Packet(self.clip.packets[self._count % len(self.clip.packets)])
-        packet.pts = packet.dts = self._count * self._step
+        index, pts = await self._next_frame()
+        packet = av.Packet(self.clip.packets[index % len(self.clip.packets)])
+        packet.pts = packet.dts = pts
         packet.time_base = self._time_base
-        self._count += 1
-        self.sent_at[packet.pts] = time.perf_counter()
+        self._sent(pts)
         return packet
