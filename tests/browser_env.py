@@ -16,11 +16,14 @@ import ctypes
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+
+from .helpers import ROOT, ServerProcess, cannot_run
 
 CLONE_NEWNET = 0x40000000
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,6 +37,10 @@ CHROMIUM_FLAGS = (
     "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--no-proxy-server",
 )
+#: The page server's port in a module's namespace: free, since the namespace is new.
+PAGE_PORT = 8080
+
+
 def missing_requirements() -> str | None:
     """Why the browser tests cannot run here, or None when they can."""
     try:
@@ -76,3 +83,43 @@ def write_y4m(rgb: np.ndarray, path: Path, frames: int = 30, fps: int = 30) -> P
             fh.write(b"FRAME\n")
             fh.write(yuv)
     return path
+
+
+@contextlib.contextmanager
+def browser_network() -> Iterator[None]:
+    """A module's real-browser tests inside a loopback-only namespace, or ``cannot_run``
+    saying why (they never run on the real network)."""
+    reason = missing_requirements()
+    if reason is not None:
+        cannot_run(f"real-browser tests: {reason}")
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(loopback_only_network())
+        except PermissionError as exc:
+            cannot_run(f"real-browser tests: no private network namespace ({exc}); "
+                       "they never run on the real network")
+        yield
+
+
+@contextlib.contextmanager
+def page_server(log_dir: Path, **env: str) -> Iterator[ServerProcess]:
+    """The server as users run it, on ``PAGE_PORT``, serving this checkout's page with one
+    inference thread (the browser shares the two cores); ``env``: more ``RTC_*`` settings."""
+    process = ServerProcess(log_dir / "server.log",
+                            {"RTC_THREADS": "1", "RTC_STATIC_DIR": str(ROOT / "static"), **env}, port=PAGE_PORT)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def launch_chromium(playwright: Any, tmp: Path, camera_frame: np.ndarray, viewport: tuple[int, int] = (1000, 640),
+                    args: Sequence[str] = ()) -> Any:
+    """Debian's Chromium with a fake camera showing ``camera_frame`` (a Y4M written here, at
+    test time), a fresh profile in ``tmp``; a Playwright ``BrowserContext``."""
+    camera = write_y4m(camera_frame, tmp / "camera.y4m")
+    return playwright.chromium.launch_persistent_context(
+        str(tmp / "profile"), executable_path=str(CHROMIUM), headless=True,
+        viewport={"width": viewport[0], "height": viewport[1]},
+        args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={camera}", *args])

@@ -7,7 +7,6 @@ Assertions read ``window.rtcYolo``, the state object the page keeps of everythin
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
@@ -19,7 +18,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .browser_env import CHROMIUM, CHROMIUM_FLAGS, loopback_only_network, missing_requirements, write_y4m
+from .browser_env import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    PAGE_PORT,
+    browser_network,
+    launch_chromium,
+    missing_requirements,
+    page_server,
+)
 from .helpers import ROOT, ServerProcess, cannot_run
 
 REASON = missing_requirements()
@@ -31,32 +38,20 @@ else:  # the names stay resolvable for annotations; every test fails/skips in th
     BrowserContext = Page = Playwright = object  # type: ignore[misc,assignment]
 
 ARTIFACTS = ROOT / "artifacts" / "browser"
-PORT = 8080  # free: the namespace is new
 #: A name Chrome resolves to 127.0.0.1 but does not count as a secure origin (it is not localhost).
 INSECURE_HOST = "insecure.test"
 
 
 @pytest.fixture(scope="module")
 def network() -> Iterator[None]:
-    if REASON is not None:
-        cannot_run(f"real-browser tests: {REASON}")
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(loopback_only_network())
-        except PermissionError as exc:
-            cannot_run(f"real-browser tests: no private network namespace ({exc}); "
-                       "they never run on the real network")
+    with browser_network():
         yield
 
 
 @pytest.fixture(scope="module")
 def server(network: None, model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("server") / "server.log",
-                         {"RTC_MODEL": str(model_file), "RTC_THREADS": "1", "RTC_STATIC_DIR": str(ROOT / "static")},
-                         port=PORT)
-    proc.start()
-    yield proc
-    proc.stop()
+    with page_server(tmp_path_factory.mktemp("server"), RTC_MODEL=str(model_file)) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +63,8 @@ def playwright(network: None) -> Iterator[Playwright]:
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright, bus_frame: np.ndarray, tmp_path_factory: pytest.TempPathFactory,
             ) -> Iterator[BrowserContext]:
-    tmp = tmp_path_factory.mktemp("chromium")
-    camera = write_y4m(bus_frame, tmp / "bus.y4m")  # written at test time, never committed
-    context = playwright.chromium.launch_persistent_context(
-        str(tmp / "profile"), executable_path=str(CHROMIUM), headless=True,
-        viewport={"width": 1000, "height": 640},
-        args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={camera}",
-              f"--host-resolver-rules=MAP {INSECURE_HOST} 127.0.0.1"],
-    )
+    context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium"), bus_frame,
+                              args=[f"--host-resolver-rules=MAP {INSECURE_HOST} 127.0.0.1"])
     yield context
     context.close()
 
@@ -240,7 +229,7 @@ def test_server_unreachable_and_server_full_are_explained(page: Page, server: Se
 def test_insecure_context_is_explained(browser: BrowserContext, server: ServerProcess) -> None:
     page = browser.new_page()
     try:
-        page.goto(f"http://{INSECURE_HOST}:{PORT}/")
+        page.goto(f"http://{INSECURE_HOST}:{PAGE_PORT}/")
         assert app_state(page)["state"] == "insecure"
         assert "HTTPS" in page.get_by_role("alert").inner_text()
         assert page.get_by_role("button", name="Start", exact=True).is_disabled()

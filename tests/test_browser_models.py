@@ -9,7 +9,6 @@ tests/test_browser.py, everything runs in a network namespace that has only loop
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,24 +17,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .browser_env import CHROMIUM, CHROMIUM_FLAGS, loopback_only_network, missing_requirements, write_y4m
+from .browser_env import browser_network, launch_chromium, page_server
 from .derived_models import class_subset
-from .helpers import ROOT, ServerProcess, cannot_run
+from .helpers import ROOT, ServerProcess
 
 pytestmark = pytest.mark.slow
-PORT = 8080  # free: the namespace is new
 
 
 @pytest.fixture(scope="module")
 def network() -> Iterator[None]:
-    reason = missing_requirements()
-    if reason is not None:
-        cannot_run(f"real-browser test: {reason}")
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(loopback_only_network())
-        except PermissionError as exc:
-            cannot_run(f"real-browser test: no private network namespace ({exc}); it never runs on the real network")
+    with browser_network():
         yield
 
 
@@ -43,25 +34,16 @@ def network() -> Iterator[None]:
 def server(network: None, model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("server-models")
     people = class_subset(model_file, tmp / "people.onnx")
-    proc = ServerProcess(tmp / "server.log", {"RTC_THREADS": "1", "RTC_STATIC_DIR": str(ROOT / "static"),
-                                              "RTC_MODELS": f"yolo11n={model_file},people={people}#imgsz=320"},
-                         port=PORT)
-    proc.start()
-    yield proc
-    proc.stop()
+    with page_server(tmp, RTC_MODELS=f"yolo11n={model_file},people={people}#imgsz=320") as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
 def page(server: ServerProcess, bus_frame: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    tmp = tmp_path_factory.mktemp("chromium-models")
-    camera = write_y4m(bus_frame, tmp / "bus.y4m")
     with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp / "profile"), executable_path=str(CHROMIUM), headless=True,
-            viewport={"width": 1000, "height": 640},
-            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={camera}"])
+        context = launch_chromium(p, tmp_path_factory.mktemp("chromium-models"), bus_frame)
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))

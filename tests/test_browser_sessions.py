@@ -9,7 +9,6 @@ its snapshot, and charts its latency and detection rate. Assertions read
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .browser_env import CHROMIUM, CHROMIUM_FLAGS, loopback_only_network, missing_requirements, write_y4m
-from .helpers import ROOT, ServerProcess, cannot_run
+from .browser_env import browser_network, launch_chromium, missing_requirements, page_server
+from .helpers import ROOT, ServerProcess
 
 REASON = missing_requirements()
 pytestmark = pytest.mark.slow
@@ -26,43 +25,25 @@ pytestmark = pytest.mark.slow
 if REASON is None:
     from playwright.sync_api import BrowserContext, Page, sync_playwright
 
-PORT = 8080  # free: the namespace is new
 
 
-# The same set-up as test_browser.py's fixtures, for this module's own namespace and server.
 @pytest.fixture(scope="module")
 def network() -> Iterator[None]:
-    if REASON is not None:
-        cannot_run(f"real-browser tests: {REASON}")
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(loopback_only_network())
-        except PermissionError as exc:
-            cannot_run(f"real-browser tests need a private network namespace ({exc})")
+    with browser_network():
         yield
 
 
 @pytest.fixture(scope="module")
 def server(network: None, model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("server") / "server.log",
-                         {"RTC_MODEL": str(model_file), "RTC_THREADS": "1", "RTC_STATIC_DIR": str(ROOT / "static")},
-                         port=PORT)
-    proc.start()
-    yield proc
-    proc.stop()
+    with page_server(tmp_path_factory.mktemp("server"), RTC_MODEL=str(model_file)) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
 def browser(network: None, bus_frame: np.ndarray, tmp_path_factory: pytest.TempPathFactory,
             ) -> Iterator[BrowserContext]:
-    tmp = tmp_path_factory.mktemp("chromium")
-    camera = write_y4m(bus_frame, tmp / "bus.y4m")
     with sync_playwright() as p:  # its driver, and Chromium, start inside the namespace
-        context = p.chromium.launch_persistent_context(
-            str(tmp / "profile"), executable_path=str(CHROMIUM), headless=True,
-            viewport={"width": 1100, "height": 1000},
-            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={camera}"],
-        )
+        context = launch_chromium(p, tmp_path_factory.mktemp("chromium"), bus_frame, viewport=(1100, 1000))
         yield context
         context.close()
 
