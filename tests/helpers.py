@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import aiohttp
 import pytest
@@ -321,3 +321,25 @@ def open_udp_sockets() -> set[tuple[str, int]]:
                     address = ".".join(str(b) for b in bytes.fromhex(address)[::-1])
                 found.add((address, int(port, 16)))
     return found
+
+
+class ListSink:
+    """A stream sink that keeps every message it is sent (``Stream.add_sink``), for tests
+    that drive a stream directly and read what it published."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.closed = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def detections(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == "detections"]
+
+    def labels_from(self, frame_id: int) -> set[str]:
+        """Labels detected in frames ``frame_id`` and later (the stream's received-frame count)."""
+        return {d["label"] for m in self.detections() if m["frame_id"] >= frame_id for d in m["detections"]}

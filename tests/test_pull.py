@@ -22,27 +22,11 @@ from aiohttp import web
 from rtc_server.ingest.source import PullSource
 from rtc_server.streams.stream import Stream
 from signaling.context import REGISTRY
-from tests.helpers import scrape, serve, wait_for
+from tests.helpers import ListSink, scrape, serve, wait_for
 from tests.pull_media import LiveHls, MediaProcess, make_clip, make_hls, media_server, rtsp_server
 
 pytestmark = pytest.mark.slow
 LOOPBACK = ("127.0.0.0/8",)
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-
-    def close(self) -> None:
-        pass
-
-    def labels_from(self, frame_id: int) -> set[str]:
-        """Labels detected in frames ``frame_id`` and later (the stream's received-frame count)."""
-        return {d["label"] for m in self.messages if m.get("type") == "detections" and m["frame_id"] >= frame_id
-                for d in m["detections"]}
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from rtc_server.streams.registry import StreamRegistry
 from rtc_server.streams.stream import Stream
 from signaling.context import INFERENCE
 from tests.conftest import FIXTURES
-from tests.helpers import ServerFactory, serve, wait_for
+from tests.helpers import ListSink, ServerFactory, serve, wait_for
 
 Marker = tuple[int, int]
 
@@ -84,20 +84,6 @@ class GatedDetector:
 
     def release(self) -> None:
         self._gate.release()
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-
-    def close(self) -> None:
-        pass
-
-    def detections(self) -> list[dict[str, Any]]:
-        return [m for m in self.messages if m.get("type") == "detections"]
 
 
 @pytest.fixture

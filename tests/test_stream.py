@@ -6,7 +6,6 @@ import ast
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,19 +16,7 @@ from rtc_server.engine.detector import Detector
 from rtc_server.engine.scheduler import Scheduler
 from rtc_server.streams.registry import ServerFull, StreamRegistry
 from rtc_server.streams.stream import StreamLimits
-from tests.helpers import ROOT
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.closed = False
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-
-    def close(self) -> None:
-        self.closed = True
+from tests.helpers import ROOT, ListSink
 
 
 class StuckSource:
