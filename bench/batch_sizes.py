@@ -19,7 +19,7 @@ import argparse
 import time
 
 from bench.common import bus_rgb, emit, find_model, load, summary, table
-from rtc_server.engine.detector import OnnxYoloDetector
+from rtc_server.engine.loader import load_detector
 from rtc_server.engine.scheduler import plan_workers
 from rtc_server.engine.yolo import Thresholds
 
@@ -34,7 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     load_start = load()
     threads = args.threads or plan_workers(1, 0).threads
-    detector = OnnxYoloDetector(find_model(), threads=threads, providers=tuple(args.providers.split(",")))
+    detector = load_detector(find_model(), backend="onnxruntime", threads=threads,
+                             providers=tuple(args.providers.split(",")))
     detector.warmup()
     sizes = [int(s) for s in args.sizes.split(",")]
     frame = bus_rgb()

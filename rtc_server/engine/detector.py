@@ -241,14 +241,3 @@ class YoloDetector:
         one compile, ~0.15 s — instead of every start paying for sizes it may never see."""
         self.detect([np.zeros((480, 640, 3), np.uint8)], [Thresholds()])
 
-
-def OnnxYoloDetector(model_path, *, imgsz: int = 640, rect: bool = True, threads: int = 0,
-                     providers: Sequence[str] = ("CPUExecutionProvider",)) -> YoloDetector:
-    """The name before backends existed: the onnxruntime path of ``loader.load_detector``.
-    Kept so code written against it (branches in flight) still runs; new code calls the loader."""
-    from .loader import load_detector
-
-    detector = load_detector(model_path, backend="onnxruntime", imgsz=imgsz, rect=rect, threads=threads,
-                             providers=providers)
-    assert isinstance(detector, YoloDetector)
-    return detector
