@@ -81,6 +81,38 @@ def test_batches_give_the_same_detections_as_single_frames(backend: str, model_f
     assert "bus" in _labels(batched[0])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reused_input_buffers_never_leak_one_frame_into_another(backend: str, model_file: Path,
+                                                                bus_frame: np.ndarray) -> None:
+    """Each worker thread reuses its input buffers frame after frame: a blank frame after a
+    bus finds nothing, mixed sizes in one batch match single runs, and two threads running
+    different frames at once each get their own detections."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    detector = load_detector(model_file, backend=backend, precision="f32")
+    blank = np.full_like(bus_frame, 114)
+    wide = np.ascontiguousarray(cv2.resize(bus_frame, (1280, 720)))
+    (first,) = detector.detect([bus_frame], [Thresholds()])
+    assert "bus" in _labels(first)
+    assert detector.detect([blank], [Thresholds()])[0].detections == []
+    _same(detector.detect([bus_frame], [Thresholds()])[0], first, iou=0.999, score=1e-4)
+    mixed = detector.detect([wide, blank, bus_frame], [Thresholds()] * 3)
+    assert [r.batch_size for r in mixed] == [1, 2, 2]
+    assert mixed[1].detections == []
+    _same(mixed[2], first, iou=0.99, score=0.002)
+    _same(mixed[0], detector.detect([wide], [Thresholds()])[0], iou=0.999, score=1e-4)
+    with ThreadPoolExecutor(2) as pool:
+        frames = [bus_frame, blank] * 6
+        results = list(pool.map(lambda f: detector.detect([f], [Thresholds()])[0], frames))
+    for frame, result in zip(frames, results, strict=True):
+        if frame is blank:
+            assert result.detections == []
+        else:
+            _same(result, first, iou=0.999, score=1e-4)
+
+
 def test_bf16_finds_what_f32_finds(model_file: Path, bus_frame: np.ndarray, reference) -> None:
     if "BF16" not in cpu_capabilities():
         pytest.skip("this CPU has no bf16 (AVX512_BF16/AMX)")  # not a missing dependency

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from rtc_server.engine.yolo import Letterbox, Thresholds, decode, nms
+from rtc_server.engine.yolo import Letterbox, Thresholds, decode, letterbox_into, nms, to_blob
 
 
 def test_rect_letterbox_keeps_4_3_frames_unpadded() -> None:
@@ -61,3 +62,27 @@ def test_decode_thresholds_and_class_filter() -> None:
     assert decode(out, Thresholds(conf=0.5))[2].tolist() == [0]
     assert decode(out, Thresholds(classes=frozenset({2})))[2].tolist() == [2]
     assert decode(out, Thresholds(conf=0.99))[0].shape == (0, 4)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "kwargs"),
+    [
+        (640, 480, {}),  # rect, no resize, no padding: the camera's common case
+        (1280, 720, {}),  # downscale, rect padding top and bottom
+        (1280, 720, {"rect": False}),  # square padding
+        (300, 500, {}),  # upscale, padding left and right
+        (640, 480, {"shape": (640, 640)}),  # a static-shape model
+        (333, 177, {"size": 320, "rect": False}),  # odd sizes, uneven padding
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_letterbox_into_equals_the_fresh_blob(width: int, height: int, kwargs: dict, dtype: type) -> None:
+    """The reused-buffer path writes exactly what letterbox + blobFromImage produce, over
+    whatever a buffer held before (padding bands included)."""
+    rng = np.random.default_rng(width * height)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    lb = Letterbox.fit(width, height, **kwargs)
+    expected = to_blob(lb.apply(image))[0].astype(dtype)
+    out = np.full((3, *lb.input_hw), np.nan, dtype)  # stale contents must all be overwritten
+    letterbox_into(image, lb, out)
+    np.testing.assert_array_equal(out, expected)

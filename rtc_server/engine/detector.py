@@ -1,7 +1,7 @@
 """The detector interface and the one YOLO detector that every backend runs under.
 
 A detector is synchronous and batch-shaped: a list of RGB images in, a list of results out.
-It is called from worker threads (see ``inference.py``), never from the event loop.
+It is called from worker threads (the ``Scheduler``'s, ``scheduler.py``), never from the event loop.
 ``YoloDetector`` owns the YOLO geometry (letterbox, blob, decode, NMS from ``yolo.py``) and
 hands tensors to a backend (``backends/``: onnxruntime, OpenVINO) that only runs them — so
 a backend, a precision or a GPU changes nothing in sessions, routes or the geometry.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from .backends import Backend
-from .yolo import Letterbox, Thresholds, decode, to_blob
+from .yolo import Letterbox, Thresholds, decode, letterbox_into
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class YoloDetector:
                      "settings do not apply)", name, self._static_hw[1], self._static_hw[0])
         self._batch = info.static_batch
         self._dtype = info.input_dtype
+        self._inputs = _InputBuffers()
         names = self._class_names(info.metadata.get("names", ""))
         channels = info.output_channels
         if channels is not None and channels < 5:
@@ -164,9 +166,11 @@ class YoloDetector:
         return Letterbox.fit(width, height, self._imgsz, rect=self._rect)
 
     def blob(self, image: np.ndarray, lb: Letterbox) -> np.ndarray:
-        """One image's ``1 x 3 x H x W`` input in the model's dtype (float16 exports too)."""
-        blob = to_blob(lb.apply(image))
-        return blob if blob.dtype == self._dtype else blob.astype(self._dtype)
+        """One image's ``1 x 3 x H x W`` input in the model's dtype (float16 exports too), in
+        a fresh array (benchmarks, auto's trials); ``detect`` fills reused buffers instead."""
+        blob = np.empty((1, 3, *lb.input_hw), self._dtype)
+        letterbox_into(image, lb, blob[0])
+        return blob
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run a ``[B, 3, H, W]`` batch, in chunks of the model's static batch size if it has one."""
@@ -184,26 +188,21 @@ class YoloDetector:
 
     def detect(self, images: Sequence[np.ndarray], thresholds: Sequence[Thresholds]) -> list[DetectionResult]:
         # Images whose letterboxes share an input size run as one batch.
-        started: list[float] = []
-        boxes_of: list[Letterbox] = []
-        blobs: list[np.ndarray] = []
-        pre_ms: list[float] = []
-        for image in images:
-            t0 = time.perf_counter()
-            lb = self.letterbox(image.shape[1], image.shape[0])
-            boxes_of.append(lb)
-            blobs.append(self.blob(image, lb))
-            started.append(t0)
-            pre_ms.append((time.perf_counter() - t0) * 1000)
-
+        boxes_of = [self.letterbox(image.shape[1], image.shape[0]) for image in images]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, lb in enumerate(boxes_of):
             groups.setdefault(lb.input_hw, []).append(i)
 
         results: list[DetectionResult | None] = [None] * len(images)
-        for indices in groups.values():
+        started = [0.0] * len(images)
+        pre_ms = [0.0] * len(images)
+        for (height, width), indices in groups.items():
+            batch = self._inputs.get((len(indices), 3, height, width), self._dtype)
+            for row, i in enumerate(indices):
+                started[i] = time.perf_counter()
+                letterbox_into(images[i], boxes_of[i], batch[row])
+                pre_ms[i] = (time.perf_counter() - started[i]) * 1000
             t0 = time.perf_counter()
-            batch = blobs[indices[0]] if len(indices) == 1 else np.concatenate([blobs[i] for i in indices])
             output = self.infer(batch)
             inference_ms = (time.perf_counter() - t0) * 1000
             for row, i in enumerate(indices):
@@ -241,3 +240,28 @@ class YoloDetector:
         one compile, ~0.15 s — instead of every start paying for sizes it may never see."""
         self.detect([np.zeros((480, 640, 3), np.uint8)], [Thresholds()])
 
+
+class _InputBuffers(threading.local):
+    """Each worker thread's model-input buffers, reused from frame to frame.
+
+    Why: a fresh 3.7 MB input per 640x480 frame is new memory the kernel faults in page by
+    page (~3 ms a frame measured here, a sixth of an OpenVINO bf16 run); a buffer written
+    again is not. One per thread because workers run concurrently, and a batch is consumed
+    (run, output copied) before its thread asks for another. A few shapes are kept (the
+    sizes and batch sizes a thread sees), so an odd ``/predict`` size does not evict the
+    camera's.
+    """
+
+    KEEP = 4
+
+    def __init__(self) -> None:
+        self._by_shape: dict[tuple[int, ...], np.ndarray] = {}
+
+    def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        buffer = self._by_shape.pop(shape, None)
+        if buffer is None or buffer.dtype != dtype:
+            buffer = np.empty(shape, dtype)
+        self._by_shape[shape] = buffer  # most recently used last
+        while len(self._by_shape) > self.KEEP:
+            del self._by_shape[next(iter(self._by_shape))]
+        return buffer
