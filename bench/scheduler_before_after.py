@@ -163,7 +163,10 @@ def run_one(variant: str, model: Path, cwd: Path, peers: int, duration: float, a
         common.wait_ready(server)
         ready = readyz(server.url)
         has_scheduler = "load" in ready
-        if has_scheduler != (variant == "after"):
+        # The default "before" is the FIFO server; another --before (a later commit, to
+        # measure a change made since) has the scheduler too.
+        expected = variant == "after" or args.before != BEFORE_COMMIT
+        if has_scheduler != expected:
             raise SystemExit(f"the {variant} server is not the one intended: /readyz said {ready}")
         workers = ready["load"]["workers"] if has_scheduler else 1
         server_sampler = ProcessSampler(server.pid).start()
