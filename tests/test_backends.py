@@ -113,6 +113,23 @@ def test_reused_input_buffers_never_leak_one_frame_into_another(backend: str, mo
             _same(result, first, iou=0.999, score=1e-4)
 
 
+def test_input_buffers_are_one_per_size_as_deep_as_the_largest_batch() -> None:
+    """Varying batch sizes reuse one buffer per input size (no fresh memory per batch);
+    only a few sizes are kept."""
+    from rtc_server.engine.detector import _InputBuffers
+
+    buffers = _InputBuffers()
+    f32 = np.dtype(np.float32)
+    four = buffers.get(4, 480, 640, f32)
+    assert four.shape == (4, 3, 480, 640) and four.flags.c_contiguous
+    two = buffers.get(2, 480, 640, f32)
+    assert two.shape == (2, 3, 480, 640) and np.shares_memory(two, four)
+    assert not np.shares_memory(buffers.get(1, 384, 640, f32), four)
+    for size in range(1, _InputBuffers.KEEP + 1):  # enough other sizes to evict 480x640
+        buffers.get(1, 32 * size, 640, f32)
+    assert not np.shares_memory(buffers.get(1, 480, 640, f32), four)
+
+
 def test_bf16_finds_what_f32_finds(model_file: Path, bus_frame: np.ndarray, reference) -> None:
     if "BF16" not in cpu_capabilities():
         pytest.skip("this CPU has no bf16 (AVX512_BF16/AMX)")  # not a missing dependency

@@ -197,7 +197,7 @@ class YoloDetector:
         started = [0.0] * len(images)
         pre_ms = [0.0] * len(images)
         for (height, width), indices in groups.items():
-            batch = self._inputs.get((len(indices), 3, height, width), self._dtype)
+            batch = self._inputs.get(len(indices), height, width, self._dtype)
             for row, i in enumerate(indices):
                 started[i] = time.perf_counter()
                 letterbox_into(images[i], boxes_of[i], batch[row])
@@ -247,21 +247,24 @@ class _InputBuffers(threading.local):
     Why: a fresh 3.7 MB input per 640x480 frame is new memory the kernel faults in page by
     page (~3 ms a frame measured here, a sixth of an OpenVINO bf16 run); a buffer written
     again is not. One per thread because workers run concurrently, and a batch is consumed
-    (run, output copied) before its thread asks for another. A few shapes are kept (the
-    sizes and batch sizes a thread sees), so an odd ``/predict`` size does not evict the
-    camera's.
+    (run, output copied) before its thread asks for another. One buffer per input size,
+    as deep as the largest batch seen at that size (a smaller batch is a view of its first
+    rows, so batch sizes that vary do not churn); a few sizes are kept, so an odd
+    ``/predict`` size does not evict the camera's.
     """
 
     KEEP = 4
 
     def __init__(self) -> None:
-        self._by_shape: dict[tuple[int, ...], np.ndarray] = {}
+        self._by_size: dict[tuple[int, int, np.dtype], np.ndarray] = {}
 
-    def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        buffer = self._by_shape.pop(shape, None)
-        if buffer is None or buffer.dtype != dtype:
-            buffer = np.empty(shape, dtype)
-        self._by_shape[shape] = buffer  # most recently used last
-        while len(self._by_shape) > self.KEEP:
-            del self._by_shape[next(iter(self._by_shape))]
-        return buffer
+    def get(self, batch: int, height: int, width: int, dtype: np.dtype) -> np.ndarray:
+        """A ``batch x 3 x height x width`` array of ``dtype``, C-contiguous, contents undefined."""
+        key = (height, width, dtype)
+        buffer = self._by_size.pop(key, None)
+        if buffer is None or len(buffer) < batch:
+            buffer = np.empty((batch, 3, height, width), dtype)
+        self._by_size[key] = buffer  # most recently used last
+        while len(self._by_size) > self.KEEP:
+            del self._by_size[next(iter(self._by_size))]
+        return buffer[:batch]
