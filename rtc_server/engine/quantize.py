@@ -32,7 +32,7 @@ import numpy as np
 
 from .evaluate import image_files, load_dataset, read_rgb
 from .loader import int8_path
-from .yolo import Letterbox, to_blob
+from .yolo import Letterbox, letterbox_into
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ def calibration_blobs(images: Iterable[Path], imgsz: int = 640) -> list[np.ndarr
     for path in images:
         rgb = read_rgb(path)
         lb = Letterbox.fit(rgb.shape[1], rgb.shape[0], imgsz, rect=False)
-        blobs.append(to_blob(lb.apply(rgb)))
+        blob = np.empty((1, 3, *lb.input_hw), np.float32)
+        letterbox_into(rgb, lb, blob[0])  # the preprocessing the server runs
+        blobs.append(blob)
     return blobs
 
 
