@@ -64,7 +64,10 @@ COPY --from=model /model /app/models
 # PORT: Cloud Run sets it; the server honours it (RTC_PORT wins if both are set).
 # RTC_MODEL_CACHE: where https:// and gs:// models are downloaded to (a volume, e.g. an
 #   emptyDir, when the root filesystem is read-only).
+# PYTHONFAULTHANDLER: a crash in native code (a runtime, a codec) logs every thread's Python
+#   stack instead of a bare exit 139.
 ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONFAULTHANDLER=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     RTC_HOST=0.0.0.0 \

@@ -105,9 +105,9 @@ def main() -> None:
 
 def made_by(ir: Path) -> str:
     """How an INT8 IR was made (``rtc_server.engine.quantize`` notes it in the IR)."""
-    import openvino as ov
+    from rtc_server.engine.backends.openvino import core
 
-    model = ov.Core().read_model(str(ir))
+    model = core().read_model(str(ir))
     key = ["rtc_yolo", "quantization"]
     return model.get_rt_info(key).astype(str) if model.has_rt_info(key) else "unknown origin"
 

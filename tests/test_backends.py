@@ -7,6 +7,8 @@ Every test runs the real YOLO11n (or a model derived from it in this session: a 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -346,3 +348,65 @@ def test_openvino_compiles_a_few_sizes_statically_then_shares_a_dynamic_compile(
         _same(ours, ref, iou=0.99, score=0.002)
     backend = detector.backend
     assert len(backend._compiled_by_hw) == MAX_STATIC_SHAPES and backend._dynamic_compiled is not None
+
+
+# ----- one OpenVINO Core per process (a SIGSEGV on SIGTERM otherwise) -----------------------------
+_SIGNAL_AFTER_FREEING_TWO = """
+import gc, os, signal, sys
+from pathlib import Path
+from rtc_server.engine.backends.openvino import load
+first = load(Path(sys.argv[1]), precision="f32")
+second = load(Path(sys.argv[1]))
+del first; gc.collect()   # freed first-in-first-out, as auto frees its trials
+del second; gc.collect()
+signal.signal(signal.SIGUSR1, lambda *_: print("handled", flush=True))  # on the alternate stack
+os.kill(os.getpid(), signal.SIGUSR1)
+print("alive", flush=True)
+"""
+
+
+def test_freeing_openvino_backends_in_any_order_leaves_signals_deliverable(model_file: Path) -> None:
+    """OpenVINO's CPU plugin gives the thread that makes a ``Core`` a signal stack and unmaps
+    it with that ``Core``; freed out of order, separate ``Core``s left the thread's stack
+    unmapped and the next signal was a SIGSEGV (-11). The backends share one ``Core``."""
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_AFTER_FREEING_TWO, str(model_file)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.split() == ["handled", "alive"]
+
+
+_SERVE_WITH_THE_REFERENCE_WINNING = """
+import sys
+from rtc_server.engine import autoselect
+autoselect.MARGIN = 1.0  # the reference wins whatever the trials measure: the case under test
+from rtc_server.__main__ import main
+sys.exit(main())
+"""
+
+
+def test_sigterm_after_auto_trials_chose_onnxruntime_exits_cleanly(model_file: Path, tmp_path: Path) -> None:
+    """What CI saw once under load (the container exited 139 on ``docker stop``): auto timed
+    both OpenVINO paths, onnxruntime won, the two OpenVINO trials were freed, and SIGTERM
+    then crashed the server instead of shutting it down."""
+    from .helpers import free_port, wait_ready_sync
+
+    port = free_port()
+    env = {**os.environ, "RTC_HOST": "127.0.0.1", "RTC_PORT": str(port), "RTC_ICE_ADDRESSES": "127.0.0.1",
+           "RTC_MODEL": str(model_file), "RTC_BACKEND": "auto", "RTC_BACKEND_CACHE": str(tmp_path / "cache")}
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", _SERVE_WITH_THE_REFERENCE_WINNING], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_ready_sync(f"http://127.0.0.1:{port}", lambda: proc.poll() is None, timeout=90)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log_path.read_text(errors="replace")
+    chosen = [line for line in text.splitlines() if line.endswith("<- chosen")]
+    assert len(chosen) == 1 and "onnxruntime f32" in chosen[0], text[-3000:]
+    assert "openvino    bf16" in text or "openvino    f32" in text, text[-3000:]  # OpenVINO was tried
+    assert code == 0 and "exited cleanly" in text, (code, text[-3000:])

@@ -74,8 +74,9 @@ def quantize(model: Path, images: Path, out: Path | None = None, *, subset: int 
     random.Random(seed).shuffle(files)
     files = files[:subset]
     out = out or int8_path(model)
-    core = ov.Core()
-    ov_model = core.read_model(str(model))
+    from .backends.openvino import core  # the process's one Core (see there why)
+
+    ov_model = core().read_model(str(model))
     blobs = calibration_blobs(files, imgsz)
     dataset = nncf.Dataset(blobs)
     spec = KEEP[keep]
@@ -83,7 +84,7 @@ def quantize(model: Path, images: Path, out: Path | None = None, *, subset: int 
     log.info("quantizing %s on %d images from %s (keep %s in float%s)", model, len(blobs), images, keep,
              ", accuracy control" if accuracy_control else "")
     if accuracy_control:
-        quantized = _with_accuracy_control(nncf, core, ov_model, dataset, files, images, ignored, max_drop)
+        quantized = _with_accuracy_control(nncf, ov_model, dataset, files, images, ignored, max_drop)
     else:
         quantized = nncf.quantize(ov_model, dataset, preset=nncf.QuantizationPreset.MIXED,
                                   subset_size=len(blobs), ignored_scope=ignored)
@@ -96,7 +97,7 @@ def quantize(model: Path, images: Path, out: Path | None = None, *, subset: int 
     return out
 
 
-def _with_accuracy_control(nncf, core, ov_model, dataset, files, images, ignored, max_drop):
+def _with_accuracy_control(nncf, ov_model, dataset, files, images, ignored, max_drop):
     """``quantize_with_accuracy_control`` with our mAP50-95 as the validation metric."""
     from .backends import BackendInfo
     from .detector import YoloDetector

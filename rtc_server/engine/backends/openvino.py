@@ -46,9 +46,33 @@ def load(path: Path, *, precision: str = "auto", threads: int = 0, providers: Se
     return OpenVinoBackend(path, precision=precision, threads=threads, cache_dir=cache_dir)
 
 
+_core: ov.Core | None = None
+_core_lock = threading.Lock()
+
+
+def core() -> ov.Core:
+    """The process's one OpenVINO ``Core``, created on first use and never freed.
+
+    Why one: each ``Core`` gets its own CPU plugin, and the plugin gives the thread that
+    creates it a signal alternate stack, which it unmaps when that ``Core`` is freed,
+    restoring the thread's previous one only if the ``Core`` is freed before any created
+    after it. Two ``Core``s freed first-in-first-out (auto's trials, when onnxruntime wins)
+    left the main thread's alternate stack pointing at unmapped memory, and the next signal
+    (``SIGTERM``: Python's handlers run on the alternate stack) killed the server with
+    SIGSEGV instead of a clean exit (OpenVINO 2026.4; ``tests/test_backends.py``). One
+    ``Core`` for the process's lifetime frees no stack; it is also OpenVINO's own advice.
+    ``Core`` is thread-safe; the settings a backend needs go to ``compile_model``.
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = ov.Core()
+        return _core
+
+
 def cpu_capabilities() -> tuple[str, ...]:
     """What OpenVINO's CPU plugin says this CPU can compute in (FP32, BF16, FP16, INT8, ...)."""
-    return tuple(ov.Core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
+    return tuple(core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
 
 
 def is_quantized(model: ov.Model) -> bool:
@@ -65,24 +89,23 @@ def metadata_of(model: ov.Model) -> dict[str, str]:
     return {str(key): section[key].astype(str) for key in section}
 
 
-def use_cache(core: ov.Core, folder: Path) -> None:
-    """Keep compiled models in ``folder`` when it can be written; a read-only filesystem
-    only costs the next start a full compile, so it is a warning, not an error."""
+def cache_config(folder: Path) -> dict[str, object]:
+    """``compile_model`` settings that keep compiled models in ``folder`` when it can be
+    written (per compile, not on the shared ``Core``: each backend may name its own); a
+    read-only filesystem only costs the next start a full compile, so it is a warning."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        core.set_property({"CACHE_DIR": str(folder)})
-    except (OSError, RuntimeError) as exc:
+    except OSError as exc:
         log.warning("openvino: no compiled-model cache in %s (%s); every start compiles the model", folder, exc)
+        return {}
+    return {"CACHE_DIR": str(folder)}
 
 
 class OpenVinoBackend:
     def __init__(self, path: Path, *, precision: str = "auto", threads: int = 0,
                  cache_dir: Path | None = None) -> None:
-        core = ov.Core()
-        if cache_dir is not None:
-            use_cache(core, cache_dir / "openvino")
         try:
-            model = core.read_model(str(path))
+            model = core().read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise BackendError(f"openvino cannot read {path}: {exc}") from exc
         ranks = [p.get_partial_shape().rank for p in (*model.inputs, *model.outputs)]
@@ -93,6 +116,8 @@ class OpenVinoBackend:
                 f"outputs {[str(o.get_partial_shape()) for o in model.outputs]}")
         quantized = is_quantized(model)
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if cache_dir is not None:
+            config.update(cache_config(cache_dir / "openvino"))
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         if precision == "int8" and not quantized:
@@ -102,12 +127,12 @@ class OpenVinoBackend:
             raise BackendError(f"{path} is an INT8 model; it runs as int8, not {precision}")
         if precision in _HINTS:
             hint, capability = _HINTS[precision]
-            capabilities = tuple(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
+            capabilities = cpu_capabilities()
             if capability not in capabilities:
                 raise BackendError(f"this CPU cannot run {precision} in OpenVINO (it offers "
                                    f"{', '.join(capabilities)})")
             config["INFERENCE_PRECISION_HINT"] = hint
-        self._core, self._model, self._config, self._path = core, model, config, path
+        self._model, self._config, self._path = model, config, path
         shape = model.inputs[0].get_partial_shape()
         #: A dynamic model is compiled once per input size, batch 1 (``_compiled_for``).
         self._dynamic = not shape.is_static
@@ -141,7 +166,7 @@ class OpenVinoBackend:
 
     def _compile(self, model: ov.Model) -> ov.CompiledModel:
         try:
-            return self._core.compile_model(model, DEVICE, self._config)
+            return core().compile_model(model, DEVICE, self._config)
         except Exception as exc:
             raise BackendError(f"openvino cannot compile {self._path} for {DEVICE}: {exc}") from exc
 
