@@ -190,12 +190,15 @@ class ServerProcess:
     """
 
     def __init__(self, log_path: Path, env: Mapping[str, str] | None = None, args: Sequence[str] = (),
-                 port: int | None = None, host: str = "127.0.0.1") -> None:
+                 port: int | None = None, host: str = "127.0.0.1",
+                 entry: Sequence[str] = ("-m", "rtc_server")) -> None:
         self.port = port if port is not None else free_port()
         self.host = host
         self.log_path = log_path
         self.env = dict(env or {})
         self.args = tuple(args)
+        #: What ``python`` runs: the package, or ``("-c", code)`` that changes one thing first.
+        self.entry = tuple(entry)
         self.proc: subprocess.Popen[bytes] | None = None
         self.scheme = "https" if "--cert" in self.args or "RTC_CERT" in self.env else "http"
 
@@ -211,7 +214,7 @@ class ServerProcess:
         env = {**os.environ, "RTC_ICE_ADDRESSES": "127.0.0.1", "RTC_ICE_SERVERS": "", "RTC_HOST": self.host,
                "RTC_PORT": str(self.port), **self.env, **extra}
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "rtc_server", *self.args], cwd=ROOT, env=env,
+            self.proc = subprocess.Popen([sys.executable, *self.entry, *self.args], cwd=ROOT, env=env,
                                          stdout=log, stderr=subprocess.STDOUT)
         if wait:
             context = None

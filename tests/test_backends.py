@@ -170,8 +170,6 @@ def test_tensorrt_f16_options_are_built_from_the_settings(tmp_path: Path) -> Non
 
 
 def _serve_and_wait(env: dict[str, str], tmp_path: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    import os
-
     from .helpers import free_port
 
     full = {**os.environ, "RTC_HOST": "127.0.0.1", "RTC_PORT": str(free_port()), "RTC_ICE_ADDRESSES": "127.0.0.1",
@@ -388,24 +386,17 @@ def test_sigterm_after_auto_trials_chose_onnxruntime_exits_cleanly(model_file: P
     """What CI saw once under load (the container exited 139 on ``docker stop``): auto timed
     both OpenVINO paths, onnxruntime won, the two OpenVINO trials were freed, and SIGTERM
     then crashed the server instead of shutting it down."""
-    from .helpers import free_port, wait_ready_sync
+    from .helpers import ServerProcess
 
-    port = free_port()
-    env = {**os.environ, "RTC_HOST": "127.0.0.1", "RTC_PORT": str(port), "RTC_ICE_ADDRESSES": "127.0.0.1",
-           "RTC_MODEL": str(model_file), "RTC_BACKEND": "auto", "RTC_BACKEND_CACHE": str(tmp_path / "cache")}
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", _SERVE_WITH_THE_REFERENCE_WINNING], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(tmp_path / "server.log", entry=("-c", _SERVE_WITH_THE_REFERENCE_WINNING), env={
+        "RTC_MODEL": str(model_file), "RTC_BACKEND": "auto", "RTC_BACKEND_CACHE": str(tmp_path / "cache")})
     try:
-        wait_ready_sync(f"http://127.0.0.1:{port}", lambda: proc.poll() is None, timeout=90)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
+        server.start()
+        server.signal(signal.SIGTERM)
+        code = server.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = log_path.read_text(errors="replace")
+        server.kill()
+    text = server.log
     chosen = [line for line in text.splitlines() if line.endswith("<- chosen")]
     assert len(chosen) == 1 and "onnxruntime f32" in chosen[0], text[-3000:]
     assert "openvino    bf16" in text or "openvino    f32" in text, text[-3000:]  # OpenVINO was tried
