@@ -74,20 +74,21 @@ class Settings:
     #: Address to advertise instead of the local one in host candidates (1:1 NAT: a GCE
     #: VM's external IP); empty: advertise the local addresses as they are.
     public_address: str = ""
-    #: Release each received video frame on its RTP marker bit (rtc_server/marker_release.py)
+    #: Release each received video frame on its RTP marker bit (rtc_server/webrtc/marker_release.py)
     #: instead of when the next frame starts: one frame interval less latency.
     marker_release: bool = True
     static_dir: Path = field(default_factory=lambda: default_static_dir())
     log_level: str = "INFO"
     # ----- hardening (issue 7): limits, access, lifecycle, logs --------------------------
-    #: Concurrent peer sessions at most; an offer beyond it gets 503 + Retry-After. 0 = no cap.
+    #: Live streams at most (WebRTC, WHIP and pull together); the next gets 503 + Retry-After. 0 = no cap.
     max_sessions: int = 16
-    #: Per client address, requests per second to /offer and to /predict (token bucket,
-    #: each route its own bucket); 0 turns rate limiting off.
+    #: Per client address, requests per second to each session route (/offer, /whip and its
+    #: session URLs, POST /streams, the sessions API, subscriptions: a token bucket per route);
+    #: /predict has its own, ``predict_rate_limit``. 0 turns it off.
     rate_limit: float = 5.0
     #: Requests a client may make in a burst before ``rate_limit`` applies.
     rate_burst: int = 20
-    #: Bearer tokens accepted on /offer and /predict; empty = no auth.
+    #: Bearer tokens required on /offer, /whip, /predict, /streams and the sessions API; empty = no auth.
     auth_token: tuple[str, ...] = field(default=(), repr=False)  # secrets stay out of logs
     #: Whether /metrics needs the same bearer token (only meaningful with ``auth_token``).
     metrics_auth: bool = False
@@ -440,10 +441,12 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "marker_release": (_parse_bool, "release video frames on the RTP marker bit (on/off)"),
     "static_dir": (Path, "folder of the web page"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
-    "max_sessions": (int, "concurrent sessions at most (0: no cap); beyond it /offer answers 503"),
-    "rate_limit": (float, "requests/s per client address to /offer and /predict (0: off)"),
+    "max_sessions": (int, "live streams at most (0: no cap); beyond it /offer, /whip and POST /streams answer 503"),
+    "rate_limit": (float, "requests/s per client to each session route: /offer, /whip, POST /streams, "
+                          "/sessions (0: off; /predict has its own)"),
     "rate_burst": (int, "requests a client may burst before rate_limit applies"),
-    "auth_token": (_parse_addresses, "comma-separated bearer tokens required on /offer and /predict"),
+    "auth_token": (_parse_addresses, "comma-separated bearer tokens required on /offer, /whip, /predict, "
+                                     "/streams and /sessions"),
     "metrics_auth": (_parse_bool, "true: /metrics needs a bearer token too"),
     "cors_origins": (_parse_addresses, "comma-separated origins allowed cross-origin ('*': any)"),
     "max_body_bytes": (int, "largest request body in bytes"),

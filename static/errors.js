@@ -55,7 +55,7 @@ export function iceFailed() {
   return new UserError("ice-failed",
     "The media connection could not be established (ICE failed): no network path between this browser " +
     "and the server's UDP ports. Behind a NAT or firewall the server needs a TURN server " +
-    "(RTC_ICE_SERVERS, see README). Press Start to try again.");
+    "(RTC_ICE_SERVERS, see docs/configuration.md). Press Start to try again.");
 }
 
 export function dropped(state) {

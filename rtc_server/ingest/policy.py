@@ -21,7 +21,7 @@ Checking a name and then letting another client resolve it again would leave a w
 to the address that was checked: HTTP(S) through ``http_io`` (our own client, every
 redirect and every HLS segment checked the same way), RTSP and SRT by handing FFmpeg a URL
 whose host is the checked IP literal (``SourceUrl.pinned``). The checks run again on every
-reconnect. What FFmpeg does on its own after connecting is described in the README
+reconnect. What FFmpeg does on its own after connecting is described in docs/sources.md
 ("Pull sources: the SSRF policy"), with what it leaves open.
 
 This module is pure (stdlib only): configuration validation imports it too.

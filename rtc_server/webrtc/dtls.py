@@ -30,8 +30,8 @@ connection exists) wraps that method and, on the context aiortc built:
   wheels bundle since 47 — has P-224 and the other RFC 8422-deprecated curves compiled out
   of TLS (``SSL_CTX_set1_curves_list(ctx, b"secp224r1")`` fails). Without the warning the
   only trace is aiortc's "DTLS handshake failed" with an empty OpenSSL error. The remedy is
-  on the client side: give FFmpeg a P-256 certificate (``cert_file``/``key_file``; README,
-  "WHIP from FFmpeg"). docs/whip.md has the measurements behind this.
+  on the client side: give FFmpeg a P-256 certificate (``cert_file``/``key_file``; docs/sources.md,
+  "WHIP ingest"). docs/whip.md has the measurements behind this.
 
 Tested against aiortc 1.16.0 (setup.cfg pins it); ``use_dtls_interop`` refuses any other
 version, because it replaces a private method whose shape it relies on.

@@ -140,7 +140,7 @@ class OpenVinoBackend:
         self._dynamic_compiled: ov.CompiledModel | None = None
         self._lock = threading.Lock()
         # The first compile is the size a 640x480 camera frame runs at (rect letterbox), the
-        # one the warm-up runs: start-up pays one compile, not two (cold start, README).
+        # one the warm-up runs: start-up pays one compile, not two (cold start, docs/benchmarks.md).
         first = self._compile(model) if not self._dynamic else self._compiled_for(*CAMERA_INPUT_HW)
         self._static_compiled = None if self._dynamic else first
         run_in = first.get_property("INFERENCE_PRECISION_HINT").get_type_name()
