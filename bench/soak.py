@@ -4,18 +4,18 @@ process whose threads, fds and RSS are read from /proc before, during and after.
 
     python -m bench.soak [--sessions 300] [--batch 10] [--abrupt-every 4] [--rounds 2]
 
-Prints a table, then one JSON line (the summary). Loopback only: the server is started
-with RTC_ICE_ADDRESSES=127.0.0.1 and the clients are pinned to 127.0.0.1 too.
+Prints a table per round, then one JSON line (the last round's summary, every round's, the
+server's exit code). Loopback only: the server is started with RTC_ICE_ADDRESSES=127.0.0.1
+and the clients are pinned to 127.0.0.1 too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 
-from bench.common import LOOPBACK, bus_rgb, find_model, start_server, stop_server, wait_ready
+from bench.common import LOOPBACK, bus_rgb, emit, find_model, load, start_server, stop_server, wait_ready
 from drivers.soak import run_soak
 from rtc_server.webrtc.ice import use_host_addresses
 
@@ -32,6 +32,7 @@ async def main() -> None:
                         help="server RTC_IDLE_TIMEOUT: how soon a vanished client's session is reaped")
     args = parser.parse_args()
 
+    load_start = load()
     use_host_addresses([LOOPBACK])
     # No session cap (a soak opens more than the default), and a short idle timeout so a
     # vanished client's session is reaped within the round.
@@ -58,7 +59,7 @@ async def main() -> None:
     summary["rounds"] = [r.summary() for r in reports]
     summary["rss_growth_by_round_mb"] = [r.summary()["rss_growth_mb"] for r in reports]
     summary["server_exit_code"] = code
-    print(json.dumps(summary))
+    emit("soak", summary, load_start)
 
 
 if __name__ == "__main__":
