@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import threading
 import time
 import urllib.request
@@ -44,7 +43,7 @@ import psutil
 
 import bench.common as common
 from bench.common import ROOT, ProcessSampler, bus_rgb, emit, find_model, load, save_json, summary, table
-from bench.peers import WARMUP_S, PeerResult, aggregate
+from bench.peers import WARMUP_S, PeerResult, aggregate, child_commands, child_results
 
 #: Issue 12's targets.
 THROUGHPUT_SHARE = 0.90   # total detections/s at N = 8 against N = 1
@@ -112,10 +111,8 @@ async def predict_loop(url: str, body: bytes, until: float, records: list[tuple[
 
 async def run_clients(url: str, peers: int, duration: float, procs: int, codec: str,
                       flood: int) -> tuple[list[PeerResult], dict[str, float], list[tuple[float, float, int]]]:
-    shares = [peers // procs + (1 if i < peers % procs else 0) for i in range(procs)]
-    children = [await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.peers", url, "--peers", str(n), "--duration", str(duration), "--replay", codec,
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE) for n in shares if n]
+    children = [await asyncio.create_subprocess_exec(*argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+                for argv in child_commands(url, peers, duration, procs, codec)]
     samplers = [ProcessSampler(c.pid).start() for c in children]
     if flood:  # the /predict loops run in this process: their CPU is the clients' too
         samplers.append(ProcessSampler(os.getpid()).start())
@@ -129,7 +126,7 @@ async def run_clients(url: str, peers: int, duration: float, procs: int, codec: 
     outputs = [(await c.communicate())[0] for c in children]
     await asyncio.gather(*flooding)
     usages = [s.stop() for s in samplers]
-    results = [PeerResult(**d) for out in outputs for d in json.loads(out.decode().strip().splitlines()[-1])]
+    results = [r for out in outputs for r in child_results(out)]
     return results, {"cpu_pct_mean": sum(u["cpu_pct_mean"] for u in usages), "processes": len(children)}, records
 
 
