@@ -79,7 +79,7 @@ image:
 # Soak (issue 7): 300 sessions x 2 rounds against a server process; a table and a JSON line.
 .PHONY: soak
 soak: model
-	$(PY) bench/soak.py
+	$(PY) -m bench.soak
 
 # ----- benchmarks (bench/, docs/benchmarks.md) -----------------------------------------
 BENCH_VENV ?= .venv-bench
@@ -87,7 +87,8 @@ BENCH_OUT  ?= artifacts/bench
 E2E_ARGS   ?=
 ALT_ARGS   ?=
 SCHED_ARGS ?=
-# Run one bench script, its output also kept in $(BENCH_OUT)/<name>.log.
+# Run one bench (`python -m bench.<name>`, the one way every bench runs), its output also
+# kept in $(BENCH_OUT)/<name>.log. Historical comparisons (bench/experiments/) are not run here.
 bench_run = bash -o pipefail -c 'BENCH_VENV=$(BENCH_VENV) $(PY) -m bench.$(1) $(2) | tee $(BENCH_OUT)/$(1).log'
 
 $(VENV)/.bench-installed: $(VENV)/.installed
@@ -112,9 +113,7 @@ bench: model $(VENV)/.bench-installed bench-venv
 	$(call bench_run,model_start,)
 	$(call bench_run,model_floor,--out $(BENCH_OUT)/model_floor.json)
 	$(call bench_run,backends,--out $(BENCH_OUT)/backends.json)
-	$(call bench_run,threads,)
-	$(call bench_run,decode_before_after,)
 	$(call bench_run,alternatives,--out $(BENCH_OUT)/alternatives.json $(ALT_ARGS))
 	$(call bench_run,webrtc_e2e,--out $(BENCH_OUT)/webrtc_e2e.json $(E2E_ARGS))
-	$(call bench_run,scheduler_before_after,--out $(BENCH_OUT)/scheduler_before_after.json $(SCHED_ARGS))
+	$(call bench_run,scheduler,--out $(BENCH_OUT)/scheduler.json $(SCHED_ARGS))
 	$(PY) -m bench.plots --src $(BENCH_OUT) --dest docs

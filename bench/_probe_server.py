@@ -1,14 +1,20 @@
 """``python -m rtc_server`` that also records every stream's detection messages server-side.
 
-For benches that need the detections of sessions without a data channel (WHIP) — until
-they read them over SSE (``GET /sessions/{id}/events``): every stream the registry opens
-gets a sink that appends one JSON line per message to ``$BENCH_PROBE_FILE``::
+``bench.whip_latency``'s instrument (run as ``python -m bench._probe_server`` with the
+server's own flags): every stream the registry opens gets a sink that appends one JSON line
+per message to ``$BENCH_PROBE_FILE``::
 
     {"id": ..., "kind": "whip", "created": <stream.created_at>, "t": <perf_counter at publish>,
      "pts": ..., "frame_id": ..., "labels": [...]}
 
 ``created`` (``time.monotonic``) and ``t`` (``time.perf_counter``) are both CLOCK_MONOTONIC
 on Linux, the clock every other process here reads too.
+
+Why not SSE (``GET /sessions/{id}/events``), as a client would: the bench measures to the
+moment the server *published* (a WHIP session has no data channel back, so both paths end
+at the server), and a WHIP session's id is FFmpeg's, in another process. The probe wraps
+``StreamRegistry.open`` and so follows that method's signature: ``tests/test_bench_cli.py``
+runs this module's ``--help``, and a short ``whip_latency`` run checks the rest.
 """
 
 from __future__ import annotations

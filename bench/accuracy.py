@@ -55,7 +55,7 @@ def main() -> None:
     if args.write and args.limit:
         parser.error("--write needs the whole image folder (no --limit)")
     load_start = load()
-    model = (args.model or find_model()).resolve()
+    model = find_model(args.model)
     if not args.images.is_dir():
         raise SystemExit(f"no images at {args.images}")
     dataset = load_dataset(args.images, args.limit)

@@ -1,7 +1,7 @@
 """Ours against the alternatives: same machine, same model, same 640x480 bus frames.
 
 1. **ours** — one aiortc peer at 30 fps to ``python -m rtc_server`` (newest-frame mailbox).
-2. **naive aiortc** — the same peer to ``bench/naive_server.py``: every frame processed in
+2. **naive aiortc** — the same peer to ``bench.naive_server``: every frame processed in
    order, nothing dropped (the usual aiortc example). Its latency grows for as long as the
    stream lasts when the model is slower than the camera.
 3. **seed-style HTTP** — JPEG-encode a frame, ``POST /predict`` to our own server over one
@@ -117,9 +117,10 @@ def ultralytics(model: Path, duration: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as config_dir:
         env = {**os.environ, "YOLO_CONFIG_DIR": config_dir, "YOLO_OFFLINE": "1"}
         # A new network namespace with only a down `lo`: Ultralytics' online checks fail fast.
-        command = [unshare, "--net", str(python), str(ROOT / "bench" / "ultralytics_loop.py"), str(model),
+        # `-m` from the repository root, like every bench: bench/__init__.py imports nothing.
+        command = [unshare, "--net", str(python), "-m", "bench.ultralytics_loop", str(model),
                    str(FIXTURE), "--duration", str(duration)]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration + 300,
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=duration + 300,
                               check=False)
     if done.returncode != 0:
         return {"skipped": f"ultralytics loop failed ({done.returncode}): {done.stderr[-1500:]}"}

@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the full results here (JSON)")
     args = parser.parse_args()
     load_start = load()
-    model = (args.model or find_model()).resolve()
+    model = find_model(args.model)
     sha = sha256_of(model)
     int8 = int8_path(model)
 

@@ -1,9 +1,12 @@
-"""Shared pieces of the benchmarks: statistics, tables, the server subprocess, sampling.
+"""Shared pieces of the benchmarks: the model, statistics, tables, the server subprocess, sampling.
 
-Every benchmark prints a table for people and then exactly one JSON line for machines
-(``emit``). The machine these run on is shared and noisy, so every result carries the load
-average at its start and end (``load()``), and conclusions come from ratios measured
-within one run, not from absolute figures compared across runs.
+Every benchmark is run one way, ``python -m bench.<name>`` from the repository root (argparse,
+so ``--help`` works), and imports what it shares from here: the model lookup, the server
+spawner and the samplers exist once. Every benchmark prints a table for people and then
+exactly one JSON line for machines (``emit``). The machine these run on is shared and
+noisy, so every result carries the load average at its start and end (``load()``), and
+conclusions come from ratios measured within one run, not from absolute figures compared
+across runs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -33,14 +37,19 @@ FIXTURE = ROOT / "tests" / "fixtures" / "bus.jpg"
 LOOPBACK = "127.0.0.1"
 
 
-def find_model() -> Path:
-    """The YOLO11n export: ``$RTC_MODEL``, ``../shared/models/`` or ``models/`` (as the tests do)."""
-    candidates = [os.environ.get("RTC_MODEL", ""), ROOT.parent / "shared/models/yolo11n.onnx",
-                  ROOT / "models/yolo11n.onnx"]
+def find_model(explicit: str | Path | None = None) -> Path:
+    """The real YOLO11n export, found the way the tests find it.
+
+    In order: ``explicit`` (a bench's ``--model``), ``$RTC_TEST_MODEL`` (the tests'),
+    ``$RTC_MODEL`` where it names a file (the server's own setting), ``../shared/models/``
+    (CI), ``models/`` (``make model``). Exits with a message, not a traceback, when none is there.
+    """
+    candidates = [explicit or "", os.environ.get("RTC_TEST_MODEL", ""), os.environ.get("RTC_MODEL", ""),
+                  ROOT.parent / "shared/models/yolo11n.onnx", ROOT / "models/yolo11n.onnx"]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return Path(candidate).resolve()
-    raise SystemExit("no model: set RTC_MODEL or run `make model`")
+    raise SystemExit("no model: pass --model, set RTC_TEST_MODEL or run `make model`")
 
 
 def bus_rgb(width: int = 640, height: int = 480) -> np.ndarray:
@@ -144,12 +153,20 @@ def http_status(url: str, timeout: float = 1.0) -> int | None:
 
 @dataclass
 class Server:
-    """``python -m rtc_server`` on a free loopback port, ICE pinned to 127.0.0.1."""
+    """``python -m rtc_server`` on a free loopback port, ICE pinned to 127.0.0.1.
+
+    Its stdout and stderr go to a log file, not a pipe: a pipe nobody reads fills up and
+    stalls a chatty server mid-benchmark. ``log()`` reads it back (after ``stop_server``, or
+    when the server died before ``/readyz``).
+    """
 
     process: subprocess.Popen[bytes]
     port: int
     started_at: float
+    log_path: Path
     ready_after_s: float = float("nan")
+    returncode: int | None = None
+    _log_text: str | None = None
 
     @property
     def url(self) -> str:
@@ -159,23 +176,37 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
+    def log(self, tail: int = 4000) -> str:
+        """The last ``tail`` characters of what the server wrote."""
+        if self._log_text is not None:
+            return self._log_text[-tail:]
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-tail:]
+        return ""
+
 
 def start_server(model: Path, *, extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  module: str = "rtc_server", cwd: Path = ROOT) -> Server:
     """``python -m <module> --host 127.0.0.1 --port <free> --model <model>``, not yet ready.
-    ``cwd``: where ``<module>`` is imported from (another tree: an older version from git)."""
+
+    ``module``: another entry point with the server's flags (``bench.naive_server``,
+    ``bench._probe_server``). ``cwd``: where ``<module>`` is imported from (an older tree
+    exported from git, for ``bench.experiments``). ``env`` overrides the defaults below.
+    """
     port = free_port()
     # A load generator is one client address by design: no per-client rate limit, and
     # room for every benchmark peer (RTC_MAX_SESSIONS defaults to 16).
     child_env = {**os.environ, "RTC_ICE_ADDRESSES": LOOPBACK, "RTC_LOG_LEVEL": "WARNING",
                  "RTC_RATE_LIMIT": "0", "RTC_PREDICT_RATE_LIMIT": "0", "RTC_MAX_SESSIONS": "64", **(env or {})}
+    fd, log_name = tempfile.mkstemp(prefix=f"bench-{module.replace('.', '-')}-{port}-", suffix=".log")
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", module, "--host", LOOPBACK, "--port", str(port), "--model", str(model),
-         *extra_args],
-        cwd=cwd, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    return Server(process, port, started)
+    with os.fdopen(fd, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, "--host", LOOPBACK, "--port", str(port), "--model", str(model),
+             *extra_args],
+            cwd=cwd, env=child_env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    return Server(process, port, started, Path(log_name))
 
 
 def wait_ready(server: Server, timeout: float = 60.0, poll_s: float = 0.01) -> float:
@@ -183,27 +214,33 @@ def wait_ready(server: Server, timeout: float = 60.0, poll_s: float = 0.01) -> f
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
         if server.process.poll() is not None:
-            err = server.process.stderr.read().decode(errors="replace") if server.process.stderr else ""
-            raise RuntimeError(f"server exited with {server.process.returncode}: {err[-2000:]}")
+            raise RuntimeError(f"server exited with {server.process.returncode}: {server.log(2000)}")
         if http_status(server.url + "/readyz", timeout=0.5) == 200:
             server.ready_after_s = time.perf_counter() - server.started_at
             return server.ready_after_s
         time.sleep(poll_s)
-    raise TimeoutError(f"/readyz not 200 within {timeout} s")
+    raise TimeoutError(f"/readyz not 200 within {timeout} s: {server.log(2000)}")
 
 
-def stop_server(server: Server) -> None:
+def stop_server(server: Server, timeout: float = 15.0) -> int:
+    """SIGTERM (the server's graceful shutdown), SIGKILL after ``timeout``; the exit code."""
     if server.process.poll() is None:
         server.process.terminate()
         try:
-            server.process.wait(timeout=15)
+            server.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+    server.returncode = server.process.returncode
+    if server._log_text is None:
+        server._log_text = server.log(1 << 16)
+        server.log_path.unlink(missing_ok=True)
+    return server.returncode
 
 
 @contextlib.contextmanager
 def running_server(model: Path, **kwargs: Any) -> Iterator[Server]:
+    """A ready server for the ``with`` block, stopped (SIGTERM) after it."""
     server = start_server(model, **kwargs)
     try:
         wait_ready(server)

@@ -5,31 +5,19 @@ overlay). Cold start is timed from just before ``docker run`` to the first 200 f
 ``/readyz`` (model loaded and warmed up); ``stop`` is ``docker stop -t 10`` with no session.
 
     sudo .venv/bin/python -m bench.container --runs 5
+
+A table, then one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
+from bench.common import LOOPBACK, ROOT, emit, free_port, http_status, load, table
 from tests.containers import PrivateDocker, unavailable
-from tests.helpers import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError):
-        return False
 
 
 def cold_start(docker: PrivateDocker, image: str) -> tuple[float, float]:
@@ -37,9 +25,9 @@ def cold_start(docker: PrivateDocker, image: str) -> tuple[float, float]:
     port = free_port()
     started = time.perf_counter()
     cid = docker.docker("run", "-d", "--network", "host", "-e", f"PORT={port}",
-                        "-e", "RTC_ICE_ADDRESSES=127.0.0.1", image).stdout.decode().strip()
+                        "-e", f"RTC_ICE_ADDRESSES={LOOPBACK}", image).stdout.decode().strip()
     try:
-        while not ready(f"http://127.0.0.1:{port}/readyz"):
+        while http_status(f"http://{LOOPBACK}:{port}/readyz", timeout=2) != 200:
             if time.perf_counter() - started > 120:
                 raise RuntimeError("not ready after 120 s")
             time.sleep(0.02)
@@ -52,9 +40,10 @@ def cold_start(docker: PrivateDocker, image: str) -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    load_start = load()
     reason = unavailable()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
@@ -76,12 +65,18 @@ def main() -> int:
         docker.stop()
     starts = [r[0] for r in runs]
     stops = [r[1] for r in runs]
-    print(json.dumps({
-        "image_mb": round(size / 1e6, 1), "base_image_mb": round(base_size / 1e6, 1),
-        "build_s_empty_cache": round(build_s, 1), "rebuild_s_cached": round(rebuild_s, 2),
-        "cold_start_s": [round(s, 2) for s in starts], "cold_start_median_s": round(statistics.median(starts), 2),
-        "stop_s": [round(s, 2) for s in stops],
-    }, indent=2))
+    result = {
+        "image_mb": size / 1e6, "base_image_mb": base_size / 1e6,
+        "build_s_empty_cache": build_s, "rebuild_s_cached": rebuild_s,
+        "cold_start_s": starts, "cold_start_median_s": statistics.median(starts), "stop_s": stops,
+    }
+    print(table(["figure", "value"], [
+        ["image size MB (base MB)", f"{size / 1e6:.1f} ({base_size / 1e6:.1f})"],
+        ["build, empty cache s", build_s], ["rebuild, nothing changed s", rebuild_s],
+        ["cold start s (median)", f"{', '.join(f'{s:.2f}' for s in starts)} ({statistics.median(starts):.2f})"],
+        ["docker stop -t 10 s", ", ".join(f"{s:.2f}" for s in stops)],
+    ]))
+    emit("container", result, load_start)
     return 0
 
 

@@ -29,7 +29,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import emit, find_model, load, start_server, stop_server, summary, table, wait_ready
+from bench.common import (
+    LOOPBACK,
+    emit,
+    find_model,
+    free_port,
+    load,
+    start_server,
+    stop_server,
+    summary,
+    table,
+    wait_ready,
+)
 from drivers.https_files import HttpsFileServer
 from rtc_server.engine.sources import parse_spec, resolve
 from rtc_server.models import sha256_of
@@ -45,15 +56,13 @@ def _emulator(model: Path, folder: Path) -> tuple[subprocess.Popen[bytes], str] 
         return None
     if binary is None:
         return None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
+    port = free_port()
+    proc = subprocess.Popen([binary, "start", "--host", LOOPBACK, "--port", str(port), "--in-memory",
                              "--default-bucket", "models", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    host = f"http://127.0.0.1:{port}"
+    host = f"http://{LOOPBACK}:{port}"
     for _ in range(300):
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((LOOPBACK, port), timeout=1).close()
             break
         except OSError:
             time.sleep(0.1)

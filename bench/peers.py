@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -163,13 +164,29 @@ def aggregate(results: list[PeerResult]) -> dict[str, Any]:
     }
 
 
+def child_commands(url: str, peers: int, duration_s: float, procs: int, replay: str | None = None) -> list[list[str]]:
+    """The argv of each ``python -m bench.peers`` child, ``peers`` split evenly over ``procs``.
+
+    Several client processes (and GILs) so the peers' work does not queue behind one
+    interpreter; run them with ``cwd=ROOT``.
+    """
+    shares = [peers // procs + (1 if i < peers % procs else 0) for i in range(procs)]
+    return [[sys.executable, "-m", "bench.peers", url, "--peers", str(n), "--duration", str(duration_s),
+             *(["--replay", replay] if replay else [])] for n in shares if n]
+
+
+def child_results(stdout: bytes) -> list[PeerResult]:
+    """A child's results: the JSON list on its last line."""
+    return [PeerResult(**d) for d in json.loads(stdout.decode().strip().splitlines()[-1])]
+
+
 def main() -> None:
     """``python -m bench.peers URL --peers N --duration S``: run peers, print their results as JSON.
 
-    ``webrtc_e2e.py --client-procs K`` starts K of these, so the peers' encoding spreads over
-    several processes (and GILs) instead of one.
+    ``bench.webrtc_e2e --client-procs K`` (and ``bench.scheduler``) start K of these, so the
+    peers' encoding spreads over several processes (and GILs) instead of one.
     """
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("url")
     parser.add_argument("--peers", type=int, default=1)
     parser.add_argument("--duration", type=float, default=60.0)

@@ -13,16 +13,23 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from typing import Any
 
 from bench.common import ROOT
 
 
+def pyplot() -> Any:
+    """matplotlib (the ``bench`` extra), headless; imported on use so ``--help`` needs nothing extra."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def latency_over_time(alternatives: dict, dest: Path) -> Path:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     styles = {"ours": ("ours: newest frame only", "tab:blue"), "naive": ("naive aiortc: every frame", "tab:red")}
     for name, (label, color) in styles.items():
@@ -47,6 +54,7 @@ def latency_over_time(alternatives: dict, dest: Path) -> Path:
 def throughput_vs_peers(e2e: dict, dest: Path) -> Path:
     runs = sorted(e2e["runs"], key=lambda r: r["peers"])
     peers = [r["peers"] for r in runs]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(peers, [r["total_detections_per_s"] for r in runs], "o-", label="total detections/s")
     for r in runs:

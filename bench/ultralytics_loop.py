@@ -1,11 +1,11 @@
 """Ultralytics' own ``YOLO(onnx).predict`` loop on one frame, timed; prints one JSON line.
 
 Runs in the separate ``.venv-bench`` (Ultralytics brings torch; the service does not), so
-it imports nothing from this repository. ``bench/alternatives.py`` starts it inside a new
+it imports nothing from this repository. ``bench.alternatives`` starts it inside a new
 network namespace with no interfaces up (``unshare --net``), because Ultralytics probes
 the internet at import (``is_online``) and the benchmark must stay on loopback.
 
-    .venv-bench/bin/python bench/ultralytics_loop.py MODEL IMAGE --duration 30
+    .venv-bench/bin/python -m bench.ultralytics_loop MODEL IMAGE --duration 30
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
     parser.add_argument("image")
     parser.add_argument("--duration", type=float, default=30.0)

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, ProcessSampler, emit, find_model, load, running_server, save_json, table
-from bench.peers import PeerResult, aggregate, run_peers
+from bench.peers import PeerResult, aggregate, child_commands, child_results, run_peers
 
 #: Targets from issue 4.
 P50_OVER_FLOOR_MS = 45.0
@@ -34,14 +32,12 @@ FAIRNESS = 0.20
 
 def peers_in_processes(url: str, peers: int, duration: float, procs: int) -> tuple[list[PeerResult], dict]:
     """Split the peers over ``procs`` ``bench.peers`` subprocesses; their summed CPU."""
-    shares = [peers // procs + (1 if i < peers % procs else 0) for i in range(procs)]
-    children = [subprocess.Popen([sys.executable, "-m", "bench.peers", url, "--peers", str(n),
-                                  "--duration", str(duration)], cwd=ROOT, stdout=subprocess.PIPE)
-                for n in shares if n]
+    children = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE)
+                for argv in child_commands(url, peers, duration, procs)]
     samplers = [ProcessSampler(c.pid).start() for c in children]
     outputs = [c.communicate()[0] for c in children]
     usages = [s.stop() for s in samplers]
-    results = [PeerResult(**d) for out in outputs for d in json.loads(out.decode().strip().splitlines()[-1])]
+    results = [r for out in outputs for r in child_results(out)]
     usage = {"cpu_pct_mean": sum(u["cpu_pct_mean"] for u in usages), "processes": len(children),
              "rss_mb_max": sum(u["rss_mb_max"] for u in usages)}
     return results, usage

@@ -20,8 +20,7 @@ separately: client receive - server publish). Set-up: from the client's POST (FF
 first ``mux()``, which POSTs; aiortc: ``connect()``) to the first detection published,
 and from the server's stream creation to it.
 
-The detections are read server-side (until SSE, ``GET /sessions/{id}/events``, is merged:
-then read them there, as a client would).
+The detections are read server-side (``bench._probe_server`` says why not over SSE).
 
     python -m bench.whip_latency [--duration 30] [--rounds 2]
 """

@@ -33,7 +33,7 @@ def _imports(path: Path) -> list[str]:
 
 def test_no_module_imports_a_test_module() -> None:
     offenders = []
-    for path in [*TESTS.glob("*.py"), *(ROOT / "bench").glob("*.py")]:
+    for path in [*TESTS.glob("*.py"), *(ROOT / "bench").rglob("*.py")]:
         for name in _imports(path):
             if re.search(r"(^|\.)test_\w+$", name) and not name.endswith("test_utils"):
                 offenders.append(f"{path.relative_to(ROOT)} imports {name}")

@@ -1,16 +1,16 @@
-"""Headless Chromium as the client (issue 6): decode CPU per frame for VP8 vs H.264, and the
+"""Experiment (issue 6, 2026-11-24): headless Chromium as the client: decode CPU per frame for VP8 vs H.264, and the
 jitter-buffer wait with the marker release off and on, as the server sees a real browser.
 
 Chromium runs the project's own page (static/) with a fake camera fed from a Y4M file made
 from tests/fixtures/bus.jpg, and is driven over the DevTools protocol (aiohttp's websocket
 client, no extra dependency). The server runs in this process with the stage clocks of
-``_marker_common``; the codec is forced per session by the server's answer preference.
+``bench.experiments.marker_common``; the codec is forced per session by the server's answer preference.
 Browser clocks are not ours, so this bench reports server-side figures only.
 
 Chromium would gather this machine's external addresses too: the script refuses to start
 unless the only network interface is ``lo``. Run it in a fresh network namespace::
 
-    unshare --net sh -c 'ip link set lo up && .venv/bin/python bench/marker_chrome.py'
+    unshare --net sh -c 'ip link set lo up && python -m bench.experiments.marker_chrome'
 """
 
 from __future__ import annotations
@@ -34,12 +34,17 @@ import av
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _marker_common import NoopDetector, StageClock, camera_frames, decode_cost, install, model_path, p50, uninstall
-
 import rtc_server.webrtc.peer as session_module
+from bench.common import find_model
+from bench.experiments.marker_common import (
+    NoopDetector,
+    StageClock,
+    camera_frames,
+    decode_cost,
+    install,
+    p50,
+    uninstall,
+)
 from rtc_server.app import create_app
 from rtc_server.config import Settings
 from rtc_server.webrtc.marker_release import use_marker_release
@@ -126,7 +131,7 @@ async def session(tools: DevTools, app: web.Application, codec: str, marker: boo
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    settings = Settings(model=model_path(args.model), ice_addresses=("127.0.0.1",), marker_release=True)
+    settings = Settings(model=find_model(args.model), ice_addresses=("127.0.0.1",), marker_release=True)
     app = create_app(settings, NoopDetector() if args.detector == "noop" else None)
     runner = web.AppRunner(app)
     await runner.setup()

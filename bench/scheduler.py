@@ -1,8 +1,6 @@
-"""Before/after for issue 12: the FIFO inference thread (from git) against the scheduler.
+"""The scheduler under N peers (issue 12's targets), on today's server.
 
-In one run, for each N, the server of ``--before`` (the last commit with the FIFO
-``InferenceService``, exported from git into a temporary folder and started from there)
-and the current one, one after the other (ABBA order across N), each a fresh process:
+For each N a fresh server process (``python -m rtc_server``, ``--server-args`` added):
 
 - N aiortc peers (``--peers``, default 1,2,4,8,16) replaying a pre-encoded 640x480 H.264
   clip of ``bus.jpg`` at 30 fps (``drivers/replay.py``: no encoder per frame, so the
@@ -13,34 +11,29 @@ and the current one, one after the other (ABBA order across N), each a fresh pro
 Reported per run: total detections/s, per-peer min/max rate and their spread, frame-
 matched latency (frame handed to the sender → its detections received) p50/p95 pooled and
 for the worst peer, the server's queue and inference p50, the scheduler's busy ratio (its
-own ``rtc_scheduler_busy_seconds_total``; the old server has none) and the same derived
-from the messages (detections/s × mean inference time), server and client CPU and the
-machine's idle share — the CPU left over once server and clients have theirs. For the
-flood: each peer's rate against the mean rate of the same server's plain N-peer run, and
-every ``/predict``'s time to its answer (200) or refusal (503).
+own ``rtc_scheduler_busy_seconds_total``) and the same derived from the messages
+(detections/s × mean inference time), server and client CPU and the machine's idle share —
+the CPU left over once server and clients have theirs. For the flood: each peer's rate
+against the mean rate of the same server's plain N-peer run, and every ``/predict``'s time
+to its answer (200) or refusal (503).
 
-    python -m bench.scheduler_before_after [--before 425d0e6] [--peers 1,2,4,8,16] [--duration 20]
-        [--codec h264] [--client-procs 2] [--flood 4] [--flood-peers 4] [--server-args "..."] [--out FILE]
+    python -m bench.scheduler [--peers 1,2,4,8,16] [--duration 20] [--codec h264]
+        [--client-procs 2] [--flood 4] [--flood-peers 4] [--server-args "..."] [--out FILE]
 
-A table, the verdict on issue 12's targets for each server, then one JSON line.
+A table, the verdict on issue 12's targets, then one JSON line. The comparison with the
+FIFO thread the scheduler replaced is ``bench.experiments.scheduler_before_after``, built
+on this module.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import subprocess
-import sys
-import tarfile
-import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +43,7 @@ import psutil
 
 import bench.common as common
 from bench.common import ROOT, ProcessSampler, bus_rgb, emit, find_model, load, save_json, summary, table
-from bench.peers import WARMUP_S, PeerResult, aggregate
+from bench.peers import WARMUP_S, PeerResult, aggregate, child_commands, child_results
 
 #: Issue 12's targets.
 THROUGHPUT_SHARE = 0.90   # total detections/s at N = 8 against N = 1
@@ -58,21 +51,6 @@ FAIRNESS = 0.10           # per-peer rates within ±10 % of their mean
 P50_SLACK_MS = 33.0       # p50 at N = 8 ≤ p50 at N = 1 + one frame interval
 FLOOD_KEEP = 0.70         # each peer keeps ≥ 70 % of its rate under the /predict flood
 PREDICT_P99_S = 2.0       # every /predict answered or refused within 2 s (p99)
-
-#: The last commit whose server ran every frame and /predict through one FIFO thread.
-BEFORE_COMMIT = "425d0e6"
-
-
-@contextlib.contextmanager
-def tree_at(commit: str) -> Iterator[Path]:
-    """The server's packages as they were at ``commit`` (``git archive``), in a temp folder."""
-    data = subprocess.run(["git", "archive", "--format=tar", commit, "rtc_server", "signaling", "static"],
-                          cwd=ROOT, check=True, capture_output=True).stdout
-    with tempfile.TemporaryDirectory(prefix="issue-12-before-") as folder:
-        with tarfile.open(fileobj=BytesIO(data)) as archive:
-            archive.extractall(folder, filter="data")
-        yield Path(folder)
-
 
 def scrape_busy_seconds(url: str) -> float | None:
     """``rtc_scheduler_busy_seconds_total`` (None where the server has no scheduler)."""
@@ -133,10 +111,8 @@ async def predict_loop(url: str, body: bytes, until: float, records: list[tuple[
 
 async def run_clients(url: str, peers: int, duration: float, procs: int, codec: str,
                       flood: int) -> tuple[list[PeerResult], dict[str, float], list[tuple[float, float, int]]]:
-    shares = [peers // procs + (1 if i < peers % procs else 0) for i in range(procs)]
-    children = [await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.peers", url, "--peers", str(n), "--duration", str(duration), "--replay", codec,
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE) for n in shares if n]
+    children = [await asyncio.create_subprocess_exec(*argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+                for argv in child_commands(url, peers, duration, procs, codec)]
     samplers = [ProcessSampler(c.pid).start() for c in children]
     if flood:  # the /predict loops run in this process: their CPU is the clients' too
         samplers.append(ProcessSampler(os.getpid()).start())
@@ -150,23 +126,24 @@ async def run_clients(url: str, peers: int, duration: float, procs: int, codec: 
     outputs = [(await c.communicate())[0] for c in children]
     await asyncio.gather(*flooding)
     usages = [s.stop() for s in samplers]
-    results = [PeerResult(**d) for out in outputs for d in json.loads(out.decode().strip().splitlines()[-1])]
+    results = [r for out in outputs for r in child_results(out)]
     return results, {"cpu_pct_mean": sum(u["cpu_pct_mean"] for u in usages), "processes": len(children)}, records
 
 
-def run_one(variant: str, model: Path, cwd: Path, peers: int, duration: float, args: argparse.Namespace,
-            flood: int = 0) -> dict[str, Any]:
+def run_one(variant: str, model: Path, peers: int, duration: float, args: argparse.Namespace, flood: int = 0,
+            *, cwd: Path = ROOT, extra_args: tuple[str, ...] = (), scheduler: bool = True) -> dict[str, Any]:
+    """One fresh server (``variant`` labels it; ``cwd``: the tree it runs from), N peers, optional flood.
+
+    ``scheduler``: whether that server must have the scheduler (``/readyz`` reports its load);
+    a server that is not the one intended stops the run.
+    """
     load_start = load()
-    extra = args.server_args.split() if variant == "after" else []
-    server: common.Server = common.start_server(model, extra_args=extra, cwd=cwd)
+    server: common.Server = common.start_server(model, extra_args=extra_args, cwd=cwd)
     try:
         common.wait_ready(server)
         ready = readyz(server.url)
         has_scheduler = "load" in ready
-        # The default "before" is the FIFO server; another --before (a later commit, to
-        # measure a change made since) has the scheduler too.
-        expected = variant == "after" or args.before != BEFORE_COMMIT
-        if has_scheduler != expected:
+        if has_scheduler != scheduler:
             raise SystemExit(f"the {variant} server is not the one intended: /readyz said {ready}")
         workers = ready["load"]["workers"] if has_scheduler else 1
         server_sampler = ProcessSampler(server.pid).start()
@@ -236,9 +213,8 @@ def verdict(runs: list[dict[str, Any]], variant: str, flood_peers: int) -> dict[
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", default=BEFORE_COMMIT, help="commit of the FIFO server to compare with")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of this bench (``bench.experiments.scheduler_before_after`` adds its own)."""
     parser.add_argument("--peers", default="1,2,4,8,16", help="comma-separated peer counts")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds each peer streams per run")
     parser.add_argument("--codec", choices=["h264", "vp8"], default="h264", help="codec of the replayed clip")
@@ -247,23 +223,19 @@ def main() -> None:
     parser.add_argument("--flood-peers", type=int, default=4, help="peers streaming during the flood")
     parser.add_argument("--server-args", default="", help="extra flags for the current server (e.g. --workers 2)")
     parser.add_argument("--out", type=Path, default=None, help="also write every result here (JSON)")
-    args = parser.parse_args()
-    load_start = load()
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    model = find_model()
-    runs: list[dict[str, Any]] = []
-    with tree_at(args.before) as before_tree:
-        trees = {"before": before_tree, "after": ROOT}
-        plan = [(n, 0) for n in (int(x) for x in args.peers.split(","))]
-        if args.flood:
-            plan.append((args.flood_peers, args.flood))
-        for i, (n, flood) in enumerate(plan):
-            order = ("before", "after") if i % 2 == 0 else ("after", "before")
-            for variant in order:
-                label = f"{variant}: {n} peer(s)" + (f" + {flood} /predict loops" if flood else "")
-                print(f"  {label}, {args.duration:.0f} s ...", flush=True)
-                runs.append(run_one(variant, model, trees[variant], n, args.duration, args, flood))
-    runs.sort(key=lambda r: (r["flood"] > 0, r["peers"], r["variant"] != "before"))
+
+
+def plan(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """(peers, /predict loops) of each run, in order: the plain runs, then the flood."""
+    runs = [(int(x), 0) for x in args.peers.split(",")]
+    if args.flood:
+        runs.append((args.flood_peers, args.flood))
+    return runs
+
+
+def report(runs: list[dict[str, Any]], variants: tuple[str, ...], flood_peers: int) -> dict[str, Any]:
+    """Print the tables and each server's verdict; the verdicts."""
+    runs.sort(key=lambda r: (r["flood"] > 0, r["peers"], variants.index(r["variant"])))
     rows = []
     for r in runs:
         lat, rates = r["latency_ms"], r["per_peer_detections_per_s"]
@@ -292,15 +264,31 @@ def main() -> None:
         print(table(["server", "peers", "/predict loops", "det/s min peer", "det/s max peer", "det/s peers",
                      "/predict 200/s", "peers' share of calls", "/predict 503/s", "other", "/predict p50 ms",
                      "/predict p99 ms", "/predict max ms"], flood_rows))
-    verdicts = {v: verdict(runs, v, args.flood_peers) for v in ("before", "after")}
+    verdicts = {v: verdict(runs, v, flood_peers) for v in variants}
     for variant, v in verdicts.items():
         print(f"{variant}: " + ", ".join(f"{k}={v[k]:.2f}" if isinstance(v[k], float) else f"{k}={v[k]}"
                                           for k in v if k != "fairness_max_dev"))
-    result = {"started": started, "before": args.before, "codec": args.codec, "duration_s": args.duration,
-              "runs": runs, "verdict": verdicts}
+    return verdicts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args()
+    load_start = load()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    model = find_model()
+    runs: list[dict[str, Any]] = []
+    for n, flood in plan(args):
+        label = f"now: {n} peer(s)" + (f" + {flood} /predict loops" if flood else "")
+        print(f"  {label}, {args.duration:.0f} s ...", flush=True)
+        runs.append(run_one("now", model, n, args.duration, args, flood, extra_args=tuple(args.server_args.split())))
+    verdicts = report(runs, ("now",), args.flood_peers)
+    result = {"started": started, "codec": args.codec, "duration_s": args.duration, "runs": runs,
+              "verdict": verdicts}
     if args.out:
         save_json(args.out, {**result, "load_start": load_start, "load_end": load()})
-    emit("scheduler_before_after", result, load_start)
+    emit("scheduler", result, load_start)
 
 
 if __name__ == "__main__":

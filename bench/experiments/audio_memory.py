@@ -1,7 +1,9 @@
-"""Server memory and CPU over an audio + video session: does audio pile up? (issue 13)
+"""Experiment (issue 13, 2026-11-30): server memory and CPU over an audio + video session.
+
+Does audio pile up?
 
 For each (path, audio policy) a fresh server process runs (``python -m rtc_server``
-through ``bench._audio_policy_server``, which only sets the policy); one aiortc client in
+through ``bench.experiments.audio_policy_server``, which only sets the policy); one aiortc client in
 this process sends video (the bus image, VP8/H.264 as negotiated) plus a 48 kHz stereo Opus
 tone, through ``/offer`` (DetectionClient) or ``/whip`` (WhipClient), for ``--duration``
 seconds. The server's RSS and CPU are sampled every second (psutil); reported: RSS after
@@ -15,8 +17,11 @@ Policies (``rtc_server.webrtc.peer.AudioPolicy``):
   drain    recvonly, read and dropped (the WHIP policy: RFC 9725 wants recvonly)
   decline  answered inactive: the client stops sending it (the /offer policy)
 
-    python -m bench.audio_memory [--duration 60] [--paths offer,whip] [--policies queue,drain,decline]
-        [--size 640x480 --fps 30]
+``queue`` patches the server's internals (``PeerSource._drain``), so this may not run on a
+later tree; the choice it informed is made (``AudioPolicy``, docs/benchmarks.md).
+
+    python -m bench.experiments.audio_memory [--duration 60] [--paths offer,whip]
+        [--policies queue,drain,decline] [--size 640x480 --fps 30]
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ async def stream(url: str, path: str, frame: Any, fps: float, duration: float, p
 
 def run(model: Path, path: str, policy: str, size: tuple[int, int], fps: float, duration: float) -> dict[str, Any]:
     frame = bus_rgb(*size)
-    with running_server(model, module="bench._audio_policy_server", env={"BENCH_AUDIO_POLICY": policy}) as server:
+    with running_server(model, module="bench.experiments.audio_policy_server",
+                        env={"BENCH_AUDIO_POLICY": policy}) as server:
         sampler = ProcessSampler(server.pid).start()
         result = asyncio.run(asyncio.wait_for(stream(server.url, path, frame, fps, duration, server.pid),
                                               duration + 90))

@@ -1,4 +1,6 @@
-"""``python -m rtc_server`` with the audio policy of ``$BENCH_AUDIO_POLICY`` (bench/audio_memory.py).
+"""Experiment helper: ``python -m rtc_server`` with the audio policy of ``$BENCH_AUDIO_POLICY``.
+
+Started by ``bench.experiments.audio_memory``.
 
 ``queue`` re-creates what the server did before issue 13 (audio answered ``recvonly`` and
 decoded into aiortc's queue, never read) by replacing the drain with a reader that never

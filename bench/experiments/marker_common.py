@@ -1,6 +1,6 @@
-"""Stage clocks for the receive-path benchmark (issue 6): where a frame's time goes.
+"""Experiment helper (issue 6): stage clocks for the receive path, where a frame's time goes.
 
-Instrumentation only, for ``bench/marker_release.py``. Client and server run in one
+Instrumentation only, for ``bench.experiments.marker_release``. Client and server run in one
 process, so every ``perf_counter`` stamp is on the same clock. Stamps come from thin
 wrappers put on the names aiortc's receiver looks up at call time (never from edited
 library files):
@@ -17,13 +17,11 @@ released frame, exactly as the sending ``ImageTrack`` numbers them (see drivers/
 
 from __future__ import annotations
 
-import os
 import resource
 import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiortc
@@ -34,9 +32,8 @@ from aiortc.codecs import get_decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 
+from bench.common import FIXTURE
 from rtc_server.engine.detector import DetectionResult, ModelInfo
-
-ROOT = Path(__file__).resolve().parent.parent
 
 _ORIGINAL_GET_DECODER = receiver_module.get_decoder
 _ORIGINAL_RECV = receiver_module.RemoteStreamTrack.recv
@@ -222,17 +219,9 @@ def stage_times(message: dict[str, Any], sent_at: float, client_at: float,
 
 
 # ----- shared by the benches ---------------------------------------------------------------
-def model_path(explicit: str | None) -> Path:
-    for candidate in (explicit, os.environ.get("RTC_MODEL"), ROOT.parent / "shared/models/yolo11n.onnx",
-                      ROOT / "models/yolo11n.onnx"):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    raise SystemExit("no model: pass --model or run `make model`")
-
-
 def camera_frames(count: int) -> list[np.ndarray]:
     """bus.jpg letterboxed into 640x480, panned a little each frame (real motion to encode)."""
-    rgb = cv2.cvtColor(cv2.imread(str(ROOT / "tests/fixtures/bus.jpg")), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(cv2.imread(str(FIXTURE)), cv2.COLOR_BGR2RGB)
     h, w = rgb.shape[:2]
     resized = cv2.resize(rgb, (round(w * 480 / h), 480))
     frame = np.zeros((480, 640, 3), np.uint8)

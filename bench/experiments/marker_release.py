@@ -1,16 +1,18 @@
-"""Receive path, marker-bit release on vs off (issue 6), in one run, alternating.
+"""Experiment (issue 6, 2026-11-24): receive path, marker-bit release on vs off, in one run.
+
+Sessions alternate.
 
 One aiortc peer streams 640x480 at 30 fps over loopback to the server (same process, so
 all stamps share one clock); sessions alternate stock / marker release (ABBA order, so
 slow drifts of a shared machine hit both alike). For each codec and mode it prints the
 frame-matched end-to-end latency (p50, p95, drift between the first and last third of
 each session), the detections (same as before?), a stage budget (p50 ms per stage, see
-``bench/_marker_common.py``), the decode CPU per frame, and the model floor: raw
+``bench.experiments.marker_common``), the decode CPU per frame, and the model floor: raw
 ``session.run`` at 480x640 on its own onnxruntime session, measured in the same run before
 and after all sessions and just before each one (the "p50 - floor" columns use the samples
 taken before that mode's sessions). The last line is JSON.
 
-    .venv/bin/python bench/marker_release.py --seconds 10 --rounds 2 --codecs vp8,h264
+    python -m bench.experiments.marker_release --seconds 10 --rounds 2 --codecs vp8,h264
 """
 
 from __future__ import annotations
@@ -34,29 +36,24 @@ import onnxruntime as ort
 from aiohttp import web
 from aiortc import RTCRtpSender
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _marker_common import (
+from bench.common import find_model
+from bench.experiments.marker_common import (
     STAGES,
     NoopDetector,
     StageClock,
     camera_frames,
     decode_cost,
     install,
-    model_path,
     p50,
     percentile,
     stage_times,
     uninstall,
 )
-
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.app import create_app
 from rtc_server.config import Settings
 from rtc_server.webrtc.marker_release import COUNTS, use_marker_release
 
-ROOT = Path(__file__).resolve().parent.parent
 WARMUP_S = 1.5  # connection set-up and the first keyframe: not steady state
 
 
@@ -183,7 +180,7 @@ def summarise(results: list[SessionResult], codec: str, marker: bool) -> dict[st
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    path = model_path(args.model)
+    path = find_model(args.model)
     meter = FloorMeter(path, args.threads)
     floor_before = meter.sample(args.floor_runs)
     settings = Settings(model=path, ice_addresses=("127.0.0.1",), threads=args.threads, marker_release=True)
