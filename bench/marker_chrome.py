@@ -42,8 +42,8 @@ from _marker_common import NoopDetector, StageClock, camera_frames, decode_cost,
 import rtc_server.webrtc.peer as session_module
 from rtc_server.app import create_app
 from rtc_server.config import Settings
+from rtc_server.signaling.context import REGISTRY
 from rtc_server.webrtc.marker_release import use_marker_release
-from signaling.context import REGISTRY
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 DEVTOOLS_PORT = 9333

@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from signaling import setup_routes
-from signaling.context import INFERENCE, REGISTRY, SETTINGS
-from signaling.cors import cors_middleware
-from signaling.errors import ERROR_SINK, error_middleware
-from signaling.proxies import resolve_client
+from rtc_server.signaling import setup_routes
+from rtc_server.signaling.context import INFERENCE, REGISTRY, SETTINGS
+from rtc_server.signaling.cors import cors_middleware
+from rtc_server.signaling.errors import ERROR_SINK, error_middleware
+from rtc_server.signaling.proxies import resolve_client
 
 from .config import DEFAULT_MODEL, Settings
 from .engine.catalog import ModelCatalog

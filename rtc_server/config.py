@@ -121,7 +121,7 @@ class Settings:
     # ----- behind real infrastructure (issue 14): proxies, TURN, drain, metrics, /predict --
     #: Networks (CIDRs) of the reverse proxies / load balancers in front of the server. Only
     #: when the TCP peer is one of them are ``Forwarded`` / ``X-Forwarded-For`` /
-    #: ``X-Forwarded-Proto`` believed (signaling/proxies.py); empty: never.
+    #: ``X-Forwarded-Proto`` believed (rtc_server/signaling/proxies.py); empty: never.
     trusted_proxies: tuple[IPNetwork, ...] = ()
     #: TURN REST API (coturn ``use-auth-secret``): the shared secret from which every page and
     #: every server session gets its own short-lived credential. Empty: no generated TURN.

@@ -20,8 +20,8 @@ import pytest
 from aiohttp import web
 
 from rtc_server.ingest.source import PullSource
+from rtc_server.signaling.context import REGISTRY
 from rtc_server.streams.stream import Stream
-from signaling.context import REGISTRY
 from tests.helpers import ListSink, scrape, serve, wait_for
 from tests.pull_media import LiveHls, MediaProcess, make_clip, make_hls, media_server, rtsp_server
 

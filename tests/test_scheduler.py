@@ -29,9 +29,9 @@ from rtc_server.engine.catalog import ModelCatalog
 from rtc_server.engine.detector import DetectionResult, Detector
 from rtc_server.engine.scheduler import Scheduler, SchedulerConfig, plan_workers
 from rtc_server.engine.yolo import Thresholds
+from rtc_server.signaling.context import INFERENCE
 from rtc_server.streams.registry import StreamRegistry
 from rtc_server.streams.stream import Stream
-from signaling.context import INFERENCE
 from tests.conftest import FIXTURES
 from tests.helpers import ListSink, ServerFactory, serve, wait_for
 

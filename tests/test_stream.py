@@ -97,5 +97,6 @@ def test_streams_and_engine_import_no_transport(package: str) -> None:
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert name.split(".")[0] not in ("aiortc", "aioice", "aiohttp", "signaling"), (path, name)
+                assert "signaling" not in name.split("."), (path, name)
                 if package == "engine":
                     assert "streams" not in name and "webrtc" not in name, (path, name)

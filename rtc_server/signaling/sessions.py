@@ -7,7 +7,7 @@
   by the same ``apply_config`` as the data channel; answered with the config ack.
 - ``DELETE /sessions/{id}`` — end any session through ``Stream.close`` (the same path a
   peer hanging up, a timeout or ``DELETE /streams/{id}`` takes).
-- ``POST /sessions/{id}/token`` — a fresh session token (``signaling/tokens.py``).
+- ``POST /sessions/{id}/token`` — a fresh session token (``rtc_server/signaling/tokens.py``).
 - ``GET /sessions/{id}/snapshot.jpg`` — the newest frame as JPEG, rate-limited per session.
 
 All behind the bearer token when ``RTC_AUTH_TOKEN`` is set (like ``/offer``); the snapshot

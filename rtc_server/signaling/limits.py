@@ -6,7 +6,7 @@ once and ``rate_limit`` per second after that: a session is set up once. ``/pred
 its own, higher ``predict_rate_*`` limits, because its clients are cameras POSTing a frame
 10-30 times a second (overload is refused by the inference side, not here). The address
 is ``request.remote``: the TCP peer, or behind ``RTC_TRUSTED_PROXIES`` the client those
-proxies name (signaling/proxies.py).
+proxies name (rtc_server/signaling/proxies.py).
 """
 
 from __future__ import annotations
