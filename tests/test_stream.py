@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rtc_server.app import build_registry
 from rtc_server.config import Settings
 from rtc_server.engine.catalog import ModelCatalog
 from rtc_server.engine.detector import Detector
@@ -35,7 +36,7 @@ class StuckSource:
 @pytest.fixture
 async def registry(detector: Detector, model_file: Path) -> AsyncIterator[StreamRegistry]:
     scheduler = Scheduler(ModelCatalog.of(detector))
-    yield StreamRegistry(Settings(model=model_file, max_sessions=2), scheduler)
+    yield build_registry(Settings(model=model_file, max_sessions=2), scheduler)
     scheduler.close()
 
 
