@@ -41,7 +41,6 @@ RUN --mount=type=secret,id=pipca \
     /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml setup.cfg README.md ./
 COPY rtc_server ./rtc_server
-COPY signaling ./signaling
 COPY static ./static
 # A regular (not editable) install: the final image gets site-packages and the page (wheel
 # data under /opt/venv/share/rtc-yolo/static), not /src. --no-deps: nothing unlocked comes in.
@@ -49,7 +48,7 @@ RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     /opt/venv/bin/pip install --no-cache-dir --no-deps /src; \
     /opt/venv/bin/pip check; \
-    /opt/venv/bin/python -c "import rtc_server, signaling, aiortc, onnxruntime, openvino, cv2, av, google.cloud.storage"; \
+    /opt/venv/bin/python -c "import rtc_server, rtc_server.signaling, aiortc, onnxruntime, openvino, cv2, av, google.cloud.storage"; \
     test -f /opt/venv/share/rtc-yolo/static/index.html
 
 # ---- stage 3: runtime: venv (with the page) + model, non-root -----------------------------

@@ -52,8 +52,8 @@ gpu-venv: $(VENV)/.installed
 
 # ruff on everything; mypy on the runtime packages (config: setup.cfg [mypy]).
 lint: install
-	$(PY) -m ruff check rtc_server signaling drivers tests bench
-	$(PY) -m mypy rtc_server signaling
+	$(PY) -m ruff check rtc_server drivers tests bench
+	$(PY) -m mypy rtc_server
 
 clean:
 	rm -rf $(VENV) $(GPU_VENV) *.egg-info .pytest_cache

@@ -30,10 +30,10 @@ from bench.common import ROOT, bus_rgb, emit, find_model, load, summary, table
 from rtc_server.app import create_app
 from rtc_server.config import Settings
 from rtc_server.engine.yolo import Thresholds
+from rtc_server.signaling.context import INFERENCE, REGISTRY
 from rtc_server.streams.messages import FrameCounts, detection_message
 from rtc_server.streams.snapshot import encode_jpeg, to_bgr
 from rtc_server.streams.stats import MAX_ENTRIES, StreamStats
-from signaling.context import INFERENCE, REGISTRY
 
 #: N SSE readers in one process: print how many data lines each got, as JSON, at the end.
 READERS = textwrap.dedent("""

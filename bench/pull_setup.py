@@ -29,7 +29,7 @@ from aiohttp import web
 from bench.common import emit, find_model, load, summary, table
 from rtc_server.app import create_app
 from rtc_server.config import Settings
-from signaling.context import REGISTRY
+from rtc_server.signaling.context import REGISTRY
 from tests.pull_media import make_clip, make_hls, media_server, rtsp_server
 
 

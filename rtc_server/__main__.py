@@ -31,9 +31,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from signaling.context import REGISTRY
-from signaling.proxies import AccessLogger
-from signaling.routes import METRICS_APP
+from rtc_server.signaling.context import REGISTRY
+from rtc_server.signaling.proxies import AccessLogger
+from rtc_server.signaling.routes import METRICS_APP
 
 from .app import create_app, load_models
 from .config import ConfigError, Settings, load_settings

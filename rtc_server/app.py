@@ -1,8 +1,11 @@
 """The composition root: settings in, a wired aiohttp ``Application`` out.
 
-``create_app`` builds the pieces in data-path order — engine (model catalog → scheduler
-and its workers) → stream registry → WebRTC adapters → routes — and ties their lifetimes
-to the app: warm-up starts with the server (``/readyz`` says 503 until it is done; a model
+The only place (with ``wiring.py``, which maps ``Settings`` to each component's own config,
+and the entry points) that reads ``Settings``. ``create_app`` builds every shared object in
+data-path order — engine (model catalog → scheduler and its workers) → metrics (the
+scheduler's observer) → stream registry → WebRTC adapters → rate limits, session tokens,
+snapshots, subscriptions → routes — hands each component what it needs, and ties their
+lifetimes to the app: warm-up starts with the server (``/readyz`` says 503 until it is done; a model
 that fails it is fatal: ``on_fatal`` stops the process), shutdown closes every stream
 through its normal close path, then stops the scheduler's workers. It is the only module that knows
 every part; the process-wide aiortc/aioice adaptations are installed here and nowhere else.
@@ -12,23 +15,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from aiohttp import web
 
-from signaling import setup_routes
-from signaling.context import INFERENCE, REGISTRY, SETTINGS
-from signaling.cors import cors_middleware
-from signaling.errors import ERROR_SINK, error_middleware
-from signaling.proxies import resolve_client
-
-from .config import DEFAULT_MODEL, Settings
+from . import wiring
+from .config import DEFAULT_MODEL, ConfigError, Settings
 from .engine.catalog import ModelCatalog
 from .engine.detector import Detector
 from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_accelerator, plan_workers
 from .engine.store import LoadOptions, load_catalog
 from .ingest.source import start_configured_sources
+from .ingest.spec import PullSpec, parse_pull_spec
+from .ingest.spec import SpecError as PullSpecError
+from .metrics import Metrics
+from .signaling import setup_routes
+from .signaling.context import API, INFERENCE, RATE_LIMITS, REGISTRY, SNAPSHOTS, SUBSCRIPTIONS, TOKENS
+from .signaling.cors import cors_middleware
+from .signaling.errors import ERROR_SINK, error_middleware
+from .signaling.limits import RateLimits
+from .signaling.proxies import resolve_client
+from .signaling.tokens import SessionTokens
 from .streams.registry import StreamRegistry
+from .streams.sinks import Subscriber
+from .streams.snapshot import Snapshots
 from .webrtc.dtls import use_dtls_interop
 from .webrtc.ice import use_host_addresses
 from .webrtc.marker_release import release_counts, use_marker_release
@@ -95,6 +105,36 @@ def build_scheduler(settings: Settings, models: ModelCatalog | Detector | None =
     return Scheduler(catalog, config, instances=instances)
 
 
+def build_metrics(scheduler: Scheduler, release_counts: Callable[[], Mapping[str, int]] | None = None) -> Metrics:
+    """The server's metrics, made the scheduler's observer (batch sizes, dispatch waits,
+    ``/predict`` outcomes) here, in the open, rather than as a side effect of building them."""
+    metrics = Metrics([d.info for d in scheduler.models], release_counts, scheduler=scheduler)
+    scheduler.observer = metrics
+    return metrics
+
+
+def build_registry(settings: Settings, scheduler: Scheduler, metrics: Metrics | None = None) -> StreamRegistry:
+    """The registry of live streams under ``max_sessions``, with the defaults and limits
+    every new stream gets; ``metrics``: None builds them (``build_metrics``)."""
+    metrics = build_metrics(scheduler) if metrics is None else metrics
+    registry = StreamRegistry(scheduler, metrics, max_sessions=settings.max_sessions,
+                              defaults=wiring.stream_defaults(settings), limits=wiring.stream_limits(settings))
+    metrics.count_sessions(lambda: len(registry))
+    return registry
+
+
+def configured_sources(settings: Settings, models: Sequence[str]) -> list[PullSpec]:
+    """``RTC_SOURCES`` as pull specs, their models checked against the loaded ones;
+    ``ConfigError`` (exit 2) for one that names another: never half-configured."""
+    specs = []
+    for index, entry in enumerate(settings.sources):
+        try:
+            specs.append(parse_pull_spec(entry, models))
+        except PullSpecError as exc:
+            raise ConfigError(f"sources[{index}]: {exc}") from exc
+    return specs
+
+
 def create_app(settings: Settings, models: ModelCatalog | Detector | None = None,
                on_fatal: Callable[[str], None] | None = None) -> web.Application:
     """The wired app. ``models``: a loaded catalog, one detector, or None to load the
@@ -110,16 +150,31 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     # outside the error middleware, so error answers carry CORS headers too.
     middlewares = [resolve_client(settings.trusted_proxies), cors_middleware(settings.cors_origins), error_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
-    app[SETTINGS] = settings
+    metrics = build_metrics(inference, release_counts)
+    registry = build_registry(settings, inference, metrics)
+    subscriptions: set[Subscriber] = set()
+    metrics.count_subscribers(lambda: len(subscriptions))
+    api = wiring.api_config(settings)
+    app[API] = api
     app[INFERENCE] = inference
-    app[REGISTRY] = StreamRegistry(settings, inference, release_counts)
-    app[ERROR_SINK] = app[REGISTRY].metrics.count_error
+    app[REGISTRY] = registry
+    app[RATE_LIMITS] = RateLimits(wiring.session_rate_limit(settings), wiring.predict_rate_limit(settings))
+    app[TOKENS] = SessionTokens(settings.token_secret, settings.token_ttl)
+    app[SNAPSHOTS] = Snapshots(settings.snapshot_rate, settings.snapshot_quality)
+    app[SUBSCRIPTIONS] = subscriptions
+    app[ERROR_SINK] = metrics.count_error
     app[FATAL] = on_fatal or (lambda reason: None)
     setup_routes(app)
     app.cleanup_ctx.append(_lifetime)
+    app.on_cleanup.append(_close_snapshots)  # after _lifetime's cleanup: no stream is left to snapshot
     # RTC_SOURCES (issue 13): pull streams started with the server, their models checked now.
-    app.on_startup.append(start_configured_sources(app[REGISTRY], settings, inference.models.names))
+    sources = configured_sources(settings, inference.models.names)
+    app.on_startup.append(start_configured_sources(registry, api.pull, sources))
     return app
+
+
+async def _close_snapshots(app: web.Application) -> None:
+    app[SNAPSHOTS].close()
 
 
 async def _warm_up(app: web.Application) -> None:

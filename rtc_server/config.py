@@ -3,6 +3,13 @@
 Every flag has an environment variable (``RTC_<NAME>``) so that containers and Cloud Run
 can configure the server without a command line; Cloud Run's own ``PORT`` is honoured
 too. Precedence: flag > ``RTC_*`` variable > ``PORT`` (port only) > default.
+
+Only the composition root (``app.py``, ``wiring.py``, ``__main__.py``, ``healthcheck.py``)
+reads ``Settings``; it maps them to each component's own small config. This module may
+import components downward (model specs, pull specs, backend names) to validate a value
+the way the component will read it; no component imports it. Fields and their checks are
+grouped by component: HTTP, process, WebRTC, streams, engine (models, backends,
+scheduler), pull sources, consumers.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from .engine.sources import ModelSpec, SpecError, default_cache_dir, parse_spec, parse_specs
+from .ingest.policy import SourcePolicy, UrlRefused
+from .ingest.spec import SpecError as PullSpecError
+from .ingest.spec import parse_pull_spec, parse_sources
 
 DEFAULT_MODEL = Path("models/yolo11n.onnx")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -47,23 +57,51 @@ class ConfigError(ValueError):
 class Settings:
     """Everything the server can be told. Field names match the ``RTC_*`` variables."""
 
+    # ----- HTTP: where it listens, who may call it, how much a request may cost ------------------
     host: str = "127.0.0.1"
     port: int = 8080
-    #: The one model: a path, or a source with options (``gs://b/m.onnx#sha256=...``, see
-    #: ``engine/sources.py``). ``models`` replaces it when set.
-    model: Path | str = DEFAULT_MODEL
-    #: Confidence threshold on the best class score (Ultralytics' ``conf``).
-    conf: float = 0.25
-    #: IoU threshold of the class-aware NMS (Ultralytics' ``iou``).
-    iou: float = 0.7
-    max_det: int = 300
-    #: Long side of the model input; the short side is padded to a multiple of 32.
-    imgsz: int = 640
-    #: "rect" (minimal padding, the Ultralytics predict default) or "square" (imgsz x imgsz).
-    letterbox: str = "rect"
-    #: Backend threads of each worker (onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS);
-    #: 0: the cores shared out among the workers (``engine.scheduler.plan_workers``).
-    threads: int = 0
+    #: TLS certificate and key (PEM) for serving HTTPS directly; both or neither.
+    cert: Path | None = None
+    key: Path | None = None
+    #: Bearer tokens required on /offer, /whip, /predict, /streams and the sessions API; empty = no auth.
+    auth_token: tuple[str, ...] = field(default=(), repr=False)  # secrets stay out of logs
+    #: Whether /metrics needs the same bearer token (only meaningful with ``auth_token``).
+    metrics_auth: bool = False
+    #: Origins allowed to call the API cross-origin (``*`` = any); empty = same origin only.
+    cors_origins: tuple[str, ...] = ()
+    #: Networks (CIDRs) of the reverse proxies / load balancers in front of the server. Only
+    #: when the TCP peer is one of them are ``Forwarded`` / ``X-Forwarded-For`` /
+    #: ``X-Forwarded-Proto`` believed (rtc_server/signaling/proxies.py); empty: never.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: Largest request body (/predict images); /offer bodies are capped at 64 KiB regardless.
+    max_body_bytes: int = 16 * 1024 * 1024
+    #: Largest /predict image in pixels, read from the header before any decoding.
+    max_image_pixels: int = 25_000_000
+    #: Per client address, requests per second to each session route (/offer, /whip and its
+    #: session URLs, POST /streams, the sessions API, subscriptions: a token bucket per route);
+    #: /predict has its own, ``predict_rate_limit``. 0 turns it off.
+    rate_limit: float = 5.0
+    #: Requests a client may make in a burst before ``rate_limit`` applies.
+    rate_burst: int = 20
+    #: Per client, ``/predict`` requests per second (its own bucket; 0: off). The default
+    #: serves a camera POSTing frames at 30 fps with room to spare.
+    predict_rate_limit: float = 60.0
+    #: ``/predict`` requests a client may make at once before ``predict_rate_limit`` applies.
+    predict_rate_burst: int = 60
+    #: Serve ``/metrics`` on this port instead of the main one (e.g. 9090, reachable inside
+    #: the cluster only); 0: on the main port, as before.
+    metrics_port: int = 0
+    static_dir: Path = field(default_factory=lambda: default_static_dir())
+
+    # ----- process: logs and shutdown ------------------------------------------------------------
+    log_level: str = "INFO"
+    #: "text" (human) or "json" (one object per line, Cloud Logging field names).
+    log_format: str = "text"
+    #: On SIGTERM: seconds to let live sessions end on their own (new ones get 503 draining,
+    #: readiness says so) before the rest are closed. 0: close them at once.
+    drain_seconds: float = 0.0
+
+    # ----- WebRTC: ICE, TURN, ports, the receive path, peer timeouts -----------------------------
     #: RTCIceServer dicts, e.g. ``[{"urls": "turn:turn.example:443", ...}]``. Empty by
     #: default so the server never contacts a public STUN server unless told to.
     ice_servers: tuple[dict[str, Any], ...] = ()
@@ -77,53 +115,6 @@ class Settings:
     #: Release each received video frame on its RTP marker bit (rtc_server/webrtc/marker_release.py)
     #: instead of when the next frame starts: one frame interval less latency.
     marker_release: bool = True
-    static_dir: Path = field(default_factory=lambda: default_static_dir())
-    log_level: str = "INFO"
-    # ----- hardening (issue 7): limits, access, lifecycle, logs --------------------------
-    #: Live streams at most (WebRTC, WHIP and pull together); the next gets 503 + Retry-After. 0 = no cap.
-    max_sessions: int = 16
-    #: Per client address, requests per second to each session route (/offer, /whip and its
-    #: session URLs, POST /streams, the sessions API, subscriptions: a token bucket per route);
-    #: /predict has its own, ``predict_rate_limit``. 0 turns it off.
-    rate_limit: float = 5.0
-    #: Requests a client may make in a burst before ``rate_limit`` applies.
-    rate_burst: int = 20
-    #: Bearer tokens required on /offer, /whip, /predict, /streams and the sessions API; empty = no auth.
-    auth_token: tuple[str, ...] = field(default=(), repr=False)  # secrets stay out of logs
-    #: Whether /metrics needs the same bearer token (only meaningful with ``auth_token``).
-    metrics_auth: bool = False
-    #: Origins allowed to call the API cross-origin (``*`` = any); empty = same origin only.
-    cors_origins: tuple[str, ...] = ()
-    #: Largest request body (/predict images); /offer bodies are capped at 64 KiB regardless.
-    max_body_bytes: int = 16 * 1024 * 1024
-    #: Largest /predict image in pixels, read from the header before any decoding.
-    max_image_pixels: int = 25_000_000
-    #: Seconds a session may take from offer to a connected peer before it is reaped.
-    connect_timeout: float = 15.0
-    #: Seconds the server may spend gathering its ICE candidates for one answer.
-    ice_gather_timeout: float = 10.0
-    #: Seconds without a video frame after which a session is reaped.
-    idle_timeout: float = 30.0
-    #: Data-channel control messages per second per session (token bucket, burst 2x).
-    message_rate: float = 20.0
-    #: TLS certificate and key (PEM) for serving HTTPS directly; both or neither.
-    cert: Path | None = None
-    key: Path | None = None
-    #: "text" (human) or "json" (one object per line, Cloud Logging field names).
-    log_format: str = "text"
-    # ----- models (issue 11): several models, remote sources, the download cache ---------
-    #: Several models, the first the default: ``name=source[#options],...`` or a JSON list.
-    #: When set, ``model`` is not used.
-    models: tuple[ModelSpec, ...] = ()
-    #: Where downloaded (https://, gs://) models are kept, by sha256.
-    model_cache: Path = field(default_factory=default_cache_dir)
-    #: Seconds a model download may stall (https) or keep retrying (gs) before start-up fails.
-    model_fetch_timeout: float = 30.0
-    # ----- behind real infrastructure (issue 14): proxies, TURN, drain, metrics, /predict --
-    #: Networks (CIDRs) of the reverse proxies / load balancers in front of the server. Only
-    #: when the TCP peer is one of them are ``Forwarded`` / ``X-Forwarded-For`` /
-    #: ``X-Forwarded-Proto`` believed (signaling/proxies.py); empty: never.
-    trusted_proxies: tuple[IPNetwork, ...] = ()
     #: TURN REST API (coturn ``use-auth-secret``): the shared secret from which every page and
     #: every server session gets its own short-lived credential. Empty: no generated TURN.
     turn_secret: str = field(default="", repr=False)
@@ -131,18 +122,58 @@ class Settings:
     turn_urls: tuple[str, ...] = ()
     #: Seconds a generated TURN credential stays valid (coturn refuses it afterwards).
     turn_ttl: int = 3600
-    #: On SIGTERM: seconds to let live sessions end on their own (new ones get 503 draining,
-    #: readiness says so) before the rest are closed. 0: close them at once.
-    drain_seconds: float = 0.0
-    #: Serve ``/metrics`` on this port instead of the main one (e.g. 9090, reachable inside
-    #: the cluster only); 0: on the main port, as before.
-    metrics_port: int = 0
-    #: Per client, ``/predict`` requests per second (its own bucket; 0: off). The default
-    #: serves a camera POSTing frames at 30 fps with room to spare.
-    predict_rate_limit: float = 60.0
-    #: ``/predict`` requests a client may make at once before ``predict_rate_limit`` applies.
-    predict_rate_burst: int = 60
-    # ----- scheduler (issue 12): workers, batching, sampling, /predict admission -----------
+    #: Seconds a session may take from offer to a connected peer before it is reaped.
+    connect_timeout: float = 15.0
+    #: Seconds the server may spend gathering its ICE candidates for one answer.
+    ice_gather_timeout: float = 10.0
+    #: Seconds without a video frame after which a session is reaped.
+    idle_timeout: float = 30.0
+
+    # ----- streams: how many, how chatty, how fast -----------------------------------------------
+    #: Live streams at most (WebRTC, WHIP and pull together); the next gets 503 + Retry-After. 0 = no cap.
+    max_sessions: int = 16
+    #: Data-channel control messages per second per session (token bucket, burst 2x).
+    message_rate: float = 20.0
+    #: Detections per second per stream at most (0: as many as its share gives); a stream
+    #: may ask for less (offer ``"max_fps"``, control ``{"type": "config", "max_fps": F}``).
+    max_fps: float = 0.0
+
+    # ----- engine: the models, their thresholds and geometry -------------------------------------
+    #: The one model: a path, or a source with options (``gs://b/m.onnx#sha256=...``, see
+    #: ``engine/sources.py``). ``models`` replaces it when set.
+    model: Path | str = DEFAULT_MODEL
+    #: Several models, the first the default: ``name=source[#options],...`` or a JSON list.
+    #: When set, ``model`` is not used.
+    models: tuple[ModelSpec, ...] = ()
+    #: Where downloaded (https://, gs://) models are kept, by sha256.
+    model_cache: Path = field(default_factory=default_cache_dir)
+    #: Seconds a model download may stall (https) or keep retrying (gs) before start-up fails.
+    model_fetch_timeout: float = 30.0
+    #: Confidence threshold on the best class score (Ultralytics' ``conf``).
+    conf: float = 0.25
+    #: IoU threshold of the class-aware NMS (Ultralytics' ``iou``).
+    iou: float = 0.7
+    max_det: int = 300
+    #: Long side of the model input; the short side is padded to a multiple of 32.
+    imgsz: int = 640
+    #: "rect" (minimal padding, the Ultralytics predict default) or "square" (imgsz x imgsz).
+    letterbox: str = "rect"
+
+    # ----- engine: backends, which runtime and precision run the models --------------------------
+    #: "auto" (the fastest path measured within accuracy bounds), "onnxruntime" or "openvino".
+    backend: str = "auto"
+    #: "auto", "f32", "bf16", "f16" or "int8" (int8: the IR `rtc_server.models quantize` makes).
+    precision: str = "auto"
+    #: onnxruntime execution providers in priority order, e.g. CUDAExecutionProvider,CPUExecutionProvider;
+    #: empty: the CPU. One that does not load stops the server instead of a silent CPU fallback.
+    providers: tuple[str, ...] = ()
+    #: Where auto's choice and OpenVINO's compiled models are cached; None ("none"): no cache.
+    backend_cache: Path | None = field(default_factory=lambda: _default_backend_cache())
+    #: Backend threads of each worker (onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS);
+    #: 0: the cores shared out among the workers (``engine.scheduler.plan_workers``).
+    threads: int = 0
+
+    # ----- engine: the scheduler, workers, batching, /predict admission --------------------------
     #: Concurrent inference calls, each with its own model instance and share of the
     #: cores; 0: from the backend and core count (one per 4 cores on a CPU, at least 1).
     workers: int = 0
@@ -151,14 +182,12 @@ class Settings:
     max_batch: int = 0
     #: Milliseconds a ready frame may wait for a batch to fill (0: never wait).
     batch_wait_ms: float = 0.0
-    #: Detections per second per stream at most (0: as many as its share gives); a stream
-    #: may ask for less (offer ``"max_fps"``, control ``{"type": "config", "max_fps": F}``).
-    max_fps: float = 0.0
     #: /predict requests that may wait for the model; the next gets 503 ``overloaded`` at once.
     predict_queue: int = 4
     #: Seconds a /predict request may wait for the model before it gets 503 ``overloaded``.
     predict_max_wait: float = 1.5
-    # ----- pull sources (issue 13) -----------------------------------------------------------
+
+    # ----- pull sources: URLs the server fetches itself ------------------------------------------
     #: Streams pulled from the start (RTSP cameras...): ``{"url", ...}`` objects as
     #: ``POST /streams`` takes them; they count against ``max_sessions``.
     sources: tuple[Any, ...] = field(default=(), repr=False)  # URLs may carry credentials
@@ -172,7 +201,8 @@ class Settings:
     source_read_timeout: float = 10.0
     #: Longest wait, in seconds, between reconnect attempts of a pull source (backoff cap).
     source_reconnect_max: float = 30.0
-    # ----- consumers (issue 13): subscribers, session tokens, snapshots -------------------
+
+    # ----- consumers: subscribers, session tokens, snapshots -------------------------------------
     #: Key that signs session tokens (``?token=`` on events/ws/snapshot); empty: a random
     #: key per process (tokens then die with the process, as its sessions do).
     token_secret: str = field(default="", repr=False)
@@ -188,32 +218,64 @@ class Settings:
     snapshot_rate: float = 4.0
     #: JPEG quality of snapshots (1-100).
     snapshot_quality: int = 80
-    # ----- backends (issue 11): which runtime and precision run the model ----------------
-    #: "auto" (the fastest path measured within accuracy bounds), "onnxruntime" or "openvino".
-    backend: str = "auto"
-    #: "auto", "f32", "bf16", "f16" or "int8" (int8: the IR `rtc_server.models quantize` makes).
-    precision: str = "auto"
-    #: onnxruntime execution providers in priority order, e.g. CUDAExecutionProvider,CPUExecutionProvider;
-    #: empty: the CPU. One that does not load stops the server instead of a silent CPU fallback.
-    providers: tuple[str, ...] = ()
-    #: Where auto's choice and OpenVINO's compiled models are cached; None ("none"): no cache.
-    backend_cache: Path | None = field(default_factory=lambda: _default_backend_cache())
 
     def __post_init__(self) -> None:
+        """Check every setting, one component at a time (the same groups as the fields)."""
+        self._validate_http()
+        self._validate_process()
+        self._validate_webrtc()
+        self._validate_streams()
+        self._validate_models()
+        self._validate_backends()
+        self._validate_scheduler()
+        self._validate_pull()
+        self._validate_consumers()
+
+    def model_specs(self) -> tuple[ModelSpec, ...]:
+        """The models to serve, the default first: ``models``, else the one ``model``."""
+        if self.models:
+            return self.models
+        if isinstance(self.model, Path):  # a plain path, taken literally
+            return (ModelSpec(name=self.model.stem, source=str(self.model)),)
+        return (parse_spec(self.model),)
+
+    def _validate_http(self) -> None:
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is not in 1..65535")
-        if not 0.0 <= self.conf <= 1.0:
-            raise ConfigError(f"conf {self.conf} is not in [0, 1]")
-        if not 0.0 <= self.iou <= 1.0:
-            raise ConfigError(f"iou {self.iou} is not in [0, 1]")
-        if self.imgsz <= 0 or self.imgsz % 32:
-            raise ConfigError(f"imgsz {self.imgsz} is not a positive multiple of 32")
-        if self.letterbox not in ("rect", "square"):
-            raise ConfigError(f"letterbox {self.letterbox!r} is not 'rect' or 'square'")
-        if self.max_det <= 0:
-            raise ConfigError(f"max_det {self.max_det} must be positive")
-        if self.threads < 0:
-            raise ConfigError(f"threads {self.threads} must be >= 0")
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError("cert and key go together: give both or neither")
+        for name in ("cert", "key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{name} file not found: {path}")
+        if any(not t for t in self.auth_token):
+            raise ConfigError("auth_token has an empty token")
+        try:  # Settings(trusted_proxies=("10.0.0.0/8",)) works as well as parsed networks
+            networks = tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from exc
+        object.__setattr__(self, "trusted_proxies", networks)
+        for name in ("max_body_bytes", "max_image_pixels"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be positive")
+        if self.rate_burst < 0:
+            raise ConfigError(f"rate_burst {self.rate_burst} must be >= 0")
+        if self.rate_limit < 0:
+            raise ConfigError("rate_limit must be >= 0 and message_rate > 0")
+        if self.rate_limit > 0 and self.rate_burst < 1:
+            raise ConfigError("rate_burst must be >= 1 when rate_limit is on")
+        if self.predict_rate_limit < 0 or (self.predict_rate_limit > 0 and self.predict_rate_burst < 1):
+            raise ConfigError("predict_rate_limit must be >= 0, and predict_rate_burst >= 1 when it is on")
+        if not 0 <= self.metrics_port < 65536 or (self.metrics_port and self.metrics_port == self.port):
+            raise ConfigError(f"metrics_port {self.metrics_port} must be 0 (main port) or not {self.port}")
+
+    def _validate_process(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
+        if self.drain_seconds < 0:
+            raise ConfigError(f"drain_seconds {self.drain_seconds} must be >= 0")
+
+    def _validate_webrtc(self) -> None:
         if self.udp_ports is not None and not 1024 <= self.udp_ports[0] <= self.udp_ports[1] <= 65535:
             raise ConfigError(f"udp_ports {self.udp_ports} is not a range within 1024..65535")
         if self.public_address:
@@ -221,38 +283,93 @@ class Settings:
                 ipaddress.ip_address(self.public_address)
             except ValueError as exc:
                 raise ConfigError(f"public_address {self.public_address!r} is not an IP address") from exc
-        self._validate_hardening()
-        self._validate_models()
-        self._validate_infrastructure()
-        self._validate_scheduler()
-        self._validate_pull_sources()
-        self._validate_consumers()
-        self._validate_backends()
-
-    def _validate_hardening(self) -> None:
-        for name in ("max_sessions", "rate_burst"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} {getattr(self, name)} must be >= 0")
-        if self.rate_limit < 0 or self.message_rate <= 0:
-            raise ConfigError("rate_limit must be >= 0 and message_rate > 0")
-        if self.rate_limit > 0 and self.rate_burst < 1:
-            raise ConfigError("rate_burst must be >= 1 when rate_limit is on")
-        for name in ("max_body_bytes", "max_image_pixels"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} {getattr(self, name)} must be positive")
+        if bool(self.turn_secret) != bool(self.turn_urls):
+            raise ConfigError("turn_secret and turn_urls go together: the secret signs credentials for those URLs")
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ConfigError(f"turn_urls: {url!r} is not a turn: or turns: URL")
+        if not 0 < self.turn_ttl <= 7 * 24 * 3600:
+            raise ConfigError(f"turn_ttl {self.turn_ttl} must be 1 s .. 7 days")
         for name in ("connect_timeout", "ice_gather_timeout", "idle_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must be a positive number of seconds")
-        if any(not t for t in self.auth_token):
-            raise ConfigError("auth_token has an empty token")
-        if (self.cert is None) != (self.key is None):
-            raise ConfigError("cert and key go together: give both or neither")
-        for name in ("cert", "key"):
-            path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ConfigError(f"{name} file not found: {path}")
-        if self.log_format not in ("text", "json"):
-            raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
+
+    def _validate_streams(self) -> None:
+        if self.max_sessions < 0:
+            raise ConfigError(f"max_sessions {self.max_sessions} must be >= 0")
+        if self.message_rate <= 0:
+            raise ConfigError("rate_limit must be >= 0 and message_rate > 0")
+        if not 0.0 <= self.max_fps <= 240.0:
+            raise ConfigError(f"max_fps {self.max_fps} is not in [0, 240] (0: no cap)")
+        if self.udp_ports is not None:
+            # One UDP port per session and local address: more sessions than ports would be
+            # accepted and then fail at ICE (connect timeout) for want of a host candidate.
+            ports = self.udp_ports[1] - self.udp_ports[0] + 1
+            if self.max_sessions == 0 or self.max_sessions > ports:
+                raise ConfigError(f"max_sessions {self.max_sessions or 'unlimited'} needs more UDP ports than "
+                                  f"udp_ports {self.udp_ports[0]}-{self.udp_ports[1]} has ({ports}); set "
+                                  f"RTC_MAX_SESSIONS <= {ports} or widen RTC_UDP_PORTS")
+
+    def _validate_models(self) -> None:
+        """The models, how they are fetched, and the thresholds and geometry they run with."""
+        try:
+            self.model_specs()
+        except SpecError as exc:
+            raise ConfigError(str(exc)) from exc
+        if not self.model_fetch_timeout > 0:
+            raise ConfigError(f"model_fetch_timeout {self.model_fetch_timeout} must be a positive number of seconds")
+        if not 0.0 <= self.conf <= 1.0:
+            raise ConfigError(f"conf {self.conf} is not in [0, 1]")
+        if not 0.0 <= self.iou <= 1.0:
+            raise ConfigError(f"iou {self.iou} is not in [0, 1]")
+        if self.max_det <= 0:
+            raise ConfigError(f"max_det {self.max_det} must be positive")
+        if self.imgsz <= 0 or self.imgsz % 32:
+            raise ConfigError(f"imgsz {self.imgsz} is not a positive multiple of 32")
+        if self.letterbox not in ("rect", "square"):
+            raise ConfigError(f"letterbox {self.letterbox!r} is not 'rect' or 'square'")
+
+    def _validate_backends(self) -> None:
+        from .engine.backends import BACKENDS, PRECISIONS
+
+        if self.backend not in ("auto", *BACKENDS):
+            raise ConfigError(f"backend {self.backend!r} is not one of auto, {', '.join(BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        for provider in self.providers:
+            if not provider.endswith("ExecutionProvider"):
+                raise ConfigError(f"provider {provider!r} is not an onnxruntime execution provider name "
+                                  "(like CUDAExecutionProvider)")
+        if self.providers and self.backend == "openvino":
+            raise ConfigError("providers are onnxruntime execution providers; backend is openvino")
+        if self.threads < 0:
+            raise ConfigError(f"threads {self.threads} must be >= 0")
+
+    def _validate_scheduler(self) -> None:
+        for name in ("workers", "max_batch", "predict_queue"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be >= 0")
+        if not 0.0 <= self.batch_wait_ms <= 1000.0:
+            raise ConfigError(f"batch_wait_ms {self.batch_wait_ms} is not in [0, 1000]")
+        if not self.predict_max_wait > 0:
+            raise ConfigError(f"predict_max_wait {self.predict_max_wait} must be a positive number of seconds")
+
+    def _validate_pull(self) -> None:
+        """Networks parse, timeouts are positive, and every RTC_SOURCES entry is a stream the
+        server would accept from ``POST /streams`` (its model is checked once models load;
+        host names are checked when they are resolved, at each connection)."""
+        for name in ("source_open_timeout", "source_read_timeout", "source_reconnect_max"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be a positive number of seconds")
+        try:
+            policy = SourcePolicy.of(self.source_allow_networks, self.source_allow_file)
+        except ValueError as exc:
+            raise ConfigError(f"source_allow_networks: {exc}") from exc
+        for index, entry in enumerate(self.sources):
+            try:
+                policy.parse(parse_pull_spec(entry, None).url)
+            except (PullSpecError, UrlRefused) as exc:
+                raise ConfigError(f"sources[{index}]: {exc}") from exc
 
     def _validate_consumers(self) -> None:
         if self.token_secret and len(self.token_secret) < 16:
@@ -268,97 +385,6 @@ class Settings:
             raise ConfigError(f"snapshot_rate {self.snapshot_rate} must be >= 0")
         if not 1 <= self.snapshot_quality <= 100:
             raise ConfigError(f"snapshot_quality {self.snapshot_quality} is not in 1..100")
-
-    def _validate_models(self) -> None:
-        try:
-            self.model_specs()
-        except SpecError as exc:
-            raise ConfigError(str(exc)) from exc
-        if not self.model_fetch_timeout > 0:
-            raise ConfigError(f"model_fetch_timeout {self.model_fetch_timeout} must be a positive number of seconds")
-
-    def _validate_scheduler(self) -> None:
-        for name in ("workers", "max_batch", "predict_queue"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} {getattr(self, name)} must be >= 0")
-        if not 0.0 <= self.batch_wait_ms <= 1000.0:
-            raise ConfigError(f"batch_wait_ms {self.batch_wait_ms} is not in [0, 1000]")
-        if not 0.0 <= self.max_fps <= 240.0:
-            raise ConfigError(f"max_fps {self.max_fps} is not in [0, 240] (0: no cap)")
-        if not self.predict_max_wait > 0:
-            raise ConfigError(f"predict_max_wait {self.predict_max_wait} must be a positive number of seconds")
-
-    def _validate_pull_sources(self) -> None:
-        """Networks parse, timeouts are positive, and every RTC_SOURCES entry is a stream the
-        server would accept from ``POST /streams`` (its model is checked once models load;
-        host names are checked when they are resolved, at each connection)."""
-        from .ingest.policy import SourcePolicy, UrlRefused  # pure modules; imported late to keep
-        from .ingest.spec import SpecError as PullSpecError  # config importable on its own
-        from .ingest.spec import parse_pull_spec
-
-        for name in ("source_open_timeout", "source_read_timeout", "source_reconnect_max"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} {getattr(self, name)} must be a positive number of seconds")
-        try:
-            policy = SourcePolicy.of(self.source_allow_networks, self.source_allow_file)
-        except ValueError as exc:
-            raise ConfigError(f"source_allow_networks: {exc}") from exc
-        for index, entry in enumerate(self.sources):
-            try:
-                policy.parse(parse_pull_spec(entry, None).url)
-            except (PullSpecError, UrlRefused) as exc:
-                raise ConfigError(f"sources[{index}]: {exc}") from exc
-
-    def model_specs(self) -> tuple[ModelSpec, ...]:
-        """The models to serve, the default first: ``models``, else the one ``model``."""
-        if self.models:
-            return self.models
-        if isinstance(self.model, Path):  # a plain path, taken literally
-            return (ModelSpec(name=self.model.stem, source=str(self.model)),)
-        return (parse_spec(self.model),)
-
-    def _validate_infrastructure(self) -> None:
-        try:  # Settings(trusted_proxies=("10.0.0.0/8",)) works as well as parsed networks
-            networks = tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies)
-        except ValueError as exc:
-            raise ConfigError(f"trusted_proxies: {exc}") from exc
-        object.__setattr__(self, "trusted_proxies", networks)
-        if bool(self.turn_secret) != bool(self.turn_urls):
-            raise ConfigError("turn_secret and turn_urls go together: the secret signs credentials for those URLs")
-        for url in self.turn_urls:
-            if not url.startswith(("turn:", "turns:")):
-                raise ConfigError(f"turn_urls: {url!r} is not a turn: or turns: URL")
-        if not 0 < self.turn_ttl <= 7 * 24 * 3600:
-            raise ConfigError(f"turn_ttl {self.turn_ttl} must be 1 s .. 7 days")
-        if self.drain_seconds < 0:
-            raise ConfigError(f"drain_seconds {self.drain_seconds} must be >= 0")
-        if not 0 <= self.metrics_port < 65536 or (self.metrics_port and self.metrics_port == self.port):
-            raise ConfigError(f"metrics_port {self.metrics_port} must be 0 (main port) or not {self.port}")
-        if self.predict_rate_limit < 0 or (self.predict_rate_limit > 0 and self.predict_rate_burst < 1):
-            raise ConfigError("predict_rate_limit must be >= 0, and predict_rate_burst >= 1 when it is on")
-        if self.udp_ports is not None:
-            # One UDP port per session and local address: more sessions than ports would be
-            # accepted and then fail at ICE (connect timeout) for want of a host candidate.
-            ports = self.udp_ports[1] - self.udp_ports[0] + 1
-            if self.max_sessions == 0 or self.max_sessions > ports:
-                raise ConfigError(f"max_sessions {self.max_sessions or 'unlimited'} needs more UDP ports than "
-                                  f"udp_ports {self.udp_ports[0]}-{self.udp_ports[1]} has ({ports}); set "
-                                  f"RTC_MAX_SESSIONS <= {ports} or widen RTC_UDP_PORTS")
-
-    def _validate_backends(self) -> None:
-        from .engine.backends import BACKENDS, PRECISIONS
-
-        if self.backend not in ("auto", *BACKENDS):
-            raise ConfigError(f"backend {self.backend!r} is not one of auto, {', '.join(BACKENDS)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        for provider in self.providers:
-            if not provider.endswith("ExecutionProvider"):
-                raise ConfigError(f"provider {provider!r} is not an onnxruntime execution provider name "
-                                  "(like CUDAExecutionProvider)")
-        if self.providers and self.backend == "openvino":
-            raise ConfigError("providers are onnxruntime execution providers; backend is openvino")
-
 
 def _parse_model(text: str) -> Path | str:
     """A plain path stays a ``Path``; a URL or a path with ``#options`` stays text (a spec)."""
@@ -418,8 +444,6 @@ def _parse_bool(text: str) -> bool:
 
 
 def _parse_sources(text: str) -> tuple[Any, ...]:
-    from .ingest.spec import parse_sources
-
     return parse_sources(text)
 
 
@@ -462,7 +486,6 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
                "or a JSON list (replaces --model)"),
     "model_cache": (Path, "folder for downloaded models (default ~/.cache/rtc-yolo/models)"),
     "model_fetch_timeout": (float, "seconds a model download may stall or retry before start-up fails"),
-    # ----- behind real infrastructure (issue 14) -----
     "trusted_proxies": (_parse_addresses, "comma-separated CIDRs of proxies whose X-Forwarded-*/Forwarded "
                         "headers are believed"),
     "turn_secret": (str, "TURN REST shared secret (coturn static-auth-secret): short-lived TURN credentials"),
@@ -478,7 +501,6 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "max_fps": (float, "detections/s per stream at most (0: no cap)"),
     "predict_queue": (int, "/predict requests that may wait; beyond it 503 overloaded"),
     "predict_max_wait": (float, "seconds a /predict request may wait before 503 overloaded"),
-    # ----- pull sources (issue 13) -----
     "sources": (_parse_sources, "streams to pull from the start: comma-separated URLs or a JSON list"),
     "source_allow_networks": (_parse_addresses, "comma-separated CIDRs pull sources may be in though not public"),
     "source_allow_file": (_parse_bool, "true: pull URLs may be file: (local files)"),

@@ -2,7 +2,9 @@
 
 Names follow Prometheus conventions: ``rtc_`` prefix, ``_total`` counters, ``_seconds``
 histograms. Sessions report into this object; nothing here reaches into sessions except
-the active-session gauge, which reads the registry's size when scraped.
+the live gauges (``count_sessions``, ``count_subscribers``), which read what the composition root hands them (the
+registry's size, the subscriptions being served) when scraped. The root also makes this
+object the scheduler's observer; it does not do so itself.
 """
 
 from __future__ import annotations
@@ -69,10 +71,10 @@ class _BusyCollector(Collector):
 
 
 class Metrics:
-    """The server's Prometheus metrics; also the scheduler's ``SchedulerObserver``."""
+    """The server's Prometheus metrics; also a ``SchedulerObserver`` (the root sets it as
+    the scheduler's ``observer``)."""
 
-    def __init__(self, active_sessions: Callable[[], int], models: Iterable[ModelInfo],
-                 release_counts: Callable[[], Mapping[str, int]] | None = None,
+    def __init__(self, models: Iterable[ModelInfo], release_counts: Callable[[], Mapping[str, int]] | None = None,
                  scheduler: Scheduler | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -93,8 +95,6 @@ class Metrics:
                   registry=r).set_function(scheduler.busy_ratio)
             r.register(_LaneRateCollector(scheduler))
             r.register(_BusyCollector(scheduler))
-            scheduler.observer = self
-        Gauge("rtc_sessions_active", "Peer sessions currently live", registry=r).set_function(active_sessions)
         self.sessions_total = Counter("rtc_sessions_total", "Peer sessions created", registry=r)
         self.frames_received = Counter("rtc_frames_received_total", "Video frames decoded and received", registry=r)
         self.frames_processed = Counter("rtc_frames_processed_total", "Frames run through the detector", registry=r)
@@ -116,12 +116,22 @@ class Metrics:
             "rtc_pull_open_failures_total", "Pull source connections that failed to open, by kind (refused: "
             "the SSRF policy; resolve, connection, timeout, tls, http_status, not_found, no_video, invalid_data, "
             "protocol_unavailable, other)", ["kind"], registry=r)
-        self.pull_frames_skipped = Counter(
-            "rtc_pull_frames_skipped_total", "Frames a pull source decoded and replaced with a newer one before "
-            "the event loop took them", registry=r)
         self.sink_skipped = Counter("rtc_sink_messages_skipped_total",
                                     "Detection messages a sink skipped instead of queueing (e.g. a congested "
                                     "data channel)", ["sink"], registry=r)
+        # ----- consumers (issue 13) -----
+        self.subscriber_lost = Counter("rtc_subscriber_messages_lost", "Messages dropped (oldest first) for "
+                                       "SSE/WebSocket subscribers that read slower than detections are made",
+                                       ["kind"], registry=r)
+
+    def count_sessions(self, live: Callable[[], int]) -> None:
+        """``rtc_sessions_active``: ``live()`` (the registry's size) read at scrape time."""
+        Gauge("rtc_sessions_active", "Peer sessions currently live", registry=self.registry).set_function(live)
+
+    def count_subscribers(self, live: Callable[[], int]) -> None:
+        """``rtc_subscribers_active``: ``live()`` (subscriptions being served) read at scrape time."""
+        Gauge("rtc_subscribers_active", "SSE and WebSocket subscriptions being served",
+              registry=self.registry).set_function(live)
 
     def count_error(self, kind: str) -> None:
         """``rtc_errors_total{kind}``: ``http_<error>`` from the HTTP layer, ``session_<what>``

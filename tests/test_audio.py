@@ -19,8 +19,8 @@ from aiohttp import web
 
 from drivers.client import DetectionClient, ImageTrack, ToneTrack
 from drivers.whip_client import WhipClient
+from rtc_server.signaling.context import REGISTRY
 from rtc_server.webrtc.peer import AudioPolicy, PeerSource
-from signaling.context import REGISTRY
 
 from .helpers import ServerFactory, serve, wait_for
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
-from signaling.context import REGISTRY
+from rtc_server.signaling.context import REGISTRY
 
 from .helpers import FIXTURES, ClientFactory, wait_ready
 from .sdp import make_offer, only_unsupported_video_codecs

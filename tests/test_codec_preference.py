@@ -61,7 +61,7 @@ async def test_offer_without_video_is_still_refused(
     import aiohttp
     from aiortc import RTCPeerConnection
 
-    from signaling.context import REGISTRY
+    from rtc_server.signaling.context import REGISTRY
 
     app = make_app()
     url = await serve(aiohttp_server, app)

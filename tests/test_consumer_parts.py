@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
+from rtc_server.signaling.tokens import SessionTokens
 from rtc_server.streams.sinks import Subscriber, SubscriptionEnded
 from rtc_server.streams.snapshot import UnsupportedFrame, encode_jpeg, to_bgr
 from rtc_server.streams.stats import MAX_ENTRIES, StreamStats
-from signaling.tokens import SessionTokens
 
 
 async def test_subscriber_is_bounded_newest_wins_and_drains_on_close() -> None:

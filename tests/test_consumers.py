@@ -24,9 +24,9 @@ from rtc_server.config import Settings
 from rtc_server.engine.detector import Detector
 from rtc_server.engine.sources import parse_specs
 from rtc_server.engine.yolo import Thresholds
+from rtc_server.signaling.context import REGISTRY
+from rtc_server.signaling.events import SUBSCRIPTIONS
 from rtc_server.streams.stream import Stream
-from signaling.context import REGISTRY
-from signaling.events import SUBSCRIPTIONS
 
 from .derived_models import class_subset
 from .helpers import ServerFactory, serve, wait_for

@@ -18,8 +18,8 @@ from aiohttp import web
 from aiortc.rtcsctptransport import DataChunk, ForwardTsnChunk
 
 from drivers.client import DetectionClient, ImageTrack
+from rtc_server.signaling.context import REGISTRY
 from rtc_server.webrtc.peer import MAX_BUFFERED_BYTES, PeerSource
-from signaling.context import REGISTRY
 
 from .helpers import ServerFactory, scrape, serve, wait_for
 

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtc_server.engine.yolo import Thresholds
+from rtc_server.signaling.context import INFERENCE, REGISTRY
 from rtc_server.streams.control import Config, ControlError, Ping, Report, StreamSettings, parse_control
-from signaling.context import INFERENCE, REGISTRY
 
 from .sdp import make_offer
 

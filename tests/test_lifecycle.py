@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from drivers.client import DetectionClient, ImageTrack
-from signaling.context import REGISTRY
+from rtc_server.signaling.context import REGISTRY
 
 from .helpers import FIXTURES, ServerFactory, ServerProcess, free_port, http_get, parse_metrics, serve, wait_for
 from .sdp import make_offer

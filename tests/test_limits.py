@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.config import Settings
-from signaling.context import REGISTRY
+from rtc_server.signaling.context import REGISTRY
 
 from .helpers import ClientFactory, ServerFactory, serve, wait_ready
 from .sdp import make_offer

@@ -24,7 +24,7 @@ from rtc_server.config import Settings
 from rtc_server.engine.catalog import ModelCatalog
 from rtc_server.engine.sources import parse_specs
 from rtc_server.models import sha256_of
-from signaling.context import INFERENCE, REGISTRY
+from rtc_server.signaling.context import INFERENCE, REGISTRY
 
 from .conftest import FIXTURES
 from .derived_models import class_subset, fails_at_run

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,12 @@ def test_installed_wheel_serves_the_page(tmp_path: Path, model_file: Path) -> No
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
                    check=True, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("rtc_yolo-*.whl")
+    # One top-level package: the HTTP face is rtc_server.signaling, inside the runtime package.
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert tops == {"rtc_server"}, tops
+    assert any(n.startswith("rtc_server/signaling/") for n in names)
     prefix = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True, timeout=120)
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(prefix), str(wheel)],

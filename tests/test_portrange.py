@@ -18,9 +18,9 @@ from aiortc import RTCPeerConnection
 
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.config import ConfigError, Settings, load_settings
+from rtc_server.signaling.context import REGISTRY
 from rtc_server.webrtc.ice import advertise_address, rtc_configuration, use_host_addresses
 from rtc_server.webrtc.portrange import bind_in_range, use_udp_ports
-from signaling.context import REGISTRY
 
 from .helpers import ServerFactory, ServerProcess, free_udp_range, require_root_tools, serve, wait_ready
 from .sdp import make_offer

@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from drivers.client import DetectionClient, ImageTrack
+from rtc_server.signaling.context import REGISTRY
 from rtc_server.webrtc.ice import use_host_addresses
-from signaling.context import REGISTRY
 
 from .helpers import FIXTURES, ROOT, ServerFactory, ServerProcess, self_signed, serve, wait_for, wait_ready
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 
 from rtc_server.config import ConfigError, Settings, load_settings
-from signaling.proxies import AccessLogger, client_of, parse_node
+from rtc_server.signaling.proxies import AccessLogger, client_of, parse_node
 
 from .helpers import ClientFactory, ServerFactory, wait_for, wait_ready
 
@@ -98,7 +98,7 @@ async def test_logs_name_the_client_not_the_proxy(
         # aiohttp writes the access line once the answer has been sent.
         await wait_for(lambda: sum(r.name == "aiohttp.access" for r in caplog.records) >= 2)
     access = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
-    errors = [r.getMessage() for r in caplog.records if r.name == "signaling.errors"]
+    errors = [r.getMessage() for r in caplog.records if r.name == "rtc_server.signaling.errors"]
     assert access and all(line.startswith("198.51.100.44 ") for line in access), access
     assert any("198.51.100.44 POST /offer -> 429" in line for line in errors), errors
 

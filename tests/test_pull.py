@@ -11,17 +11,22 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from aiohttp import web
 
+from rtc_server.engine.detector import DetectionResult, Detector
+from rtc_server.engine.yolo import Thresholds
 from rtc_server.ingest.source import PullSource
+from rtc_server.signaling.context import REGISTRY
 from rtc_server.streams.stream import Stream
-from signaling.context import REGISTRY
 from tests.helpers import ListSink, scrape, serve, wait_for
 from tests.pull_media import LiveHls, MediaProcess, make_clip, make_hls, media_server, rtsp_server
 
@@ -249,3 +254,70 @@ async def test_a_frozen_rtsp_server_is_a_drop_after_the_read_timeout(
         await wait_for(lambda: "bus" in sink.labels_from(seen), 60)
         assert app[REGISTRY].get(stream_id) is stream
         await stream.close("closed by test")
+
+
+class SlowDetector:
+    """The real detector behind a fixed extra delay per call, counting the frames it ran:
+    a model slower than the source's frame rate."""
+
+    def __init__(self, inner: Detector, delay_s: float) -> None:
+        self._inner = inner
+        self.info = inner.info
+        self._delay_s = delay_s
+        self._lock = threading.Lock()
+        self.taken = 0
+
+    def detect(self, images: Sequence[np.ndarray], thresholds: Sequence[Thresholds]) -> list[DetectionResult]:
+        with self._lock:
+            self.taken += len(images)
+        time.sleep(self._delay_s)
+        return self._inner.detect(images, thresholds)
+
+    def warmup(self) -> None:
+        self._inner.warmup()
+
+
+async def test_a_pull_stream_reports_every_dropped_frame_once(
+        aiohttp_server: Any, make_app: Callable[..., web.Application], detector: Detector, media: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames decoded faster than the model takes them (a 15 fps clip, a model at ~3/s, and
+    an event loop that is busy for a while) pass one newest-wins slot: ``GET /sessions``,
+    ``GET /streams`` and Prometheus report drops equal to frames decoded minus frames taken,
+    within what is in flight (one frame in the mailbox, one in the model)."""
+    decoded = 0
+    hand_over = PullSource._offer
+
+    def counting(self: PullSource, frame: Any, pts: int | None) -> None:  # in the source's thread
+        nonlocal decoded
+        decoded += 1
+        hand_over(self, frame, pts)
+
+    monkeypatch.setattr(PullSource, "_offer", counting)
+    model = SlowDetector(detector, 0.3)
+    app = make_app(model, source_allow_file=True)
+    url = await serve(aiohttp_server, app)
+    async with aiohttp.ClientSession() as http:
+        stream_id = await start_stream(http, url, {"url": f"file://{media / 'bus.mp4'}", "loop": True})
+        _, sink = watch(app, stream_id)
+        await wait_for(lambda: len(sink.messages) >= 2, 30)
+        for _ in range(3):  # the event loop busy (a long handler, a GC pause): frames keep coming
+            time.sleep(0.5)  # noqa: ASYNC251 - blocking the loop is the point
+            await asyncio.sleep(0.05)
+        await wait_for(lambda: decoded >= 60, 30)
+        decoded_before, taken_before = decoded, model.taken
+        sessions = (await (await http.get(f"{url}/sessions")).json())["sessions"]
+        listed = (await (await http.get(f"{url}/streams/{stream_id}")).json())["counts"]
+        metrics = await scrape(url)
+        decoded_after, taken_after = decoded, model.taken
+        (frames,) = [s["frames"] for s in sessions if s["id"] == stream_id]
+        in_flight = 3  # one decoded and not yet handed over, one in the mailbox, one taken not yet in the model
+        assert decoded_before <= frames["received"] <= decoded_after, (frames, decoded_before, decoded_after)
+        assert decoded_before - taken_after - in_flight <= frames["dropped"] <= decoded_after - taken_before, (
+            frames, decoded_before, decoded_after, taken_before, taken_after)
+        assert frames["dropped"] > 0.5 * frames["received"], frames  # the model really was the slower
+        assert frames["dropped"] <= listed["dropped"] <= metrics["rtc_frames_dropped_total"], (frames, listed)
+        assert listed["dropped"] <= decoded_after - taken_before
+        assert metrics["rtc_frames_dropped_total"] <= decoded - taken_before
+        assert "rtc_pull_frames_skipped_total" not in metrics  # no second slot, no second count
+        async with http.delete(f"{url}/streams/{stream_id}") as response:
+            assert response.status == 204

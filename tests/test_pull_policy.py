@@ -27,7 +27,7 @@ from rtc_server.ingest.policy import SourcePolicy, UrlRefused
 from rtc_server.ingest.reader import MAX_PACING_LAG, Pacer, describe, ffmpeg_input_protocols
 from rtc_server.ingest.source import PullSource, backoff_delay
 from rtc_server.ingest.spec import SpecError, parse_pull_spec, parse_sources
-from signaling.context import REGISTRY
+from rtc_server.signaling.context import REGISTRY
 from tests.helpers import ROOT, free_port, serve, wait_for
 from tests.pull_media import make_clip
 
@@ -418,6 +418,7 @@ def test_ingest_imports_no_transport_or_http_face() -> None:
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert name.split(".")[0] not in ("aiortc", "aioice", "aiohttp", "signaling"), (path, name)
+                assert "signaling" not in name.split("."), (path, name)
                 assert "webrtc" not in name, (path, name)
 
 

@@ -24,14 +24,15 @@ import pytest
 from aiohttp import web
 
 from drivers.client import DetectionClient, ImageTrack
+from rtc_server.app import build_registry
 from rtc_server.config import Settings
 from rtc_server.engine.catalog import ModelCatalog
 from rtc_server.engine.detector import DetectionResult, Detector
 from rtc_server.engine.scheduler import Scheduler, SchedulerConfig, plan_workers
 from rtc_server.engine.yolo import Thresholds
+from rtc_server.signaling.context import INFERENCE
 from rtc_server.streams.registry import StreamRegistry
 from rtc_server.streams.stream import Stream
-from signaling.context import INFERENCE
 from tests.conftest import FIXTURES
 from tests.helpers import ListSink, ServerFactory, serve, wait_for
 
@@ -107,7 +108,7 @@ async def lanes(gated: GatedDetector, model_file: Path,
                 request: pytest.FixtureRequest) -> AsyncIterator[tuple[Scheduler, StreamRegistry]]:
     config = getattr(request, "param", SchedulerConfig())
     scheduler = Scheduler(ModelCatalog.of(gated), config)
-    registry = StreamRegistry(Settings(model=model_file, max_sessions=8), scheduler)
+    registry = build_registry(Settings(model=model_file, max_sessions=8), scheduler)
     yield scheduler, registry
     for _ in range(16):  # let any held call finish so the workers can stop
         gated.release()

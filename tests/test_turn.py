@@ -30,6 +30,7 @@ from aiohttp import web
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.config import ConfigError, Settings, load_settings
 from rtc_server.webrtc.turn import ice_servers, turn_credential
+from rtc_server.wiring import ice_server_config
 
 from .browser_env import loopback_only_network
 from .coturn import Coturn, close_allocation, loopback_config, missing
@@ -50,7 +51,7 @@ def test_credentials_follow_the_turn_rest_scheme() -> None:
     assert credential == expected
     settings = Settings(ice_servers=({"urls": "stun:stun.example:3478"},), turn_secret="s3cret",
                         turn_urls=("turn:turn.example:3478", "turns:turn.example:5349?transport=tcp"), turn_ttl=60)
-    servers = ice_servers(settings, "session-x")
+    servers = ice_servers(ice_server_config(settings), "session-x")
     assert servers[0] == {"urls": "stun:stun.example:3478"}
     assert servers[1]["urls"] == list(settings.turn_urls)
     expiry, user = servers[1]["username"].split(":")

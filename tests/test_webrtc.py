@@ -14,7 +14,7 @@ from aiohttp import web
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.engine.detector import DetectionResult, Detector
 from rtc_server.engine.yolo import Thresholds
-from signaling.context import REGISTRY
+from rtc_server.signaling.context import REGISTRY
 
 from .helpers import ServerFactory, scrape, serve, wait_for
 

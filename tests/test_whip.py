@@ -14,9 +14,9 @@ from aiortc import RTCPeerConnection
 from drivers.client import ImageTrack, ToneTrack
 from drivers.sinks import CollectingSink
 from drivers.whip_client import WhipClient, WhipError, sdpfrag, split_candidates
+from rtc_server.signaling.context import REGISTRY
+from rtc_server.signaling.whip import entity_tag, ice_server_links
 from rtc_server.webrtc.ice import rtc_configuration
-from signaling.context import REGISTRY
-from signaling.whip import entity_tag, ice_server_links
 
 from .helpers import ServerFactory, open_udp_sockets, serve
 

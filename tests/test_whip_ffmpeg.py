@@ -27,8 +27,8 @@ from aiohttp import web
 
 from drivers.ffmpeg_whip import write_certificate
 from drivers.sinks import CollectingSink
+from rtc_server.signaling.context import REGISTRY
 from rtc_server.webrtc import dtls
-from signaling.context import REGISTRY
 
 from .helpers import FIXTURES, ROOT, ServerFactory, cannot_run, open_udp_sockets, serve, wait_for
 

@@ -33,8 +33,8 @@ from aiohttp import web
 from drivers.sinks import CollectingSink
 from rtc_server.app import create_app
 from rtc_server.config import Settings
+from rtc_server.signaling.context import INFERENCE, REGISTRY
 from rtc_server.webrtc import dtls
-from signaling.context import INFERENCE, REGISTRY
 from tests.helpers import FIXTURES, ROOT, open_udp_sockets
 
 SERVER, CLIENT = "127.0.0.3", "127.0.0.2"

@@ -47,8 +47,8 @@ from bench.experiments.marker_common import (
 )
 from rtc_server.app import create_app
 from rtc_server.config import Settings
+from rtc_server.signaling.context import REGISTRY
 from rtc_server.webrtc.marker_release import use_marker_release
-from signaling.context import REGISTRY
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 DEVTOOLS_PORT = 9333

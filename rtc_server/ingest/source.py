@@ -1,5 +1,5 @@
 """``PullSource``: a pulled URL as a stream's source — its thread, its reconnects, the hand-over
-of frames to the event loop.
+of frames to the stream.
 
 ::
 
@@ -7,13 +7,16 @@ of frames to the event loop.
     ----------                                   ------------------------------
     _run task: connect ──submit──────────────►   Connection.run(): open, demux, decode, pace
                ◄── opened (call_soon_threadsafe)        │ each frame: _offer()
-    _deliver(): Stream.push(newest) ◄── one pending slot ┘ (a newer frame replaces it)
+    Scheduler ──take()──► the stream's mailbox ◄────────┘ Stream.push_threadsafe (newest wins)
                ◄── ConnectionResult (the connection ended)
     ended: file over -> close the stream (or loop); dropped/failed -> backoff, reconnect
 
-The thread never waits for the loop and never queues: there is one pending frame, and a
-frame decoded before the loop took the previous one replaces it (counted in
-``rtc_pull_frames_skipped_total``). So a busy loop costs frames, never memory or latency.
+The thread never waits for the loop and never queues: each decoded frame goes straight into
+the stream's one newest-wins mailbox, the same slot a WebRTC peer's frames go to, and a
+frame the model has not taken yet when the next arrives is dropped and counted there (the
+stream's ``dropped``: ``GET /sessions``, ``GET /streams``, ``rtc_frames_dropped_total``).
+The loop is woken only when a frame finds the mailbox empty. So a busy loop or a slow model
+costs frames, never memory or latency.
 
 Reconnecting: a live source that drops or fails is opened again after a backoff delay that
 doubles from ``reconnect_min`` up to ``reconnect_max``, with jitter (half the delay is
@@ -39,12 +42,11 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import av
 
-from ..config import ConfigError, Settings
 from ..engine.scheduler import VideoFrameLike
 from ..logs import session_logger
 from ..metrics import Metrics
@@ -52,7 +54,7 @@ from ..streams.registry import StreamRegistry
 from ..streams.stream import Stream
 from .policy import ResolveError, SourcePolicy, SourceUrl, UrlRefused
 from .reader import Connection, ConnectionResult, OpenedInfo, Timeouts, describe, failure_kind, require_protocol
-from .spec import PullSpec, SpecError, parse_pull_spec
+from .spec import PullSpec
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +76,14 @@ class PullLimits:
     #: A connection that delivered frames this long resets the backoff.
     healthy_after: float = 10.0
 
-    @classmethod
-    def of(cls, settings: Settings) -> PullLimits:
-        return cls(open_timeout=settings.source_open_timeout, read_timeout=settings.source_read_timeout,
-                   reconnect_max=settings.source_reconnect_max)
+
+@dataclass(frozen=True)
+class PullConfig:
+    """What opening a pull stream needs (set by the composition root from ``RTC_SOURCE_*``):
+    which URLs may be pulled, and the timeouts and backoff of each source."""
+
+    policy: SourcePolicy = field(default_factory=lambda: SourcePolicy.of(()))
+    limits: PullLimits = field(default_factory=PullLimits)
 
 
 def backoff_delay(attempt: int, low: float, high: float, rand: Callable[[], float] = random.random) -> float:
@@ -114,8 +120,6 @@ class PullSource:
         self._connection: Connection | None = None
         self._job: Future[ConnectionResult] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: tuple[av.VideoFrame, int | None] | None = None
-        self._pending_lock = threading.Lock()
         self._first = asyncio.Event()
         self._first_error: BaseException | None = None
 
@@ -220,24 +224,15 @@ class PullSource:
         self._first_outcome(None)
 
     def _offer(self, frame: av.VideoFrame, pts: int | None) -> None:
-        """In the thread: leave ``frame`` for the loop, replacing one it has not taken yet."""
-        with self._pending_lock:
-            replaced = self._pending is not None
-            self._pending = (frame, pts)
-        if replaced:
-            self._metrics.pull_frames_skipped.inc()
-        else:
-            self._call_soon(self._deliver)
-
-    def _deliver(self) -> None:
-        with self._pending_lock:
-            item, self._pending = self._pending, None
-        if item is not None and not self._stream.closed:
-            self.frames += 1
-            frame, pts = item
-            # PyAV's stub gives to_ndarray a positional ``channel_last`` and ``format`` as a
-            # keyword, which VideoFrameLike (engine) spells as a positional: the same call.
-            self._stream.push(cast(VideoFrameLike, frame), pts)
+        """In the thread: hand ``frame`` to the stream's mailbox, replacing one not taken yet."""
+        if self._stream.closed:
+            return
+        assert self._loop is not None
+        self.frames += 1  # written by this thread only; the loop reads it
+        # PyAV's stub gives to_ndarray a positional ``channel_last`` and ``format`` as a
+        # keyword, which VideoFrameLike (engine) spells as a positional: the same call.
+        if not self._stream.push_threadsafe(cast(VideoFrameLike, frame), pts, self._loop):
+            self._stop.set()  # the loop is closed: the server is gone, so is the stream
 
     def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None
@@ -258,14 +253,14 @@ class PullSource:
         }
 
 
-async def open_pull_stream(registry: StreamRegistry, settings: Settings, spec: PullSpec, *,
+async def open_pull_stream(registry: StreamRegistry, config: PullConfig, spec: PullSpec, *,
                            wait: bool = True) -> Stream:
     """A new stream fed by ``spec.url``. Checks the URL first (``UrlRefused``; for a host name
     every address it resolves to), then takes a slot (``ServerFull``). With ``wait`` the
     first connection must open (``SourceOpenError``, ``UrlRefused`` for what the source
     itself pointed at — an HLS segment, a redirect); on failure nothing is left. Without
     it (``RTC_SOURCES``) the stream keeps trying in the background."""
-    policy = SourcePolicy.of(settings.source_allow_networks, settings.source_allow_file)
+    policy = config.policy
     url = policy.parse(spec.url)
     if url.scheme == "srt":
         try:
@@ -279,7 +274,7 @@ async def open_pull_stream(registry: StreamRegistry, settings: Settings, spec: P
             raise SourceOpenError(str(exc), "resolve") from exc
     stream = registry.open("pull", spec.settings(registry.defaults()))
     try:
-        source = PullSource(stream, spec, url, policy, PullLimits.of(settings), registry.metrics, fail_fast=wait)
+        source = PullSource(stream, spec, url, policy, config.limits, registry.metrics, fail_fast=wait)
         stream.attach(source)
         stream.start()
         source.start()
@@ -292,20 +287,14 @@ async def open_pull_stream(registry: StreamRegistry, settings: Settings, spec: P
     return stream
 
 
-def start_configured_sources(registry: StreamRegistry, settings: Settings, models: Sequence[str],
+def start_configured_sources(registry: StreamRegistry, config: PullConfig, specs: Sequence[PullSpec],
                              ) -> Callable[[object], Coroutine[Any, Any, None]]:
-    """An app start-up hook opening ``RTC_SOURCES``. Their models are checked now (raising
-    ``ConfigError``: the server does not start half-configured); each stream then connects
+    """An app start-up hook opening ``RTC_SOURCES`` (parsed, their models checked, by the
+    composition root: the server does not start half-configured); each stream then connects
     in the background and keeps retrying, as a camera may come up after the server."""
-    specs = []
-    for index, entry in enumerate(settings.sources):
-        try:
-            specs.append(parse_pull_spec(entry, models))
-        except SpecError as exc:
-            raise ConfigError(f"sources[{index}]: {exc}") from exc
 
     async def start(_app: object) -> None:
         for spec in specs:
-            await open_pull_stream(registry, settings, spec, wait=False)
+            await open_pull_stream(registry, config, spec, wait=False)
 
     return start

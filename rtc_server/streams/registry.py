@@ -13,9 +13,8 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 
-from ..config import Settings
 from ..engine.scheduler import Scheduler
 from ..engine.yolo import Thresholds
 from ..metrics import Metrics
@@ -49,16 +48,21 @@ class Draining(ServerFull):
 
 
 class StreamRegistry:
-    def __init__(self, settings: Settings, scheduler: Scheduler,
-                 release_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
-        self._settings = settings
+    """Every live stream, under one cap. Everything it hands a new stream — the scheduler,
+    the metrics, the defaults and limits — is built by the composition root and handed in."""
+
+    def __init__(self, scheduler: Scheduler, metrics: Metrics, *, max_sessions: int = 16,
+                 defaults: StreamSettings | None = None, limits: StreamLimits | None = None) -> None:
         self._scheduler = scheduler
+        self.metrics = metrics
+        #: Live streams at most (0: no cap); whatever the source, every stream counts.
+        self.max_sessions = max_sessions
+        self._defaults = defaults or StreamSettings(Thresholds())
+        self._limits = limits or StreamLimits()
         self._streams: dict[str, Stream] = {}
         self._collect_pending = False
         self._draining = False
         self._emptied: asyncio.Event | None = None
-        self.metrics = Metrics(lambda: len(self._streams), [d.info for d in scheduler.models], release_counts,
-                               scheduler=scheduler)
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -71,8 +75,7 @@ class StreamRegistry:
 
     def defaults(self) -> StreamSettings:
         """The settings a new stream starts with: the server's thresholds, the default model."""
-        s = self._settings
-        return StreamSettings(Thresholds(conf=s.conf, iou=s.iou, max_det=s.max_det))
+        return self._defaults
 
     def open(self, source_kind: str, stream_settings: StreamSettings | None = None) -> Stream:
         """A new stream, holding a slot until it closes; ``stream_settings`` (e.g. the model
@@ -85,17 +88,16 @@ class StreamRegistry:
         """
         if self._draining:
             raise Draining()
-        cap = self._settings.max_sessions
+        cap = self.max_sessions
         if cap and len(self._streams) >= cap:
             raise ServerFull(cap)
-        settings = self._settings
         stream = Stream(
             self._scheduler,
             stream_settings or self.defaults(),
             self.metrics,
             source_kind=source_kind,
             on_closed=self._forget,
-            limits=StreamLimits(message_rate=settings.message_rate, max_fps=settings.max_fps or None),
+            limits=self._limits,
         )
         self._streams[stream.id] = stream
         self.metrics.sessions_total.inc()
@@ -110,7 +112,7 @@ class StreamRegistry:
     @property
     def full(self) -> bool:
         """Every slot is taken: a new stream would be refused (readiness says so)."""
-        cap = self._settings.max_sessions
+        cap = self.max_sessions
         return bool(cap) and len(self._streams) >= cap
 
     @property

@@ -7,7 +7,7 @@ a small bounded queue and the newest message wins: when it is full, the oldest q
 message is dropped and counted in ``lost``. A detection about a frame a second ago is
 worth less than the one about the frame now, the same rule as the frame mailbox.
 
-The transport (``signaling/events.py``) pumps ``next()`` into its connection; this module
+The transport (``rtc_server/signaling/events.py``) pumps ``next()`` into its connection; this module
 knows nothing of HTTP. ``close()`` — called by the stream's one close path, or by the
 server shutting down — ends the subscription: ``next()`` hands out what is still queued,
 then raises ``SubscriptionEnded``.

@@ -14,6 +14,7 @@ entries inside the window.
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,17 +27,23 @@ MAX_ENTRIES = 1200
 
 
 class _Window:
-    """``(t, value)`` pairs of the last ``MAX_ENTRIES`` events; old ones age out on read."""
+    """``(t, value)`` pairs of the last ``MAX_ENTRIES`` events; old ones age out on read.
+
+    Locked: a pull source's reader thread adds its received frames while the event loop
+    reads the window (iterating a deque another thread appends to raises)."""
 
     def __init__(self) -> None:
         self._entries: deque[tuple[float, float]] = deque(maxlen=MAX_ENTRIES)
+        self._lock = threading.Lock()
 
     def add(self, t: float, value: float = 0.0) -> None:
-        self._entries.append((t, value))
+        with self._lock:
+            self._entries.append((t, value))
 
     def recent(self, now: float, window: float) -> list[tuple[float, float]]:
         start = now - window
-        return [e for e in self._entries if e[0] >= start]
+        with self._lock:
+            return [e for e in self._entries if e[0] >= start]
 
 
 def _rate(entries: list[tuple[float, float]], now: float, window: float, since: float) -> float:

@@ -8,6 +8,10 @@ its *sinks* (the peer's data channel, SSE/WebSocket subscribers in ``sinks.py``)
     source --push()--> FrameMailbox (newest wins) <--take()-- Scheduler (engine, shared)
                                                    --deliver()--> detection message --> every sink
 
+A source with a thread of its own (a pulled URL) puts from that thread with
+``push_threadsafe``: into the same one mailbox, so every source's frames pass exactly one
+newest-wins slot and every view reports the one drop count.
+
 The stream is a ``Lane`` of the scheduler (``peek``/``take``/``deliver``/``fail``): it
 registers when it starts and leaves on close, and it has no task of its own for frames —
 nothing per frame is queued anywhere, so the frame that runs is the newest at dispatch.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -119,6 +124,7 @@ class Stream:
         self._metrics = metrics
         self._on_closed = on_closed
         self._mailbox: FrameMailbox[ReceivedFrame] = FrameMailbox()
+        self._receive_lock = threading.Lock()
         self._sinks: list[Sink] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: asyncio.Task[None] | None = None
@@ -183,14 +189,40 @@ class Stream:
 
     # ----- frames in -----------------------------------------------------------------------
     def push(self, frame: VideoFrameLike, pts: int | None) -> None:
-        """A decoded frame from the source; replaces any frame not yet taken."""
-        item = ReceivedFrame(self._next_frame_id, frame, pts, time.perf_counter())
-        self.latest_frame = item
-        self.stats.received(item.received_at)
-        if self._mailbox.put(item):
+        """A decoded frame from the source, on the event loop; replaces any frame not yet taken."""
+        self._receive(frame, pts)
+        self._arrived()
+
+    def push_threadsafe(self, frame: VideoFrameLike, pts: int | None, loop: asyncio.AbstractEventLoop) -> bool:
+        """A decoded frame from a source's own thread (a pull reader), straight into the
+        stream's one mailbox: newest wins there, and its drop is counted there, once.
+
+        The loop is woken (the scheduler notified) only when the frame found the mailbox
+        empty; a frame that replaced one not yet taken needs no wake-up of its own — the
+        scheduler already knows this stream has a frame waiting — so nothing is queued per
+        frame, however busy the loop. False once the loop is gone (the server stopped)."""
+        if self.closed or self._receive(frame, pts):
+            return True
+        try:
+            loop.call_soon_threadsafe(self._arrived)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
+    def _receive(self, frame: VideoFrameLike, pts: int | None) -> bool:
+        """Number the frame, note it, put it in the mailbox; True if it replaced one."""
+        with self._receive_lock:  # the frame ids and the stats: a source thread or the loop
+            item = ReceivedFrame(self._next_frame_id, frame, pts, time.perf_counter())
+            self._next_frame_id += 1
+            self.latest_frame = item
+            self.stats.received(item.received_at)
+            dropped = self._mailbox.put(item)
+        if dropped:
             self._metrics.frames_dropped.inc()
         self._metrics.frames_received.inc()
-        self._next_frame_id += 1
+        return dropped
+
+    def _arrived(self) -> None:
         if not self.closed:
             self._scheduler.notify()
 
@@ -283,11 +315,16 @@ class Stream:
         return self._peeked[2]
 
     def take(self) -> Request | None:
-        """Called by the scheduler at dispatch: the newest frame at this moment."""
-        request = self.peek()
-        self._mailbox.take()
-        self._peeked = None
-        return request
+        """Called by the scheduler at dispatch: the newest frame at this moment (a source
+        thread may have replaced the one ``peek`` showed; that one is counted as dropped)."""
+        item = self._mailbox.take()
+        peeked, self._peeked = self._peeked, None
+        if item is None:
+            return None
+        settings = self.settings
+        if peeked is not None and peeked[0] is item and peeked[1] is settings:
+            return peeked[2]
+        return Request(item.frame, settings.thresholds, settings.model, item.received_at, tag=item)
 
     def deliver(self, request: Request, result: DetectionResult) -> None:
         if self.closed:

@@ -19,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
-from ..config import Settings
 from ..engine.scheduler import VideoFrameLike
 from ..logs import session_logger
 from ..streams.control import StreamSettings
@@ -36,7 +35,7 @@ from ..streams.stream import Stream
 from .codec_preference import prefer_cheap_video_decoder
 from .ice import advertise_address, filter_remote_candidates, rtc_configuration
 from .trickle import IceFragment, remote_ice_credentials
-from .turn import ice_servers
+from .turn import IceServerConfig, ice_servers
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +73,22 @@ class PeerLimits:
     #: Seconds without a video frame before the stream is reaped (a silent track).
     idle_timeout: float = 30.0
 
-    @classmethod
-    def of(cls, settings: Settings) -> PeerLimits:
-        return cls(connect_timeout=settings.connect_timeout, idle_timeout=settings.idle_timeout)
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """What ``answer_offer`` needs to build a peer: its limits and its ICE (set by the
+    composition root from ``RTC_*`` settings; the peer never sees the rest)."""
+
+    limits: PeerLimits = field(default_factory=PeerLimits)
+    #: Seconds the server may spend gathering its ICE candidates for one answer.
+    ice_gather_timeout: float = 10.0
+    #: Local addresses host candidates are offered on (empty: aioice's choice); remote
+    #: candidates are filtered to the same families.
+    ice_addresses: tuple[str, ...] = ()
+    #: Address advertised instead of the local one (1:1 NAT); empty: as they are.
+    public_address: str = ""
+    #: STUN/TURN servers, with a TURN credential made per session.
+    ice_servers: IceServerConfig = field(default_factory=IceServerConfig)
 
 
 #: Bytes a data channel may hold unsent before the sink skips messages: about four typical
@@ -300,7 +312,7 @@ class PeerSource:
         await self.pc.close()
 
 
-async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: str, kind: str = "offer",
+async def answer_offer(registry: StreamRegistry, config: PeerConfig, offer_sdp: str, kind: str = "offer",
                        stream_settings: StreamSettings | None = None) -> tuple[Stream, RTCSessionDescription]:
     """Answer an SDP offer with a new stream fed by a new peer. On failure nothing is left.
 
@@ -315,22 +327,22 @@ async def answer_offer(registry: StreamRegistry, settings: Settings, offer_sdp: 
     own TURN credential (``RTC_TURN_SECRET``) is made for it here.
     """
     stream = registry.open(kind, stream_settings)
-    configuration = rtc_configuration(ice_servers(settings, stream.id))
-    source = PeerSource(stream, RTCPeerConnection(configuration=configuration), PeerLimits.of(settings), kind,
-                        audio=AUDIO_POLICY.get(kind, AudioPolicy.DRAIN), ice_addresses=settings.ice_addresses)
+    configuration = rtc_configuration(ice_servers(config.ice_servers, stream.id))
+    source = PeerSource(stream, RTCPeerConnection(configuration=configuration), config.limits, kind,
+                        audio=AUDIO_POLICY.get(kind, AudioPolicy.DRAIN), ice_addresses=config.ice_addresses)
     stream.attach(source)
     try:
-        sdp = filter_remote_candidates(offer_sdp, settings.ice_addresses)
-        async with asyncio.timeout(settings.ice_gather_timeout):
+        sdp = filter_remote_candidates(offer_sdp, config.ice_addresses)
+        async with asyncio.timeout(config.ice_gather_timeout):
             answer = await source.accept(RTCSessionDescription(sdp=sdp, type="offer"))
-        if settings.public_address:  # 1:1 NAT: tell the peer the public address
-            answer = RTCSessionDescription(advertise_address(answer.sdp, settings.public_address), "answer")
+        if config.public_address:  # 1:1 NAT: tell the peer the public address
+            answer = RTCSessionDescription(advertise_address(answer.sdp, config.public_address), "answer")
         if "a=candidate:" not in answer.sdp:
             raise NoCandidates("no UDP port or relay is free for a new session (RTC_UDP_PORTS all taken?); "
                                "retry shortly")
     except TimeoutError as exc:
         await stream.close("ice gather timeout")
-        raise GatherTimeout(f"ICE gathering took over {settings.ice_gather_timeout} s "
+        raise GatherTimeout(f"ICE gathering took over {config.ice_gather_timeout} s "
                             "(is a configured STUN/TURN server unreachable?)") from exc
     except NoCandidates:
         await stream.close("no candidates")

@@ -21,9 +21,8 @@ import base64
 import hashlib
 import hmac
 import time
+from dataclasses import dataclass, field
 from typing import Any
-
-from ..config import Settings
 
 
 def turn_credential(secret: str, user: str, ttl: float, now: float | None = None) -> tuple[str, str]:
@@ -34,11 +33,25 @@ def turn_credential(secret: str, user: str, ttl: float, now: float | None = None
     return username, base64.b64encode(digest).decode("ascii")
 
 
-def ice_servers(settings: Settings, user: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class IceServerConfig:
+    """The STUN/TURN servers pages and sessions are told of (set by the composition root)."""
+
+    #: ``RTC_ICE_SERVERS``: RTCIceServer dicts handed out as they are.
+    static: tuple[dict[str, Any], ...] = ()
+    #: ``RTC_TURN_SECRET``: signs a fresh credential per page and session; empty: none made.
+    turn_secret: str = field(default="", repr=False)
+    #: ``RTC_TURN_URLS``: the TURN server those credentials are for.
+    turn_urls: tuple[str, ...] = ()
+    #: ``RTC_TURN_TTL``: seconds a generated credential stays valid.
+    turn_ttl: int = 3600
+
+
+def ice_servers(config: IceServerConfig, user: str) -> list[dict[str, Any]]:
     """``RTC_ICE_SERVERS`` plus, with ``RTC_TURN_SECRET``, the TURN server with a fresh
     credential for ``user`` (a page or a session id: it shows in coturn's log)."""
-    servers = [dict(server) for server in settings.ice_servers]
-    if settings.turn_secret and settings.turn_urls:
-        username, credential = turn_credential(settings.turn_secret, user, settings.turn_ttl)
-        servers.append({"urls": list(settings.turn_urls), "username": username, "credential": credential})
+    servers = [dict(server) for server in config.static]
+    if config.turn_secret and config.turn_urls:
+        username, credential = turn_credential(config.turn_secret, user, config.turn_ttl)
+        servers.append({"urls": list(config.turn_urls), "username": username, "credential": credential})
     return servers

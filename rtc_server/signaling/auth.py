@@ -37,7 +37,7 @@ def require_token(request: web.Request, tokens: tuple[str, ...]) -> None:
 def require_session_access(request: web.Request, tokens: tuple[str, ...], session_tokens: SessionTokens,
                            session_id: str) -> None:
     """For routes that read one session (events, WebSocket, snapshot): the bearer token, or
-    ``?token=<session token>`` issued for this session (``signaling/tokens.py``) — what an
+    ``?token=<session token>`` issued for this session (``rtc_server/signaling/tokens.py``) — what an
     ``EventSource`` or an ``<img>`` can send. Open when no bearer token is configured."""
     if not tokens:
         return

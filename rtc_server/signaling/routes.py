@@ -17,16 +17,15 @@ from aiohttp import web
 
 from rtc_server.engine.images import EncodedImage, ImageDecodeError, ImageSizeError, check_image
 from rtc_server.engine.scheduler import Abandoned, Overloaded, SchedulerClosed
-from rtc_server.engine.yolo import Thresholds
 from rtc_server.metrics import CONTENT_TYPE
 from rtc_server.streams.messages import detection_message
 from rtc_server.webrtc.peer import answer_offer
 from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 
 from .auth import require_token
-from .context import INFERENCE, REGISTRY, SETTINGS, TOKENS
+from .context import API, INFERENCE, RATE_LIMITS, REGISTRY, TOKENS
 from .errors import ClientError
-from .limits import MAX_OFFER_BYTES, RATE_LIMITS, RateLimits, read_capped
+from .limits import MAX_OFFER_BYTES, read_capped
 from .models import check_model, list_models
 from .offers import parse_offer
 from .refusals import answer_refusals
@@ -40,7 +39,7 @@ IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
 def _guard(request: web.Request, route: str) -> None:
     """Rate limit first (cheapest, and it also slows token guessing), then auth."""
     request.app[RATE_LIMITS].check(route, request)
-    require_token(request, request.app[SETTINGS].auth_token)
+    require_token(request, request.app[API].auth_token)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -79,7 +78,7 @@ async def offer(request: web.Request) -> web.Response:
     _require_ready(request)
     with answer_refusals():
         stream, answer = await answer_offer(
-            registry, request.app[SETTINGS], offer_.sdp,
+            registry, request.app[API].peer, offer_.sdp,
             stream_settings=replace(registry.defaults(), model=model, max_fps=offer_.max_fps))
     token, expires = request.app[TOKENS].issue(stream.id)  # for ?token= on events/ws/snapshot
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id,
@@ -116,18 +115,17 @@ async def predict(request: web.Request) -> web.Response:
         scheduler.check_predict_room()  # a cheap refusal: nothing read, nothing decoded
     except Overloaded as exc:
         raise _overloaded(exc) from exc
-    settings = request.app[SETTINGS]
-    data = await read_capped(request, settings.max_body_bytes)
+    config = request.app[API]
+    data = await read_capped(request, config.max_body_bytes)
     try:
-        width, height = check_image(data, settings.max_image_pixels)
+        width, height = check_image(data, config.max_image_pixels)
     except ImageSizeError as exc:
         raise ClientError(413 if exc.too_large else 400, "image_too_large" if exc.too_large else "image_too_small",
                           str(exc)) from exc
     except ImageDecodeError as exc:
         raise ClientError(400, "bad_image", str(exc)) from exc
-    thresholds = Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det)
     try:
-        result = await scheduler.detect(EncodedImage(data, (width, height)), thresholds, model,
+        result = await scheduler.detect(EncodedImage(data, (width, height)), config.thresholds, model,
                                         wanted=lambda: _client_connected(request))
     except ImageDecodeError as exc:
         raise ClientError(400, "bad_image", str(exc)) from exc
@@ -147,7 +145,7 @@ async def ice_servers(request: web.Request) -> web.Response:
     relay as much as the server does. A static credential in ``RTC_ICE_SERVERS`` reaches every
     page; the generated one expires after ``RTC_TURN_TTL`` (rtc_server/webrtc/turn.py).
     """
-    servers = ice_servers_for(request.app[SETTINGS], f"page-{uuid.uuid4().hex[:12]}")
+    servers = ice_servers_for(request.app[API].peer.ice_servers, f"page-{uuid.uuid4().hex[:12]}")
     return web.json_response({"ice_servers": servers}, headers={"Cache-Control": "no-store"})
 
 
@@ -170,7 +168,7 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "failed", "detail": failures[0], "models": models}, status=503)
     if not inference.ready:
         return web.json_response({"status": "loading", "models": models}, status=503)
-    sessions = {"sessions": len(registry), "max_sessions": request.app[SETTINGS].max_sessions,
+    sessions = {"sessions": len(registry), "max_sessions": registry.max_sessions,
                 "load": inference.load()}
     if registry.draining:
         return web.json_response({"status": "draining", "models": models, **sessions}, status=503)
@@ -181,9 +179,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format. Open like the probes unless ``RTC_METRICS_AUTH=true``."""
-    settings = request.app[SETTINGS]
-    if settings.metrics_auth:
-        require_token(request, settings.auth_token)
+    config = request.app[API]
+    if config.metrics_auth:
+        require_token(request, config.auth_token)
     body = request.app[REGISTRY].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
@@ -196,15 +194,17 @@ METRICS_APP: web.AppKey[web.Application] = web.AppKey("metrics_app", web.Applica
 def metrics_app(app: web.Application) -> web.Application:
     """``/metrics`` alone, reading the same registry, for a port of its own."""
     separate = web.Application()
-    separate[SETTINGS] = app[SETTINGS]
+    separate[API] = app[API]
     separate[REGISTRY] = app[REGISTRY]
     separate.router.add_get("/metrics", metrics)
     return separate
 
 
 def setup_routes(app: web.Application) -> None:
-    static_dir = app[SETTINGS].static_dir
-    app[RATE_LIMITS] = RateLimits(app[SETTINGS])
+    """Register every route on ``app``. Handlers use only what the composition root set on
+    it before this call: ``API``, ``INFERENCE``, ``REGISTRY``, ``RATE_LIMITS``, ``TOKENS``,
+    ``SNAPSHOTS``, ``SUBSCRIPTIONS`` (``context.py``)."""
+    static_dir = app[API].static_dir
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(static_dir / "index.html")
@@ -216,7 +216,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    if app[SETTINGS].metrics_port:
+    if app[API].separate_metrics:
         app[METRICS_APP] = metrics_app(app)
     else:
         app.router.add_get("/metrics", metrics)

@@ -25,9 +25,9 @@ from rtc_server.ingest.spec import SpecError, parse_pull_spec
 from rtc_server.streams.stream import Stream
 
 from .auth import require_token
-from .context import INFERENCE, REGISTRY, SETTINGS
+from .context import API, INFERENCE, RATE_LIMITS, REGISTRY
 from .errors import ClientError
-from .limits import RATE_LIMITS, read_capped
+from .limits import read_capped
 from .refusals import capacity_refusals
 
 #: Largest ``POST /streams`` body; a URL is at most 4 KiB.
@@ -38,7 +38,7 @@ def _guard(request: web.Request, *, costly: bool = False) -> None:
     """Auth on every route; the rate limit on the one that starts work (``POST``)."""
     if costly:
         request.app[RATE_LIMITS].check("streams", request)
-    require_token(request, request.app[SETTINGS].auth_token)
+    require_token(request, request.app[API].auth_token)
 
 
 def _pull_stream(request: web.Request) -> tuple[Stream, PullSource]:
@@ -78,7 +78,7 @@ async def create_stream(request: web.Request) -> web.Response:
         raise ClientError(503, "not_ready", "the model is still loading; retry shortly")
     try:
         with capacity_refusals():
-            stream = await open_pull_stream(request.app[REGISTRY], request.app[SETTINGS], spec)
+            stream = await open_pull_stream(request.app[REGISTRY], request.app[API].pull, spec)
     except UrlRefused as exc:
         raise ClientError(400, "url_refused", exc.detail) from exc
     except SourceOpenError as exc:

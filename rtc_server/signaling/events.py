@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from prometheus_client import Counter, Gauge
 
 from rtc_server.streams.control import MAX_CONTROL_BYTES
 from rtc_server.streams.messages import encode
@@ -39,9 +38,8 @@ from rtc_server.streams.sinks import Subscriber, SubscriptionEnded
 from rtc_server.streams.stream import Stream
 
 from .auth import require_session_access
-from .context import REGISTRY, SETTINGS, TOKENS
+from .context import API, RATE_LIMITS, REGISTRY, SUBSCRIPTIONS, TOKENS
 from .errors import ClientError
-from .limits import RATE_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +50,6 @@ END_GRACE_S = 2.0
 #: Where an ``EventSource`` waits before reconnecting (ms): after a server restart, say.
 SSE_RETRY_MS = 2000
 
-#: Every subscription being served, including one whose stream has closed and which is
-#: still handing out its last messages; shutdown ends them all.
-SUBSCRIPTIONS: web.AppKey[set[Subscriber]] = web.AppKey("subscriptions", set)
-#: ``rtc_subscriber_messages_lost_total{kind}``: messages dropped for subscribers too slow to read them.
-LOST: web.AppKey[Counter] = web.AppKey("subscriber_lost", Counter)
 
 
 def subscribe(request: web.Request, kind: str) -> tuple[Stream, Subscriber]:
@@ -64,16 +57,18 @@ def subscribe(request: web.Request, kind: str) -> tuple[Stream, Subscriber]:
     app = request.app
     app[RATE_LIMITS].check("subscribe", request)
     session_id = request.match_info["id"]
-    settings = app[SETTINGS]
-    require_session_access(request, settings.auth_token, app[TOKENS], session_id)
-    stream = app[REGISTRY].get(session_id)
+    config = app[API]
+    require_session_access(request, config.auth_token, app[TOKENS], session_id)
+    registry = app[REGISTRY]
+    stream = registry.get(session_id)
     if stream is None or stream.closed:
         raise ClientError(404, "unknown_session", f"no live session {session_id}")
     live = sum(1 for s in stream.sinks if isinstance(s, Subscriber))
-    if settings.max_subscribers and live >= settings.max_subscribers:
+    if config.max_subscribers and live >= config.max_subscribers:
         raise ClientError(503, "too_many_subscribers", f"session {session_id} has {live} subscribers, "
                           f"the most it takes (RTC_MAX_SUBSCRIBERS)", {"Retry-After": "5"})
-    subscriber = Subscriber(kind, settings.subscriber_queue, app[LOST].labels(kind).inc)
+    # rtc_subscriber_messages_lost_total{kind}: messages dropped for subscribers too slow to read them
+    subscriber = Subscriber(kind, config.subscriber_queue, registry.metrics.subscriber_lost.labels(kind).inc)
     subscriber.send(stream.config_ack())
     stream.add_sink(subscriber)
     app[SUBSCRIPTIONS].add(subscriber)
@@ -141,7 +136,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             await response.write(b": keep-alive\n\n")
 
         try:
-            await pump(subscriber, send, keepalive, request.app[SETTINGS].keepalive)
+            await pump(subscriber, send, keepalive, request.app[API].keepalive)
         except SubscriptionEnded:
             async with asyncio.timeout(END_GRACE_S):
                 await send(_closed_message(stream, subscriber))
@@ -158,13 +153,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     """``GET /sessions/{id}/ws``: the same messages as WebSocket text frames; control
     messages in."""
     stream, subscriber = subscribe(request, "ws")
-    settings = request.app[SETTINGS]
-    ws = web.WebSocketResponse(heartbeat=settings.keepalive, max_msg_size=MAX_CONTROL_BYTES)
+    keepalive = request.app[API].keepalive
+    ws = web.WebSocketResponse(heartbeat=keepalive, max_msg_size=MAX_CONTROL_BYTES)
     try:
         await ws.prepare(request)
         reader = asyncio.ensure_future(_read_controls(ws, stream, subscriber))
         try:
-            await pump(subscriber, lambda m: ws.send_str(encode(m)), None, settings.keepalive)
+            await pump(subscriber, lambda m: ws.send_str(encode(m)), None, keepalive)
         except SubscriptionEnded:
             if not ws.closed:
                 async with asyncio.timeout(END_GRACE_S):
@@ -196,16 +191,9 @@ async def _read_controls(ws: web.WebSocketResponse, stream: Stream, subscriber: 
 
 
 def setup_event_routes(app: web.Application) -> None:
+    """The routes, on the subscription set the root made (``SUBSCRIPTIONS``; its gauge too)."""
     app.router.add_get("/sessions/{id}/events", events)
     app.router.add_get("/sessions/{id}/ws", websocket)
-    subscriptions: set[Subscriber] = set()
-    app[SUBSCRIPTIONS] = subscriptions
-    # Registered here, on the server's metrics registry: subscriptions are this module's.
-    registry = app[REGISTRY].metrics.registry
-    Gauge("rtc_subscribers_active", "SSE and WebSocket subscriptions being served",
-          registry=registry).set_function(lambda: len(subscriptions))
-    app[LOST] = Counter("rtc_subscriber_messages_lost", "Messages dropped (oldest first) for SSE/WebSocket "
-                        "subscribers that read slower than detections are made", ["kind"], registry=registry)
     app.on_shutdown.append(_end_subscriptions)
 
 

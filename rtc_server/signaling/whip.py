@@ -56,9 +56,9 @@ from rtc_server.webrtc.trickle import IceFragment
 from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 
 from .auth import require_token
-from .context import INFERENCE, REGISTRY, SETTINGS
+from .context import API, INFERENCE, RATE_LIMITS, REGISTRY
 from .errors import ClientError
-from .limits import MAX_OFFER_BYTES, RATE_LIMITS, read_capped
+from .limits import MAX_OFFER_BYTES, read_capped
 from .models import check_model
 from .offers import check_sdp
 from .refusals import answer_refusals
@@ -113,7 +113,7 @@ def _guard(request: web.Request, bucket: str) -> None:
     """Rate limit (``POST /whip`` and the session URLs each have a bucket with the session
     limits of ``/offer``), then the same bearer token as ``/offer``."""
     request.app[RATE_LIMITS].check(bucket, request)
-    require_token(request, request.app[SETTINGS].auth_token)
+    require_token(request, request.app[API].auth_token)
 
 
 async def _text_body(request: web.Request, what: str) -> str:
@@ -137,11 +137,11 @@ async def options_endpoint(request: web.Request) -> web.Response:
     allows it for clients that must configure them before creating their offer)."""
     pairs = [("Accept-Post", SDP), ("Allow", "OPTIONS, POST")]
     try:
-        require_token(request, request.app[SETTINGS].auth_token)
+        require_token(request, request.app[API].auth_token)
     except ClientError:
         pass  # no credentials for the unauthenticated; the OPTIONS still succeeds
     else:
-        servers = ice_servers_for(request.app[SETTINGS], f"whip-{uuid.uuid4().hex[:12]}")
+        servers = ice_servers_for(request.app[API].peer.ice_servers, f"whip-{uuid.uuid4().hex[:12]}")
         pairs += [("Link", link) for link in ice_server_links(servers)]
     return web.Response(status=200, headers=_headers(pairs))
 
@@ -159,14 +159,14 @@ async def create_session(request: web.Request) -> web.Response:
     model = check_model(inference.models, request.query.get("model"))
     if not inference.ready:
         raise ClientError(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "2"})
-    settings, registry = request.app[SETTINGS], request.app[REGISTRY]
+    peer, registry = request.app[API].peer, request.app[REGISTRY]
     with answer_refusals(no_video_status=422):
-        stream, answer = await answer_offer(registry, settings, sdp, kind=SOURCE_KIND,
+        stream, answer = await answer_offer(registry, peer, sdp, kind=SOURCE_KIND,
                                             stream_settings=replace(registry.defaults(), model=model))
     headers = _headers([
         ("Location", session_url(stream.id)),
         ("ETag", entity_tag(stream.id)),
-        *(("Link", link) for link in ice_server_links(ice_servers_for(settings, stream.id))),
+        *(("Link", link) for link in ice_server_links(ice_servers_for(peer.ice_servers, stream.id))),
     ])
     return web.Response(status=201, body=answer.sdp.encode(), content_type=SDP, headers=headers)
 

@@ -32,7 +32,7 @@ PREFLIGHT_MAX_AGE = "600"
 
 def _same_origin(request: web.Request, origin: str) -> bool:
     """Scheme and host:port both match (an origin is both). Behind a TLS-terminating proxy
-    ``request.scheme`` is the client's, from ``X-Forwarded-Proto`` (signaling/proxies.py)."""
+    ``request.scheme`` is the client's, from ``X-Forwarded-Proto`` (rtc_server/signaling/proxies.py)."""
     parts = urlsplit(origin)
     return parts.scheme.lower() == request.scheme and parts.netloc.lower() == request.host.lower()
 

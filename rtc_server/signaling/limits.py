@@ -6,14 +6,15 @@ once and ``rate_limit`` per second after that: a session is set up once. ``/pred
 its own, higher ``predict_rate_*`` limits, because its clients are cameras POSTing a frame
 10-30 times a second (overload is refused by the inference side, not here). The address
 is ``request.remote``: the TCP peer, or behind ``RTC_TRUSTED_PROXIES`` the client those
-proxies name (signaling/proxies.py).
+proxies name (rtc_server/signaling/proxies.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
-from rtc_server.config import Settings
 from rtc_server.ratelimit import KeyedBuckets, retry_after
 
 from .errors import ClientError
@@ -22,26 +23,32 @@ from .errors import ClientError
 MAX_OFFER_BYTES = 64 * 1024
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """Requests per second per client address (0: off), after a burst of ``burst``."""
+
+    rate: float
+    burst: int
+
+
 class RateLimits:
     """The buckets of every rate-limited route: one set per route name, made on first use
-    (so a new route needs no registration here)."""
+    (so a new route needs no registration here). ``sessions``: every route but ``/predict``
+    (``RTC_RATE_LIMIT``/``RTC_RATE_BURST``); ``predict``: ``RTC_PREDICT_RATE_*``."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._buckets = {"predict": KeyedBuckets(settings.predict_rate_limit, settings.predict_rate_burst)}
+    def __init__(self, sessions: RateLimit, predict: RateLimit) -> None:
+        self._sessions = sessions
+        self._buckets = {"predict": KeyedBuckets(predict.rate, predict.burst)}
 
     def check(self, route: str, request: web.Request) -> None:
         """Charge ``route`` for this client: any route but ``predict`` gets the session limits."""
         bucket = self._buckets.get(route)
         if bucket is None:
-            bucket = self._buckets[route] = KeyedBuckets(self._settings.rate_limit, self._settings.rate_burst)
+            bucket = self._buckets[route] = KeyedBuckets(self._sessions.rate, self._sessions.burst)
         wait = bucket.take(request.remote or "unknown")
         if wait > 0:
             raise ClientError(429, "rate_limited", f"too many /{route} requests from your address; "
                               f"retry in {wait:.1f} s", {"Retry-After": retry_after(wait)})
-
-
-RATE_LIMITS: web.AppKey[RateLimits] = web.AppKey("rate_limits", RateLimits)
 
 
 async def read_capped(request: web.Request, limit: int) -> bytes:

@@ -27,8 +27,6 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
 
-from rtc_server.config import IPNetwork
-
 from .errors import Handler
 
 log = logging.getLogger(__name__)
@@ -37,6 +35,7 @@ log = logging.getLogger(__name__)
 CLIENT: web.RequestKey[str] = web.RequestKey("rtc_client", str)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_node(node: str) -> IPAddress | None:

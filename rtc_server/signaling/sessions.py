@@ -7,7 +7,7 @@
   by the same ``apply_config`` as the data channel; answered with the config ack.
 - ``DELETE /sessions/{id}`` — end any session through ``Stream.close`` (the same path a
   peer hanging up, a timeout or ``DELETE /streams/{id}`` takes).
-- ``POST /sessions/{id}/token`` — a fresh session token (``signaling/tokens.py``).
+- ``POST /sessions/{id}/token`` — a fresh session token (``rtc_server/signaling/tokens.py``).
 - ``GET /sessions/{id}/snapshot.jpg`` — the newest frame as JPEG, rate-limited per session.
 
 All behind the bearer token when ``RTC_AUTH_TOKEN`` is set (like ``/offer``); the snapshot
@@ -26,14 +26,14 @@ from aiohttp import web
 from rtc_server.ratelimit import retry_after
 from rtc_server.streams.control import ControlError
 from rtc_server.streams.sinks import Subscriber
-from rtc_server.streams.snapshot import NoFrameYet, SnapshotRateLimited, Snapshots, UnsupportedFrame
+from rtc_server.streams.snapshot import NoFrameYet, SnapshotRateLimited, UnsupportedFrame
 from rtc_server.streams.stream import Stream
 
 from .auth import require_session_access, require_token
-from .context import REGISTRY, SETTINGS, SNAPSHOTS, TOKENS
+from .context import API, RATE_LIMITS, REGISTRY, SNAPSHOTS, TOKENS
 from .errors import ClientError
 from .events import setup_event_routes
-from .limits import RATE_LIMITS, read_capped
+from .limits import read_capped
 from .tokens import SessionTokens
 
 #: Largest PATCH body; a config message is well under 200 bytes.
@@ -43,7 +43,7 @@ PATCH_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 
 def _guard(request: web.Request) -> None:
     request.app[RATE_LIMITS].check("sessions", request)
-    require_token(request, request.app[SETTINGS].auth_token)
+    require_token(request, request.app[API].auth_token)
 
 
 def _stream(request: web.Request) -> Stream:
@@ -136,16 +136,17 @@ async def new_token(request: web.Request) -> web.Response:
 async def snapshot(request: web.Request) -> web.Response:
     session_id = request.match_info["id"]
     app = request.app
-    require_session_access(request, app[SETTINGS].auth_token, app[TOKENS], session_id)
+    config = app[API]
+    require_session_access(request, config.auth_token, app[TOKENS], session_id)
     stream = _stream(request)
-    if app[SETTINGS].snapshot_rate <= 0:
+    if config.snapshot_rate <= 0:
         raise ClientError(404, "snapshots_disabled", "snapshots are off on this server (RTC_SNAPSHOT_RATE=0)")
     try:
         shot = await app[SNAPSHOTS].jpeg(stream)
     except NoFrameYet as exc:
         raise ClientError(503, "no_frame_yet", str(exc), {"Retry-After": "1"}) from exc
     except SnapshotRateLimited as exc:
-        raise ClientError(429, "rate_limited", f"at most {app[SETTINGS].snapshot_rate:g} snapshots per second "
+        raise ClientError(429, "rate_limited", f"at most {config.snapshot_rate:g} snapshots per second "
                           f"per session; retry in {exc.retry_after:.2f} s",
                           {"Retry-After": retry_after(exc.retry_after)}) from exc
     except UnsupportedFrame as exc:
@@ -157,17 +158,11 @@ async def snapshot(request: web.Request) -> web.Response:
 
 
 def setup_session_routes(app: web.Application) -> None:
-    settings = app[SETTINGS]
-    app[TOKENS] = SessionTokens(settings.token_secret, settings.token_ttl)
-    app[SNAPSHOTS] = Snapshots(settings.snapshot_rate, settings.snapshot_quality)
+    """The routes, on the session tokens and snapshot encoder the root made (``TOKENS``,
+    ``SNAPSHOTS``; the root also shuts the encoder's threads down)."""
     app.router.add_get("/sessions", list_sessions)
     app.router.add_patch("/sessions/{id}", patch_session)
     app.router.add_delete("/sessions/{id}", delete_session)
     app.router.add_post("/sessions/{id}/token", new_token)
     app.router.add_get("/sessions/{id}/snapshot.jpg", snapshot)
     setup_event_routes(app)
-
-    async def close_snapshots(app: web.Application) -> None:
-        app[SNAPSHOTS].close()
-
-    app.on_cleanup.append(close_snapshots)

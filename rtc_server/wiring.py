@@ -1,0 +1,73 @@
+"""Settings -> each component's own small config: the composition root's half that maps.
+
+Components never see ``Settings``: each declares the few values it needs as a frozen
+dataclass of its own (``PeerConfig``, ``PullConfig``, ``StreamLimits``, ``ApiConfig``,
+...) and this module, with ``app.py`` the composition root, is where the ``RTC_*``
+settings are mapped onto them. One function per component config, nothing else: no
+object with a lifetime is built here (``app.py`` does that), so every mapping can be read
+— and tested — on its own.
+"""
+
+from __future__ import annotations
+
+from .config import Settings
+from .engine.yolo import Thresholds
+from .ingest.policy import SourcePolicy
+from .ingest.source import PullConfig, PullLimits
+from .signaling.context import ApiConfig
+from .signaling.limits import RateLimit
+from .streams.control import StreamSettings
+from .streams.stream import StreamLimits
+from .webrtc.peer import PeerConfig, PeerLimits
+from .webrtc.turn import IceServerConfig
+
+
+def thresholds(settings: Settings) -> Thresholds:
+    """The server's thresholds: what a new stream and every ``/predict`` start with."""
+    return Thresholds(conf=settings.conf, iou=settings.iou, max_det=settings.max_det)
+
+
+def stream_defaults(settings: Settings) -> StreamSettings:
+    """The settings a new stream starts with: the server's thresholds, the default model."""
+    return StreamSettings(thresholds(settings))
+
+
+def stream_limits(settings: Settings) -> StreamLimits:
+    return StreamLimits(message_rate=settings.message_rate, max_fps=settings.max_fps or None)
+
+
+def ice_server_config(settings: Settings) -> IceServerConfig:
+    return IceServerConfig(static=settings.ice_servers, turn_secret=settings.turn_secret,
+                           turn_urls=settings.turn_urls, turn_ttl=settings.turn_ttl)
+
+
+def peer_config(settings: Settings) -> PeerConfig:
+    return PeerConfig(
+        limits=PeerLimits(connect_timeout=settings.connect_timeout, idle_timeout=settings.idle_timeout),
+        ice_gather_timeout=settings.ice_gather_timeout, ice_addresses=settings.ice_addresses,
+        public_address=settings.public_address, ice_servers=ice_server_config(settings))
+
+
+def pull_config(settings: Settings) -> PullConfig:
+    return PullConfig(
+        policy=SourcePolicy.of(settings.source_allow_networks, settings.source_allow_file),
+        limits=PullLimits(open_timeout=settings.source_open_timeout, read_timeout=settings.source_read_timeout,
+                          reconnect_max=settings.source_reconnect_max))
+
+
+def session_rate_limit(settings: Settings) -> RateLimit:
+    """Every rate-limited route but ``/predict``: ``/offer``, ``/whip``, ``/streams``, ``/sessions``."""
+    return RateLimit(settings.rate_limit, settings.rate_burst)
+
+
+def predict_rate_limit(settings: Settings) -> RateLimit:
+    return RateLimit(settings.predict_rate_limit, settings.predict_rate_burst)
+
+
+def api_config(settings: Settings) -> ApiConfig:
+    return ApiConfig(
+        static_dir=settings.static_dir, auth_token=settings.auth_token, metrics_auth=settings.metrics_auth,
+        separate_metrics=bool(settings.metrics_port), max_body_bytes=settings.max_body_bytes,
+        max_image_pixels=settings.max_image_pixels, thresholds=thresholds(settings), keepalive=settings.keepalive,
+        subscriber_queue=settings.subscriber_queue, max_subscribers=settings.max_subscribers,
+        snapshot_rate=settings.snapshot_rate, peer=peer_config(settings), pull=pull_config(settings))
