@@ -25,8 +25,8 @@ from signaling.proxies import resolve_client
 from .config import DEFAULT_MODEL, Settings
 from .engine.catalog import ModelCatalog
 from .engine.detector import Detector
+from .engine.loader import LoadOptions, load_catalog
 from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_accelerator, plan_workers
-from .engine.store import LoadOptions, load_catalog
 from .ingest.source import start_configured_sources
 from .streams.registry import StreamRegistry
 from .webrtc.dtls import use_dtls_interop
@@ -51,7 +51,7 @@ def worker_plan(settings: Settings) -> WorkerPlan:
 
 def load_models(settings: Settings, threads: int | None = None) -> ModelCatalog:
     """Every configured model, fetched, verified and loaded with ``threads`` intra-op
-    threads (None: one worker's share, ``worker_plan``); raises ``SourceError`` or
+    threads (None: one worker's share, ``worker_plan``); raises ``ModelSourceError`` or
     ``ModelError`` saying exactly which model and what is wrong."""
     threads = worker_plan(settings).threads if threads is None else threads
     options = LoadOptions(imgsz=settings.imgsz, letterbox=settings.letterbox, threads=threads,
@@ -63,7 +63,7 @@ def load_models(settings: Settings, threads: int | None = None) -> ModelCatalog:
     return load_catalog(settings.model_specs(), options)
 
 
-def load_detector(settings: Settings, threads: int | None = None) -> Detector:
+def load_default_detector(settings: Settings, threads: int | None = None) -> Detector:
     """The default model's detector (tests and tools that need one model)."""
     return load_models(settings, threads).get()
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .engine.sources import ModelSpec, SpecError, default_cache_dir, parse_spec, parse_specs
+from .engine.artifacts import backend_cache_dir, model_cache_dir
+from .engine.model_sources import ModelSpec, ModelSpecError, parse_spec, parse_specs
 
 DEFAULT_MODEL = Path("models/yolo11n.onnx")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -115,7 +116,7 @@ class Settings:
     #: When set, ``model`` is not used.
     models: tuple[ModelSpec, ...] = ()
     #: Where downloaded (https://, gs://) models are kept, by sha256.
-    model_cache: Path = field(default_factory=default_cache_dir)
+    model_cache: Path = field(default_factory=model_cache_dir)
     #: Seconds a model download may stall (https) or keep retrying (gs) before start-up fails.
     model_fetch_timeout: float = 30.0
     # ----- behind real infrastructure (issue 14): proxies, TURN, drain, metrics, /predict --
@@ -271,7 +272,7 @@ class Settings:
     def _validate_models(self) -> None:
         try:
             self.model_specs()
-        except SpecError as exc:
+        except ModelSpecError as exc:
             raise ConfigError(str(exc)) from exc
         if not self.model_fetch_timeout > 0:
             raise ConfigError(f"model_fetch_timeout {self.model_fetch_timeout} must be a positive number of seconds")
@@ -292,8 +293,7 @@ class Settings:
         server would accept from ``POST /streams`` (its model is checked once models load;
         host names are checked when they are resolved, at each connection)."""
         from .ingest.policy import SourcePolicy, UrlRefused  # pure modules; imported late to keep
-        from .ingest.spec import SpecError as PullSpecError  # config importable on its own
-        from .ingest.spec import parse_pull_spec
+        from .ingest.spec import PullSpecError, parse_pull_spec  # config importable on its own
 
         for name in ("source_open_timeout", "source_read_timeout", "source_reconnect_max"):
             if not getattr(self, name) > 0:
@@ -368,14 +368,12 @@ def _parse_model(text: str) -> Path | str:
 def _parse_models(text: str) -> tuple[ModelSpec, ...]:
     try:
         return parse_specs(text)
-    except SpecError as exc:
+    except ModelSpecError as exc:
         raise ValueError(str(exc)) from exc
 
 
 def _default_backend_cache() -> Path:
-    from .engine.loader import default_cache_dir
-
-    return default_cache_dir()
+    return backend_cache_dir()
 
 
 def _parse_optional_path(text: str) -> Path | None:

@@ -45,14 +45,15 @@ from typing import Any, cast
 import av
 
 from ..config import ConfigError, Settings
-from ..engine.scheduler import VideoFrameLike
+from ..engine.frames import VideoFrameLike
 from ..logs import session_logger
 from ..metrics import Metrics
 from ..streams.registry import StreamRegistry
 from ..streams.stream import Stream
 from .policy import ResolveError, SourcePolicy, SourceUrl, UrlRefused
 from .reader import Connection, ConnectionResult, OpenedInfo, Timeouts, describe, failure_kind, require_protocol
-from .spec import PullSpec, SpecError, parse_pull_spec
+from .spec import PullSpec, parse_pull_spec
+from .spec import PullSpecError as SpecError  # the body still says SpecError (another change edits it)
 
 log = logging.getLogger(__name__)
 

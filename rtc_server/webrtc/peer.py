@@ -27,7 +27,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from ..config import Settings
-from ..engine.scheduler import VideoFrameLike
+from ..engine.frames import VideoFrameLike
 from ..logs import session_logger
 from ..streams.control import StreamSettings
 from ..streams.messages import encode
