@@ -71,8 +71,8 @@ def run(args: argparse.Namespace, command: str) -> Run:
         raise ValueError(f"--only {', '.join(unknown)}: use backend:precision with a backend of {', '.join(BACKENDS)}")
     dataset = load_dataset(args.images, args.limit)
     sha = sha256_of(model)
-    rows = [measure(model, sha, backend, precision, dataset, args) for backend, precision in todo]
-    rows = [r for r in rows if r is not None]
+    measured = [measure(model, sha, backend, precision, dataset, args) for backend, precision in todo]
+    rows = [r for r in measured if r is not None]
     ref = next((r for r in rows if (r["backend"], r["precision"]) == accuracy.REFERENCE and "map50_95" in r), None)
     ref = ref or accuracy.find(accuracy.load_records(), sha, *accuracy.REFERENCE)  # --only: the recorded one
     for r in rows:
