@@ -51,7 +51,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     #: The one model: a path, or a source with options (``gs://b/m.onnx#sha256=...``, see
-    #: ``engine/sources.py``). ``models`` replaces it when set.
+    #: ``engine/model_sources.py``). ``models`` replaces it when set.
     model: Path | str = DEFAULT_MODEL
     #: Confidence threshold on the best class score (Ultralytics' ``conf``).
     conf: float = 0.25
