@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, command: str) -> Run:
         if ref and "map50_95" in r:
             r["delta_points"] = round((r["map50_95"] - ref["map50_95"]) * 100, 2)
             r["within_bound"] = -r["delta_points"] <= accuracy.BOUND_POINTS
-    print(table(["backend", "precision", "mAP50-95", "mAP50", "Δ mAP50-95 (points)", f"within {accuracy.BOUND_POINTS}"],
+    print(_table(["backend", "precision", "mAP50-95", "mAP50", "Δ mAP50-95 (points)", f"within {accuracy.BOUND_POINTS}"],
                 [[r["backend"], r["precision"], _f(r.get("map50_95")), _f(r.get("map50")),
                   "-" if "delta_points" not in r else f"{r['delta_points']:+.2f}",
                   r.get("within_bound", "not run: " + r.get("error", "-")[:70])] for r in rows]))
@@ -152,7 +152,7 @@ def write_record(model: Path, sha: str, rows: list[dict[str, Any]], *, images: i
     return path
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-markdown table (pastes straight into docs/benchmarks.md)."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
