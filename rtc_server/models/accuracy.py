@@ -79,10 +79,10 @@ def run(args: argparse.Namespace, command: str) -> Run:
         if ref and "map50_95" in r:
             r["delta_points"] = round((r["map50_95"] - ref["map50_95"]) * 100, 2)
             r["within_bound"] = -r["delta_points"] <= accuracy.BOUND_POINTS
-    print(_table(["backend", "precision", "mAP50-95", "mAP50", "Δ mAP50-95 (points)", f"within {accuracy.BOUND_POINTS}"],
-                [[r["backend"], r["precision"], _f(r.get("map50_95")), _f(r.get("map50")),
-                  "-" if "delta_points" not in r else f"{r['delta_points']:+.2f}",
-                  r.get("within_bound", "not run: " + r.get("error", "-")[:70])] for r in rows]))
+    headers = ["backend", "precision", "mAP50-95", "mAP50", "Δ mAP50-95 (points)", f"within {accuracy.BOUND_POINTS}"]
+    print(_table(headers, [[r["backend"], r["precision"], _f(r.get("map50_95")), _f(r.get("map50")),
+                            "-" if "delta_points" not in r else f"{r['delta_points']:+.2f}",
+                            r.get("within_bound", "not run: " + r.get("error", "-")[:70])] for r in rows]))
     if args.write:
         write_record(model, sha, rows, images=len(dataset), dataset=args.images, imgsz=args.imgsz,
                      letterbox=args.letterbox, command=command)
