@@ -88,3 +88,17 @@ def test_the_models_cli_sits_above_the_server() -> None:
             offenders += [f"{path.relative_to(ROOT)} imports {n}" for n in names
                           if n == "rtc_server.models" or n.startswith("rtc_server.models.")]
     assert not offenders, "\n".join(offenders)
+
+
+def test_model_specs_and_the_settings_load_no_runtime() -> None:
+    """``config`` parses model specs (``model_sources``, which names ``BACKENDS``); the
+    container's HEALTHCHECK imports ``config`` every few seconds: none of it loads numpy or
+    a backend runtime."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rtc_server.healthcheck, rtc_server.engine.model_sources; "
+            "print(sorted(m for m in ('numpy', 'onnxruntime', 'openvino', 'cv2') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[]"]
