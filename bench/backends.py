@@ -25,11 +25,11 @@ import numpy as np
 
 from bench.common import bus_rgb, emit, find_model, load, save_json, summary, table
 from rtc_server.engine import accuracy
-from rtc_server.engine.accuracy import artifact_sha256
+from rtc_server.engine.artifacts import artifact_sha256, int8_path, sha256_of
 from rtc_server.engine.detector import ModelError, YoloDetector
-from rtc_server.engine.loader import int8_path, load_detector, open_detector
+from rtc_server.engine.loader import load_detector
+from rtc_server.engine.opening import open_detector
 from rtc_server.engine.yolo import Letterbox
-from rtc_server.models import sha256_of
 
 PATHS = (("onnxruntime", "f32"), ("openvino", "f32"), ("openvino", "bf16"), ("openvino", "f16"),
          ("openvino", "int8"))

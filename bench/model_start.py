@@ -42,8 +42,8 @@ from bench.common import (
     wait_ready,
 )
 from drivers.https_files import HttpsFileServer
-from rtc_server.engine.sources import parse_spec, resolve
-from rtc_server.models import sha256_of
+from rtc_server.engine.artifacts import sha256_of
+from rtc_server.engine.model_sources import parse_spec, resolve
 
 
 def _emulator(model: Path, folder: Path) -> tuple[subprocess.Popen[bytes], str] | None:

@@ -38,7 +38,7 @@ from rtc_server.signaling.routes import METRICS_APP
 from .app import create_app, load_models
 from .config import ConfigError, Settings, load_settings
 from .engine.detector import ModelError
-from .engine.sources import SourceError
+from .engine.model_sources import ModelSourceError
 from .logs import configure as configure_logging
 
 log = logging.getLogger("rtc_server")
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         models = load_models(settings)  # fail before listening, never half-working
-    except (ModelError, SourceError) as exc:
+    except (ModelError, ModelSourceError) as exc:
         print(f"rtc-server: {exc}", file=sys.stderr)
         return 1
     try:

@@ -23,8 +23,8 @@ from . import wiring
 from .config import DEFAULT_MODEL, ConfigError, Settings
 from .engine.catalog import ModelCatalog
 from .engine.detector import Detector
+from .engine.loader import LoadOptions, load_catalog
 from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_accelerator, plan_workers
-from .engine.store import LoadOptions, load_catalog
 from .ingest.source import start_configured_sources
 from .ingest.spec import PullSpec, parse_pull_spec
 from .ingest.spec import SpecError as PullSpecError
@@ -61,7 +61,7 @@ def worker_plan(settings: Settings) -> WorkerPlan:
 
 def load_models(settings: Settings, threads: int | None = None) -> ModelCatalog:
     """Every configured model, fetched, verified and loaded with ``threads`` intra-op
-    threads (None: one worker's share, ``worker_plan``); raises ``SourceError`` or
+    threads (None: one worker's share, ``worker_plan``); raises ``ModelSourceError`` or
     ``ModelError`` saying exactly which model and what is wrong."""
     threads = worker_plan(settings).threads if threads is None else threads
     options = LoadOptions(imgsz=settings.imgsz, letterbox=settings.letterbox, threads=threads,
@@ -73,7 +73,7 @@ def load_models(settings: Settings, threads: int | None = None) -> ModelCatalog:
     return load_catalog(settings.model_specs(), options)
 
 
-def load_detector(settings: Settings, threads: int | None = None) -> Detector:
+def load_default_detector(settings: Settings, threads: int | None = None) -> Detector:
     """The default model's detector (tests and tools that need one model)."""
     return load_models(settings, threads).get()
 

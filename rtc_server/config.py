@@ -26,9 +26,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .engine.sources import ModelSpec, SpecError, default_cache_dir, parse_spec, parse_specs
+from .engine.artifacts import backend_cache_dir, model_cache_dir
+from .engine.model_sources import ModelSpec, ModelSpecError, parse_spec, parse_specs
 from .ingest.policy import SourcePolicy, UrlRefused
-from .ingest.spec import SpecError as PullSpecError
+from .ingest.spec import PullSpecError
 from .ingest.spec import parse_pull_spec, parse_sources
 
 DEFAULT_MODEL = Path("models/yolo11n.onnx")
@@ -140,13 +141,13 @@ class Settings:
 
     # ----- engine: the models, their thresholds and geometry -------------------------------------
     #: The one model: a path, or a source with options (``gs://b/m.onnx#sha256=...``, see
-    #: ``engine/sources.py``). ``models`` replaces it when set.
+    #: ``engine/model_sources.py``). ``models`` replaces it when set.
     model: Path | str = DEFAULT_MODEL
     #: Several models, the first the default: ``name=source[#options],...`` or a JSON list.
     #: When set, ``model`` is not used.
     models: tuple[ModelSpec, ...] = ()
     #: Where downloaded (https://, gs://) models are kept, by sha256.
-    model_cache: Path = field(default_factory=default_cache_dir)
+    model_cache: Path = field(default_factory=model_cache_dir)
     #: Seconds a model download may stall (https) or keep retrying (gs) before start-up fails.
     model_fetch_timeout: float = 30.0
     #: Confidence threshold on the best class score (Ultralytics' ``conf``).
@@ -314,7 +315,7 @@ class Settings:
         """The models, how they are fetched, and the thresholds and geometry they run with."""
         try:
             self.model_specs()
-        except SpecError as exc:
+        except ModelSpecError as exc:
             raise ConfigError(str(exc)) from exc
         if not self.model_fetch_timeout > 0:
             raise ConfigError(f"model_fetch_timeout {self.model_fetch_timeout} must be a positive number of seconds")
@@ -395,14 +396,12 @@ def _parse_model(text: str) -> Path | str:
 def _parse_models(text: str) -> tuple[ModelSpec, ...]:
     try:
         return parse_specs(text)
-    except SpecError as exc:
+    except ModelSpecError as exc:
         raise ValueError(str(exc)) from exc
 
 
 def _default_backend_cache() -> Path:
-    from .engine.loader import default_cache_dir
-
-    return default_cache_dir()
+    return backend_cache_dir()
 
 
 def _parse_optional_path(text: str) -> Path | None:

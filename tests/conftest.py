@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiortc.rtcdtlstransport import RTCCertificate
 
-from rtc_server.app import create_app, load_detector
+from rtc_server.app import create_app, load_default_detector
 from rtc_server.config import Settings
 from rtc_server.engine.detector import Detector
 from rtc_server.webrtc.ice import use_host_addresses
@@ -87,7 +87,7 @@ def settings(model_file: Path) -> Settings:
 @pytest.fixture(scope="session")
 def detector(model_file: Path) -> Detector:
     """One loaded model for the whole run (loading is the slow part, detect is stateless)."""
-    return load_detector(Settings(model=model_file))
+    return load_default_detector(Settings(model=model_file))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from rtc_server.models import DEFAULT_SOURCE
+from rtc_server.models.fetch import DEFAULT_SOURCE
 
 PAYLOAD = b"not really an onnx model, but bytes with a known sha256\n" * 100
 

@@ -272,7 +272,7 @@ def test_auto_never_runs_a_path_out_of_bounds(model_file: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A record saying bf16 loses 2 points (and OpenVINO f32 was never measured) leaves
     onnxruntime f32 the only path auto may run, however fast the others are."""
-    from rtc_server.models import sha256_of
+    from rtc_server.engine.artifacts import sha256_of
 
     sha = sha256_of(model_file)
     record = {"records": [
@@ -297,12 +297,14 @@ def test_auto_runs_an_unmeasured_model_on_the_reference(static_model: Path, tmp_
 
 
 def test_the_committed_record_documents_the_default_model(model_file: Path) -> None:
-    """The record in the package comes from a real bench.accuracy run on this model."""
-    from rtc_server.models import DEFAULT_SOURCE
+    """The record in the package comes from a real accuracy run on this model (``python -m
+    rtc_server.models accuracy --write``, or ``bench.accuracy``, its bench entry and former home)."""
+    from rtc_server.models.fetch import DEFAULT_SOURCE
 
     records = accuracy.load_records()
     ref = accuracy.find(records, DEFAULT_SOURCE.sha256, "onnxruntime", "f32")
-    assert ref is not None and 0.40 < ref["map50_95"] < 0.60 and ref["command"].startswith("python -m bench.accuracy")
+    assert ref is not None and 0.40 < ref["map50_95"] < 0.60 and ref["command"].startswith(
+        ("python -m rtc_server.models accuracy", "python -m bench.accuracy"))
     assert all(r["images"] == 128 for r in records)
 
 

@@ -22,7 +22,7 @@ from drivers.client import DetectionClient, ImageTrack
 from rtc_server.app import create_app, load_models
 from rtc_server.config import Settings
 from rtc_server.engine.detector import Detector
-from rtc_server.engine.sources import parse_specs
+from rtc_server.engine.model_sources import parse_specs
 from rtc_server.engine.yolo import Thresholds
 from rtc_server.signaling.context import REGISTRY
 from rtc_server.signaling.events import SUBSCRIPTIONS

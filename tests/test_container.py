@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from drivers.client import DetectionClient, ImageTrack
-from rtc_server.models import DEFAULT_SOURCE
+from rtc_server.models.fetch import DEFAULT_SOURCE
 from rtc_server.webrtc.ice import use_host_addresses
 from tests.containers import BASE_TAG, PrivateDocker, unavailable
 from tests.helpers import FIXTURES, ROOT, cannot_run, free_port, http_get, wait_ready_sync

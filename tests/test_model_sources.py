@@ -28,8 +28,8 @@ import aiohttp
 import pytest
 
 from drivers.https_files import HttpsFileServer
-from rtc_server.engine.sources import SourceError, parse_spec, resolve
-from rtc_server.models import sha256_of
+from rtc_server.engine.artifacts import sha256_of
+from rtc_server.engine.model_sources import ModelSourceError, parse_spec, resolve
 
 from .conftest import FIXTURES, ROOT
 from .derived_models import class_subset, fails_at_run
@@ -81,7 +81,7 @@ def test_https_model_is_downloaded_once_verified_into_the_cache(
 def test_https_failures_say_which_and_keep_nothing(
     https_server: HttpsFileServer, trust: None, tmp_path: Path, path: str, sha256: str, says: str
 ) -> None:
-    with pytest.raises(SourceError, match=says):
+    with pytest.raises(ModelSourceError, match=says):
         resolve(parse_spec(f"{https_server.url}{path}#sha256={sha256}"), tmp_path)
     assert _leftovers(tmp_path) == []
 
@@ -91,20 +91,20 @@ def test_an_untrusted_certificate_is_refused_not_ignored(
 ) -> None:
     other, _ = self_signed(tmp_path)  # some other CA: the server's certificate is not trusted
     monkeypatch.setenv("SSL_CERT_FILE", str(other))
-    with pytest.raises(SourceError, match=r"TLS certificate of 127\.0\.0\.1:[0-9]+ is not trusted.*SSL_CERT_FILE"):
+    with pytest.raises(ModelSourceError, match=r"TLS certificate of 127\.0\.0\.1:[0-9]+ is not trusted.*SSL_CERT_FILE"):
         resolve(parse_spec(f"{https_server.url}/models/yolo11n.onnx#sha256={WRONG}"), tmp_path / "cache")
 
 
 def test_an_unreachable_host_is_named(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
-    with pytest.raises(SourceError, match=f"cannot reach 127.0.0.1:{port}"):
+    with pytest.raises(ModelSourceError, match=f"cannot reach 127.0.0.1:{port}"):
         resolve(parse_spec(f"https://127.0.0.1:{port}/m.onnx#sha256={WRONG}"), tmp_path, timeout=5)
 
 
 def test_an_unwritable_cache_is_named(https_server: HttpsFileServer, trust: None, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(SourceError, match=r"cannot write to the model cache.*RTC_MODEL_CACHE"):
+    with pytest.raises(ModelSourceError, match=r"cannot write to the model cache.*RTC_MODEL_CACHE"):
         resolve(parse_spec(f"{https_server.url}/models/yolo11n.onnx#sha256={WRONG}"), blocker / "cache")
 
 
@@ -177,7 +177,7 @@ def test_gs_failures_say_which(
     storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, says: str
 ) -> None:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage.host)
-    with pytest.raises(SourceError, match=says):
+    with pytest.raises(ModelSourceError, match=says):
         resolve(parse_spec(source), tmp_path)
     assert _leftovers(tmp_path) == []
 
@@ -185,7 +185,7 @@ def test_gs_failures_say_which(
 def test_unreachable_storage_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
-    with pytest.raises(SourceError, match=f"cannot reach Cloud Storage at {endpoint}"):
+    with pytest.raises(ModelSourceError, match=f"cannot reach Cloud Storage at {endpoint}"):
         resolve(parse_spec(f"gs://models/m.onnx#sha256={WRONG}"), tmp_path, timeout=2)
     assert _leftovers(tmp_path) == []
 

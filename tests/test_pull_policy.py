@@ -26,7 +26,7 @@ from rtc_server.config import ConfigError, settings_from_text
 from rtc_server.ingest.policy import SourcePolicy, UrlRefused
 from rtc_server.ingest.reader import MAX_PACING_LAG, Pacer, describe, ffmpeg_input_protocols
 from rtc_server.ingest.source import PullSource, backoff_delay
-from rtc_server.ingest.spec import SpecError, parse_pull_spec, parse_sources
+from rtc_server.ingest.spec import PullSpecError, parse_pull_spec, parse_sources
 from rtc_server.signaling.context import REGISTRY
 from tests.helpers import ROOT, free_port, serve, wait_for
 from tests.pull_media import make_clip
@@ -112,7 +112,7 @@ def test_stream_requests_are_checked_like_control_messages() -> None:
     for body, error in [({"url": "rtsp://x", "conf": 2}, "conf"), ({"url": "rtsp://x", "model": "nope"}, "model"),
                         ({"url": "rtsp://x", "extra": 1}, "unknown fields"), ({"url": 5}, "'url'"),
                         ({"url": "rtsp://x", "loop": "yes"}, "'loop'"), ([], "JSON object")]:
-        with pytest.raises(SpecError, match=error):
+        with pytest.raises(PullSpecError, match=error):
             parse_pull_spec(body, ["yolo11n"])
     assert parse_sources("rtsp://a/1, rtsp://b/2") == ({"url": "rtsp://a/1"}, {"url": "rtsp://b/2"})
     assert parse_sources('["rtsp://a/1", {"url": "http://b/c.m3u8", "loop": true}]')[1]["loop"] is True
@@ -439,7 +439,7 @@ def test_the_url_and_body_checks_answer_anything_with_their_own_errors(url: str,
     try:
         spec = parse_pull_spec({"url": url, **extra}, ["yolo11n"])
         source = policy.parse(spec.url)
-    except (SpecError, UrlRefused):
+    except (PullSpecError, UrlRefused):
         return
     assert source.scheme in policy.schemes
     assert all(0x21 <= ord(c) <= 0x7E for c in source.url)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from rtc_server.engine import accuracy
-from rtc_server.engine.loader import int8_path, load_detector
+from rtc_server.engine.artifacts import artifact_sha256, int8_path, sha256_of
+from rtc_server.engine.loader import load_detector
 from rtc_server.engine.yolo import Thresholds
-from rtc_server.models import sha256_of
 
 from .conftest import COCO128, ROOT
 from .helpers import cannot_run
@@ -54,7 +54,7 @@ def test_quantize_writes_an_int8_model_that_runs_as_int8(quantized: Path, bus_fr
 
 
 def test_auto_ignores_an_int8_model_the_record_does_not_document(quantized: Path, tmp_path: Path) -> None:
-    v = accuracy.verdict(sha256_of(quantized), "openvino", "int8", accuracy.artifact_sha256(int8_path(quantized)))
+    v = accuracy.verdict(sha256_of(quantized), "openvino", "int8", artifact_sha256(int8_path(quantized)))
     assert not v.eligible and v.reason == "no accuracy record for this model file"
     detector = load_detector(quantized, cache_dir=tmp_path)
     assert detector.info.precision != "int8"

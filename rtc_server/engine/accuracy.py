@@ -1,8 +1,9 @@
 """The accuracy record: which backend x precision paths the project measured, and how well.
 
 ``accuracy.json`` (beside this module) holds COCO mAP50-95 / mAP50 on coco128 for each
-model (by sha256) x backend x precision that ``python -m bench.accuracy --write`` measured,
-with the command, date, CPU and versions of that run. ``auto`` runs only paths this record
+model (by sha256) x backend x precision that ``python -m rtc_server.models accuracy --write``
+measured (``rtc_server/models/accuracy.py``: the writer is a tool above the engine; this
+module only reads), with the command, date, CPU and versions of that run. ``auto`` runs only paths this record
 documents as within ``BOUND_POINTS`` mAP50-95 points of the same model under onnxruntime
 FP32, the reference; a path with no record, or out of bounds, is never chosen. An INT8
 model is a file of its own (calibration decides its weights), so its record also names the
@@ -23,17 +24,6 @@ RECORD_FILE = Path(__file__).resolve().parent / "accuracy.json"
 #: The most mAP50-95 a path may lose against onnxruntime FP32, in points (0.5 = 0.005).
 BOUND_POINTS = 0.5
 REFERENCE = ("onnxruntime", "f32")
-
-
-def artifact_sha256(path: Path) -> str:
-    """sha256 of a model artifact: the file, or an OpenVINO IR's ``.xml`` then its ``.bin``."""
-    digest = hashlib.sha256()
-    parts = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
-    for part in parts:
-        with part.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

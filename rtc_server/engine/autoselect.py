@@ -18,7 +18,6 @@ OpenVINO keeps its compiled model in ``<cache_dir>/openvino``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -32,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from .accuracy import BOUND_POINTS, REFERENCE, artifact_sha256, record_digest, verdict
+from .accuracy import BOUND_POINTS, REFERENCE, record_digest, verdict
+from .artifacts import artifact_sha256, int8_path
 from .detector import ModelError, YoloDetector
+from .host import machine, versions
+from .opening import open_detector
 from .yolo import Letterbox
 
 log = logging.getLogger(__name__)
@@ -68,42 +69,8 @@ class Trial:
                 "ms_p50": None if not self.ms else round(self.p50, 2)}
 
 
-def machine() -> dict[str, Any]:
-    """What makes timings differ between machines: CPU model, the flags that pick kernels, cores."""
-    name, flags = "unknown", set[str]()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name == "unknown":
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    wanted = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx_vnni", "avx2", "fma")))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": name, "flags": wanted, "cores": cores}
-
-
-def versions() -> dict[str, str]:
-    """Installed versions, read from package metadata (importing onnxruntime just to key
-    the cache would cost a start that runs OpenVINO ~0.1 s)."""
-    from importlib import metadata
-
-    out = {"rtc_yolo": __version__}
-    for name, dists in (("onnxruntime", ("onnxruntime", "onnxruntime-gpu")), ("openvino", ("openvino",))):
-        out[name] = "absent"
-        for dist in dists:
-            try:
-                out[name] = f"{dist} {metadata.version(dist)}"
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return out
-
-
 def candidates(model: Path, precision: str) -> list[tuple[str, str]]:
     """Backend x precision paths this machine could run for ``model``."""
-    from .loader import int8_path
-
     paths = [REFERENCE]
     try:
         from .backends.openvino import cpu_capabilities
@@ -162,8 +129,6 @@ def write_cache(cache_dir: Path | None, key: str, entry: dict[str, Any]) -> None
 
 def choose(model: Path, precision: str, *, sha256: str, imgsz: int, rect: bool, threads: int,
            providers: Sequence[str], cache_dir: Path | None, name: str | None) -> YoloDetector:
-    from .loader import int8_path, open_detector
-
     def open_path(backend: str, prec: str) -> YoloDetector:
         return open_detector(model, backend, prec, sha256=sha256, imgsz=imgsz, rect=rect, threads=threads,
                              providers=(), cache_dir=cache_dir, name=name)  # providers bypass auto (loader)

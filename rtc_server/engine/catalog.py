@@ -2,7 +2,7 @@
 
 Streams and ``/predict`` name a model (or take the default); the catalog turns the name
 into a loaded detector, or says which names exist. Loading and choosing backends is not
-its concern: it holds what the composition root loaded (``store.load_catalog``), how each
+its concern: it holds what the composition root loaded (``loader.load_catalog``), how each
 model is served (``Serving``), and whether each has warmed up — what ``/models`` and
 ``/readyz`` report.
 """

@@ -1,63 +1,40 @@
-"""``load_detector``: the one way the server (and benchmarks, tests) get a model to run.
+"""The loader: the top of the engine, and the one way the server (and tools, tests) get models.
 
-A model file + backend + precision -> a ``YoloDetector`` whose backend runs exactly what
-was asked, or a ``ModelError`` saying what cannot run and why (the server then exits 1).
-``backend="auto"`` hands the choice to ``autoselect``: the fastest path on this machine
-among those the accuracy record documents as within bounds.
+``load_detector``: a model file + backend + precision -> a ``YoloDetector`` whose backend
+runs exactly what was asked, or a ``ModelError`` saying what cannot run and why (the
+server then exits 1). ``backend="auto"`` hands the choice to ``autoselect``: the fastest
+path on this machine among those the accuracy record documents as within bounds; an
+explicit backend is opened directly (``opening.open_detector``).
+
+``load_catalog``: model specs in, a ``ModelCatalog`` of loaded, verified models out. For
+each configured model (``RTC_MODEL``, or every entry of ``RTC_MODELS``, in order): resolve
+its source to a verified local file (``model_sources.resolve``: a path, or a cached
+download whose sha256 matched), load it with its own input size and letterbox, and put it
+in the catalog under its configured name, the first the default. Any failure raises
+before the server listens: ``ModelSourceError`` (fetching, verifying) or ``ModelError``
+(loading), each naming the model and what is wrong.
+
+The stack, each layer importing only those below it: ``artifacts`` (hashes, INT8 paths,
+cache folders) and ``accuracy`` (the record) -> ``backends`` -> ``detector`` -> ``opening``
+-> ``autoselect`` -> this module.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import sha256_of
-from .backends import BACKENDS, PRECISIONS, BackendError, open_backend
-from .detector import Detector, ModelError, YoloDetector
+from .artifacts import backend_cache_dir, model_cache_dir, sha256_of
+from .autoselect import choose
+from .backends import BACKENDS, PRECISIONS
+from .catalog import ModelCatalog, Serving
+from .detector import Detector, ModelError
+from .model_sources import DEFAULT_TIMEOUT, ModelSpec, resolve
+from .opening import open_detector
 
 log = logging.getLogger(__name__)
-
-#: Suffix of the INT8 OpenVINO IR that ``python -m rtc_server.models quantize`` writes
-#: next to ``<model>.onnx``: ``<model>.int8.xml`` + ``<model>.int8.bin``.
-INT8_SUFFIX = ".int8.xml"
-
-
-def int8_path(model: Path) -> Path:
-    """Where the INT8 IR of ``model`` lives (next to it; git-ignored under models/)."""
-    return model.with_name(model.stem + INT8_SUFFIX)
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/rtc-yolo/backends`` or ``~/.cache/rtc-yolo/backends``: auto's choice,
-    OpenVINO's compiled models (downloaded models sit beside it in ``models/``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "rtc-yolo" / "backends"
-
-
-def artifact_for(model: Path, backend: str, precision: str) -> Path:
-    """The file a path runs: the ONNX model itself, or for OpenVINO INT8 its quantized IR."""
-    if backend == "openvino" and precision == "int8" and model.suffix == ".onnx":
-        ir = int8_path(model)
-        if not ir.is_file():
-            raise ModelError(f"no INT8 model for {model}: {ir} is missing; make it with "
-                             f"`python -m rtc_server.models quantize --model {model}`")
-        return ir
-    return model
-
-
-def open_detector(model: Path, backend: str, precision: str, *, sha256: str, imgsz: int, rect: bool,
-                  threads: int, providers: Sequence[str], cache_dir: Path | None,
-                  name: str | None = None) -> YoloDetector:
-    """One explicit backend x precision; ``ModelError`` if it cannot run as asked."""
-    artifact = artifact_for(model, backend, precision)
-    try:
-        runner = open_backend(backend, artifact, precision=precision, threads=threads, providers=providers,
-                              cache_dir=cache_dir)
-    except BackendError as exc:
-        raise ModelError(f"{model}: {exc}") from exc
-    return YoloDetector(runner, name=name or model.stem, sha256=sha256, imgsz=imgsz, rect=rect)
 
 
 def load_detector(
@@ -90,11 +67,54 @@ def load_detector(
         detector = open_detector(model, backend, precision, sha256=sha256, imgsz=imgsz, rect=rect,
                                  threads=threads, providers=providers, cache_dir=cache_dir, name=name)
     else:
-        from .autoselect import choose
-
         detector = choose(model, precision, sha256=sha256, imgsz=imgsz, rect=rect, threads=threads,
                           providers=providers, cache_dir=cache_dir, name=name)
     info = detector.info
     log.info("model %s: %s %s on %s (sha256 %s…)", info.name, info.backend, info.precision,
              ", ".join(info.providers), info.sha256[:12])
     return detector
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Server-wide defaults; a spec's own options win over them."""
+
+    imgsz: int = 640
+    letterbox: str = "rect"
+    threads: int = 0
+    cache_dir: Path = field(default_factory=model_cache_dir)
+    fetch_timeout: float = DEFAULT_TIMEOUT
+    #: ``RTC_BACKEND``/``RTC_PRECISION`` (a spec's ``backend=``/``precision=`` win),
+    #: ``RTC_PROVIDERS``, and where ``auto`` caches its choice (None: nowhere).
+    backend: str = "auto"
+    precision: str = "auto"
+    providers: tuple[str, ...] = ()
+    backend_cache: Path | None = field(default_factory=backend_cache_dir)
+
+
+def load_catalog(specs: Sequence[ModelSpec], options: LoadOptions) -> ModelCatalog:
+    """Every model of ``specs``, loaded once, the first the default."""
+    if not specs:
+        raise ModelError("no model configured (set RTC_MODEL or RTC_MODELS)")
+    detectors: dict[str, Detector] = {}
+    serving: dict[str, Serving] = {}
+    for spec in specs:
+        path = resolve(spec, options.cache_dir, options.fetch_timeout)
+        imgsz = spec.imgsz or options.imgsz
+        letterbox = spec.letterbox or options.letterbox
+        detectors[spec.name] = _make_detector(spec, path, imgsz=imgsz, letterbox=letterbox, options=options)
+        serving[spec.name] = Serving(input_size=(imgsz, imgsz), letterbox=letterbox)
+        info = detectors[spec.name].info
+        log.info("model %s: %s (version %s, sha256 %s, %d classes, input up to %dx%d, %s letterbox)",
+                 spec.name, spec.display, info.version, info.sha256[:12], len(info.class_names), imgsz, imgsz,
+                 letterbox)
+    return ModelCatalog(detectors, serving)
+
+
+def _make_detector(spec: ModelSpec, path: Path, *, imgsz: int, letterbox: str, options: LoadOptions) -> Detector:
+    """The one place a detector is made from a verified file: ``load_detector`` with this
+    model's backend and precision (its spec's, else the server's), named by the spec —
+    the same file may be served under two names, e.g. at two input sizes."""
+    return load_detector(path, backend=spec.backend or options.backend, precision=spec.precision or options.precision,
+                         imgsz=imgsz, rect=letterbox == "rect", threads=options.threads, providers=options.providers,
+                         cache_dir=options.backend_cache, name=spec.name)

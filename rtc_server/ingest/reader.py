@@ -58,7 +58,7 @@ LIVE_OPTIONS = {"fflags": "nobuffer", "flags": "low_delay", "probesize": "262144
 MAX_PACING_LAG = 0.5
 
 
-class NoVideo(Exception):
+class NoVideoStream(Exception):
     """The source opened but has no video stream."""
 
 
@@ -175,7 +175,7 @@ class Connection:
             raise
         try:
             if not container.streams.video:
-                raise NoVideo(f"the source has no video stream ({container.format.name})")
+                raise NoVideoStream(f"the source has no video stream ({container.format.name})")
             video = container.streams.video[0]
             info = OpenedInfo(
                 format=container.format.name.split(",")[0], codec=video.codec_context.name,
@@ -251,7 +251,7 @@ def failure_kind(exc: BaseException) -> str:
         return "resolve"
     if isinstance(exc, HttpStatusError):
         return "http_status"
-    if isinstance(exc, NoVideo):
+    if isinstance(exc, NoVideoStream):
         return "no_video"
     if isinstance(exc, av.error.ProtocolNotFoundError | ProtocolUnavailable):
         return "protocol_unavailable"
@@ -275,7 +275,7 @@ def describe(exc: BaseException) -> str:
     """The failure in one line for logs and API answers, URL passwords masked (PyAV puts the
     URL it opened, credentials included, into its error messages)."""
     text = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
-    if not isinstance(exc, UrlRefused | NoVideo | ProtocolUnavailable):
+    if not isinstance(exc, UrlRefused | NoVideoStream | ProtocolUnavailable):
         text = f"{type(exc).__name__}: {text}"
     return _CREDENTIALS.sub(r"\1:***@", text)
 

@@ -47,7 +47,7 @@ from typing import Any, cast
 
 import av
 
-from ..engine.scheduler import VideoFrameLike
+from ..engine.frames import VideoFrameLike
 from ..logs import session_logger
 from ..metrics import Metrics
 from ..streams.registry import StreamRegistry

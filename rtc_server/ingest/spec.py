@@ -21,7 +21,7 @@ SETTING_FIELDS = ("conf", "iou", "classes", "model", "max_fps")
 FIELDS = frozenset({"url", "loop", *SETTING_FIELDS})
 
 
-class SpecError(ValueError):
+class PullSpecError(ValueError):
     """A stream request the server will not act on; the text says what to change."""
 
 
@@ -49,23 +49,23 @@ def parse_pull_spec(body: object, models: Sequence[str] | None) -> PullSpec:
     if isinstance(body, str):
         body = {"url": body}
     if not isinstance(body, Mapping):
-        raise SpecError("a stream is a JSON object with a 'url' (or, in RTC_SOURCES, a URL string)")
+        raise PullSpecError("a stream is a JSON object with a 'url' (or, in RTC_SOURCES, a URL string)")
     extra = set(body) - FIELDS
     if extra:
-        raise SpecError(f"unknown fields {sorted(extra)}; a stream has {', '.join(sorted(FIELDS))}")
+        raise PullSpecError(f"unknown fields {sorted(extra)}; a stream has {', '.join(sorted(FIELDS))}")
     url = body.get("url")
     if not isinstance(url, str) or not url:
-        raise SpecError("'url' must be a non-empty string")
+        raise PullSpecError("'url' must be a non-empty string")
     loop = body.get("loop", False)
     if not isinstance(loop, bool):
-        raise SpecError("'loop' must be true or false")
+        raise PullSpecError("'loop' must be true or false")
     config = {k: body[k] for k in SETTING_FIELDS if k in body}
     model = config.get("model")
     allowed = models if models is not None else ((model,) if isinstance(model, str) else ())
     try:
         apply_config(StreamSettings(Thresholds()), dict(config), allowed)
     except ControlError as exc:
-        raise SpecError(str(exc)) from exc
+        raise PullSpecError(str(exc)) from exc
     return PullSpec(url, loop, config)
 
 

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from rtc_server.ingest.policy import UrlRefused
 from rtc_server.ingest.source import PullSource, SourceOpenError, open_pull_stream
-from rtc_server.ingest.spec import SpecError, parse_pull_spec
+from rtc_server.ingest.spec import PullSpecError, parse_pull_spec
 from rtc_server.streams.stream import Stream
 
 from .auth import require_token
@@ -72,7 +72,7 @@ async def create_stream(request: web.Request) -> web.Response:
     inference = request.app[INFERENCE]
     try:
         spec = parse_pull_spec(body, inference.models.names)
-    except SpecError as exc:
+    except PullSpecError as exc:
         raise ClientError(400, "bad_stream", str(exc)) from exc
     if not inference.ready:
         raise ClientError(503, "not_ready", "the model is still loading; retry shortly")

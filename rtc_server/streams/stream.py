@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..engine.detector import DetectionResult
-from ..engine.scheduler import Request, Scheduler, VideoFrameLike
+from ..engine.frames import Request, VideoFrameLike
+from ..engine.scheduler import Scheduler
 from ..logs import SESSION_ID, session_logger
 from ..metrics import Metrics
 from ..ratelimit import TokenBucket

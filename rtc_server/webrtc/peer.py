@@ -26,7 +26,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
-from ..engine.scheduler import VideoFrameLike
+from ..engine.frames import VideoFrameLike
 from ..logs import session_logger
 from ..streams.control import StreamSettings
 from ..streams.messages import encode

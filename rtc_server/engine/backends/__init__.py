@@ -15,9 +15,10 @@ import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: model specs and config name BACKENDS without loading numpy
+    import numpy as np
 
 #: Backend names, in the order ``auto`` lists them (the first is the reference).
 BACKENDS = ("onnxruntime", "openvino")

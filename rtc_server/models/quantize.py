@@ -3,7 +3,7 @@
 ``python -m rtc_server.models quantize --model models/yolo11n.onnx --images DIR`` writes
 ``models/yolo11n.int8.xml`` + ``.bin`` next to the model (git-ignored), which the openvino
 backend runs as ``int8`` and ``auto`` considers once the accuracy record
-(``python -m bench.accuracy --write``) documents that very file as within bounds.
+(``python -m rtc_server.models accuracy --write``) documents that very file as within bounds.
 
 Calibration images go through the service's own letterbox and blob (square 640, the
 training geometry), so the activation ranges NNCF sees are those served frames produce.
@@ -18,7 +18,8 @@ Two ways to keep accuracy, as NNCF documents for YOLO:
   most until the drop is at most ``--max-drop``.
 
 NNCF is heavy (scipy, scikit-learn, pandas): it lives in the ``quantize`` extra and is
-imported only here.
+imported only here. Quantizing is a tool, not run time: this module sits in the models
+package above the engine and the server never imports it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import image_files, load_dataset, read_rgb
-from .loader import int8_path
-from .yolo import Letterbox, letterbox_into
+from ..engine.artifacts import int8_path
+from ..engine.backends import BackendInfo
+from ..engine.detector import YoloDetector
+from ..engine.yolo import Letterbox, letterbox_into
+from .evaluate import evaluate, image_files, load_dataset, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ def quantize(model: Path, images: Path, out: Path | None = None, *, subset: int 
     random.Random(seed).shuffle(files)
     files = files[:subset]
     out = out or int8_path(model)
-    from .backends.openvino import core  # the process's one Core (see there why)
+    from ..engine.backends.openvino import core  # the process's one Core (see there why); needs OpenVINO
 
     ov_model = core().read_model(str(model))
     blobs = calibration_blobs(files, imgsz)
@@ -99,13 +102,9 @@ def quantize(model: Path, images: Path, out: Path | None = None, *, subset: int 
 
 def _with_accuracy_control(nncf, ov_model, dataset, files, images, ignored, max_drop):
     """``quantize_with_accuracy_control`` with our mAP50-95 as the validation metric."""
-    from .backends import BackendInfo
-    from .detector import YoloDetector
-
     labelled = [item for item in load_dataset(images) if item.path in set(files)]
     if not any(len(item.boxes) for item in labelled):
         raise QuantizeError(f"accuracy control needs YOLO labels beside {images} (labels/ next to images/)")
-    from .evaluate import evaluate
 
     def validate(compiled_model, _data) -> float:
         request = compiled_model.create_infer_request()
@@ -128,6 +127,6 @@ def _with_accuracy_control(nncf, ov_model, dataset, files, images, ignored, max_
 
 
 def _metadata(ov_model) -> dict[str, str]:
-    from .backends.openvino import metadata_of
+    from ..engine.backends.openvino import metadata_of
 
     return metadata_of(ov_model)

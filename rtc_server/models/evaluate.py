@@ -1,7 +1,8 @@
 """COCO mAP of a detector on a YOLO-format labelled image folder (coco128 here).
 
-Used by ``python -m bench.accuracy`` (the accuracy record ``auto`` trusts) and by the INT8
-quantizer's accuracy control. Detections come through the detector's own path — the
+Used by ``python -m rtc_server.models accuracy`` (the accuracy record ``auto`` trusts) and
+by the INT8 quantizer's accuracy control: a tool, so it sits in the models package above
+the engine, not in it. Detections come through the detector's own path — the
 project's letterbox, backend, decode and NMS — at Ultralytics' validation settings
 (conf 0.001, IoU 0.7, at most 300 per image); pycocotools scores them against the labels
 (YOLO txt: ``class cx cy w h`` normalised to the image size).
@@ -18,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .detector import Detector
-from .yolo import Thresholds
+from ..engine.detector import Detector
+from ..engine.yolo import Thresholds
 
 #: Ultralytics ``val`` settings.
 VAL_THRESHOLDS = Thresholds(conf=0.001, iou=0.7, max_det=300)

@@ -12,7 +12,7 @@ A remote source must pin its ``sha256``: the file is downloaded once into a cach
 stale copy), written to a temporary file beside it and moved into place only once its
 sha256 matches — a partial or mismatched download is never loaded nor kept. A local file
 may pin one too. Every failure (a wrong hash, HTTP 404, a missing bucket or object, an
-unreachable host, an untrusted certificate, missing credentials) is a ``SourceError``
+unreachable host, an untrusted certificate, missing credentials) is a ``ModelSourceError``
 whose message says exactly which, so start-up can stop with it.
 
 ``https://`` uses the standard library (``urllib``; proxies from ``https_proxy``, CAs
@@ -40,12 +40,12 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ..models import sha256_of
+from .artifacts import sha256_of
+from .backends import BACKENDS, PRECISIONS
+from .host import package_version
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnxruntime", "openvino")
-PRECISIONS = ("auto", "f32", "bf16", "f16", "int8")
 LETTERBOXES = ("rect", "square")
 REMOTE_SCHEMES = ("https", "http", "gs")
 #: Model names clients send in offers, ``?model=`` and control messages.
@@ -58,11 +58,11 @@ MAX_MODEL_BYTES = 4 << 30
 DEFAULT_TIMEOUT = 30.0
 
 
-class SpecError(ValueError):
+class ModelSpecError(ValueError):
     """A model spec that cannot be understood (a configuration error)."""
 
 
-class SourceError(RuntimeError):
+class ModelSourceError(RuntimeError):
     """A model could not be fetched or did not verify; the message says exactly why."""
 
 
@@ -114,26 +114,27 @@ class ModelSpec:
 def _check_options(spec: ModelSpec) -> ModelSpec:
     where = f"model {spec.name or spec.source!r}"
     if spec.scheme and spec.scheme not in REMOTE_SCHEMES:
-        raise SpecError(f"{where}: unsupported source {spec.display!r} (use a path, https://, http:// or gs://)")
+        raise ModelSpecError(f"{where}: unsupported source {spec.display!r} (use a path, https://, http:// or gs://)")
     if spec.remote and spec.sha256 is None:
-        raise SpecError(f"{where}: {spec.display} has no pinned sha256; append #sha256=<64 hex digits> "
+        raise ModelSpecError(f"{where}: {spec.display} has no pinned sha256; append #sha256=<64 hex digits> "
                         "(`python -m rtc_server.models hash FILE` prints it)")
     if spec.sha256 is not None and not _SHA256_RE.fullmatch(spec.sha256):
-        raise SpecError(f"{where}: sha256 {spec.sha256!r} is not 64 hex digits")
+        raise ModelSpecError(f"{where}: sha256 {spec.sha256!r} is not 64 hex digits")
     if spec.scheme == "gs":
         parts = urlsplit(spec.source)
         if not parts.netloc or not parts.path.strip("/"):
-            raise SpecError(f"{where}: {spec.source!r} is not gs://BUCKET/OBJECT")
+            raise ModelSpecError(f"{where}: {spec.source!r} is not gs://BUCKET/OBJECT")
     if spec.scheme in ("http", "https") and not urlsplit(spec.source).hostname:
-        raise SpecError(f"{where}: {spec.display!r} has no host")
+        raise ModelSpecError(f"{where}: {spec.display!r} has no host")
     if not spec.source:
-        raise SpecError(f"{where}: empty source")
+        raise ModelSpecError(f"{where}: empty source")
     if spec.imgsz is not None and (spec.imgsz <= 0 or spec.imgsz % 32):
-        raise SpecError(f"{where}: imgsz {spec.imgsz} is not a positive multiple of 32")
-    for key, allowed in (("letterbox", LETTERBOXES), ("backend", BACKENDS), ("precision", PRECISIONS)):
+        raise ModelSpecError(f"{where}: imgsz {spec.imgsz} is not a positive multiple of 32")
+    for key, allowed in (("letterbox", LETTERBOXES), ("backend", ("auto", *BACKENDS)),
+                           ("precision", PRECISIONS)):
         value = getattr(spec, key)
         if value is not None and value not in allowed:
-            raise SpecError(f"{where}: {key} {value!r} is not one of {', '.join(allowed)}")
+            raise ModelSpecError(f"{where}: {key} {value!r} is not one of {', '.join(allowed)}")
     return spec
 
 
@@ -143,14 +144,14 @@ _OPTION_KEYS = ("sha256", "imgsz", "letterbox", "backend", "precision")
 def _options(pairs: dict[str, Any], where: str) -> dict[str, Any]:
     unknown = set(pairs) - set(_OPTION_KEYS)
     if unknown:
-        raise SpecError(f"{where}: unknown option(s) {sorted(unknown)}; known: {', '.join(_OPTION_KEYS)}")
+        raise ModelSpecError(f"{where}: unknown option(s) {sorted(unknown)}; known: {', '.join(_OPTION_KEYS)}")
     options: dict[str, Any] = {}
     for key, value in pairs.items():
         if key == "imgsz":
             try:
                 options[key] = int(value)
             except (TypeError, ValueError):
-                raise SpecError(f"{where}: imgsz {value!r} is not a number") from None
+                raise ModelSpecError(f"{where}: imgsz {value!r} is not a number") from None
         else:
             options[key] = str(value).strip().lower()
     return options
@@ -171,16 +172,16 @@ def parse_spec(text: str, name: str | None = None) -> ModelSpec:
     try:
         pairs = parse_qsl(fragment, keep_blank_values=True, strict_parsing=True) if fragment else []
     except ValueError:
-        raise SpecError(f"{where}: options after '#' must be key=value pairs joined by '&', "
+        raise ModelSpecError(f"{where}: options after '#' must be key=value pairs joined by '&', "
                         f"not {fragment!r}") from None
     seen: dict[str, str] = {}
     for key, value in pairs:
         if key in seen:
-            raise SpecError(f"{where}: option {key!r} given twice")
+            raise ModelSpecError(f"{where}: option {key!r} given twice")
         seen[key] = value
     spec = _check_options(ModelSpec(name=name or derive_name(source), source=source, **_options(seen, where)))
     if not spec.name:
-        raise SpecError(f"{where}: cannot derive a model name from {source!r}; name it (NAME=SOURCE)")
+        raise ModelSpecError(f"{where}: cannot derive a model name from {source!r}; name it (NAME=SOURCE)")
     return spec
 
 
@@ -204,13 +205,13 @@ def parse_specs(text: str) -> tuple[ModelSpec, ...]:
             name, sep, spec = entry.partition("=")
             name = name.strip()
             if not sep or not NAME_RE.fullmatch(name):
-                raise SpecError(f"RTC_MODELS entry {entry.strip()!r} is not NAME=SOURCE[#options] "
+                raise ModelSpecError(f"RTC_MODELS entry {entry.strip()!r} is not NAME=SOURCE[#options] "
                                 "(a name of letters, digits, '.', '_', '-')")
             specs.append(parse_spec(spec, name))
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise SpecError(f"RTC_MODELS names {', '.join(duplicates)} more than once")
+        raise ModelSpecError(f"RTC_MODELS names {', '.join(duplicates)} more than once")
     return tuple(specs)
 
 
@@ -218,20 +219,20 @@ def _parse_json(text: str) -> list[ModelSpec]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SpecError(f"RTC_MODELS is not valid JSON: {exc}") from exc
+        raise ModelSpecError(f"RTC_MODELS is not valid JSON: {exc}") from exc
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise SpecError("RTC_MODELS in JSON is a list of objects: [{\"name\": ..., \"source\": ..., ...}]")
+        raise ModelSpecError("RTC_MODELS in JSON is a list of objects: [{\"name\": ..., \"source\": ..., ...}]")
     known = {f.name for f in fields(ModelSpec)}
     specs = []
     for item in items:
         name, source = item.get("name"), item.get("source")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise SpecError(f"RTC_MODELS entry {item!r}: 'name' must be letters, digits, '.', '_', '-'")
+            raise ModelSpecError(f"RTC_MODELS entry {item!r}: 'name' must be letters, digits, '.', '_', '-'")
         if not isinstance(source, str) or not source.strip():
-            raise SpecError(f"RTC_MODELS entry {name!r}: 'source' must be a path or URL")
+            raise ModelSpecError(f"RTC_MODELS entry {name!r}: 'source' must be a path or URL")
         unknown = set(item) - known
         if unknown:
-            raise SpecError(f"RTC_MODELS entry {name!r}: unknown field(s) {sorted(unknown)}")
+            raise ModelSpecError(f"RTC_MODELS entry {name!r}: unknown field(s) {sorted(unknown)}")
         options = _options({k: v for k, v in item.items() if k not in ("name", "source") and v is not None},
                            f"model {name!r}")
         specs.append(_check_options(ModelSpec(name=name, source=source.strip(), **options)))
@@ -239,12 +240,6 @@ def _parse_json(text: str) -> list[ModelSpec]:
 
 
 # ----- fetching -----------------------------------------------------------------------------
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/rtc-yolo/models``, else ``~/.cache/rtc-yolo/models``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rtc-yolo" / "models"
-
-
 def resolve(spec: ModelSpec, cache_dir: Path, timeout: float = DEFAULT_TIMEOUT) -> Path:
     """A local, verified file for ``spec``: the path itself, or the cached download.
 
@@ -258,7 +253,7 @@ def resolve(spec: ModelSpec, cache_dir: Path, timeout: float = DEFAULT_TIMEOUT) 
         if spec.sha256 is not None and path.is_file():
             actual = sha256_of(path)
             if actual != spec.sha256:
-                raise SourceError(f"{where}: the file's sha256 is {actual}, not the pinned {spec.sha256}")
+                raise ModelSourceError(f"{where}: the file's sha256 is {actual}, not the pinned {spec.sha256}")
         return path
     assert spec.sha256 is not None  # parse_spec requires it for remote sources
     target = cache_dir / spec.sha256 / spec.file_name
@@ -272,7 +267,7 @@ def resolve(spec: ModelSpec, cache_dir: Path, timeout: float = DEFAULT_TIMEOUT) 
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     except OSError as exc:
-        raise SourceError(f"{where}: cannot write to the model cache {cache_dir}: {exc} "
+        raise ModelSourceError(f"{where}: cannot write to the model cache {cache_dir}: {exc} "
                           "(set RTC_MODEL_CACHE to a writable folder)") from exc
     tmp = Path(tmp_name)
     started = time.perf_counter()
@@ -286,7 +281,7 @@ def resolve(spec: ModelSpec, cache_dir: Path, timeout: float = DEFAULT_TIMEOUT) 
             os.fsync(out.fileno())
         actual = sha256_of(tmp)
         if actual != spec.sha256:
-            raise SourceError(f"{where}: the downloaded file's sha256 is {actual}, not the pinned "
+            raise ModelSourceError(f"{where}: the downloaded file's sha256 is {actual}, not the pinned "
                               f"{spec.sha256}; refused, nothing kept")
         os.replace(tmp, target)
     finally:
@@ -310,15 +305,13 @@ def _copy_capped(src: IO[bytes], out: IO[bytes], where: str) -> int:
     for chunk in iter(lambda: src.read(1 << 20), b""):
         total += len(chunk)
         if total > MAX_MODEL_BYTES:
-            raise SourceError(f"{where}: larger than {MAX_MODEL_BYTES >> 30} GiB; refused")
+            raise ModelSourceError(f"{where}: larger than {MAX_MODEL_BYTES >> 30} GiB; refused")
         out.write(chunk)
     return total
 
 
 def _fetch_http(spec: ModelSpec, out: IO[bytes], timeout: float, where: str) -> None:
-    from .. import __version__
-
-    request = urllib.request.Request(spec.source, headers={"User-Agent": f"rtc-yolo/{__version__}"})
+    request = urllib.request.Request(spec.source, headers={"User-Agent": f"rtc-yolo/{package_version()}"})
     host = urlsplit(spec.source).netloc.rpartition("@")[2]
     try:
         # A fresh default context: the system CAs, or SSL_CERT_FILE / SSL_CERT_DIR if set.
@@ -328,18 +321,18 @@ def _fetch_http(spec: ModelSpec, out: IO[bytes], timeout: float, where: str) -> 
             received = _copy_capped(response, out, where)
         # http.client ends a short read quietly when the peer hangs up: say so, not just "wrong hash".
         if expected is not None and expected.isdigit() and received < int(expected):
-            raise SourceError(f"{where}: the download from {host} broke off after {received} of {expected} bytes")
+            raise ModelSourceError(f"{where}: the download from {host} broke off after {received} of {expected} bytes")
     except urllib.error.HTTPError as exc:
         what = "not found" if exc.code == 404 else "refused"
-        raise SourceError(f"{where}: {what} (HTTP {exc.code} {exc.reason})") from None
+        raise ModelSourceError(f"{where}: {what} (HTTP {exc.code} {exc.reason})") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, ssl.SSLCertVerificationError):
-            raise SourceError(f"{where}: the TLS certificate of {host} is not trusted ({reason.verify_message}); "
+            raise ModelSourceError(f"{where}: the TLS certificate of {host} is not trusted ({reason.verify_message}); "
                               "for a private CA set SSL_CERT_FILE to a bundle that includes it") from None
-        raise SourceError(f"{where}: cannot reach {host}: {reason}") from None
+        raise ModelSourceError(f"{where}: cannot reach {host}: {reason}") from None
     except (TimeoutError, OSError, http.client.HTTPException) as exc:  # a stalled read, a cut connection
-        raise SourceError(f"{where}: the download from {host} failed: {type(exc).__name__}: {exc}") from None
+        raise ModelSourceError(f"{where}: the download from {host} failed: {type(exc).__name__}: {exc}") from None
 
 
 def _fetch_gs(spec: ModelSpec, out: IO[bytes], timeout: float, where: str) -> None:
@@ -350,7 +343,7 @@ def _fetch_gs(spec: ModelSpec, out: IO[bytes], timeout: float, where: str) -> No
         from google.cloud import storage
         from google.cloud.storage.retry import DEFAULT_RETRY
     except ImportError:
-        raise SourceError(f"{where}: gs:// models need Google's Cloud Storage client: "
+        raise ModelSourceError(f"{where}: gs:// models need Google's Cloud Storage client: "
                           "pip install 'rtc-yolo[gcs]' (the container image has it)") from None
     parts = urlsplit(spec.source)
     bucket_name, object_name = parts.netloc, parts.path.lstrip("/")
@@ -367,20 +360,20 @@ def _fetch_gs(spec: ModelSpec, out: IO[bytes], timeout: float, where: str) -> No
             except gexc.GoogleAPICallError:  # e.g. no storage.buckets.get permission
                 exists = None
             if exists is False:
-                raise SourceError(f"{where}: bucket {bucket_name!r} does not exist") from None
-            raise SourceError(f"{where}: no object {object_name!r} in bucket {bucket_name!r}") from None
+                raise ModelSourceError(f"{where}: bucket {bucket_name!r} does not exist") from None
+            raise ModelSourceError(f"{where}: no object {object_name!r} in bucket {bucket_name!r}") from None
     except google.auth.exceptions.DefaultCredentialsError:
-        raise SourceError(f"{where}: no Google credentials: on GKE or Cloud Run give the workload a service "
+        raise ModelSourceError(f"{where}: no Google credentials: on GKE or Cloud Run give the workload a service "
                           "account with roles/storage.objectViewer on the bucket; elsewhere set "
                           "GOOGLE_APPLICATION_CREDENTIALS") from None
     except google.auth.exceptions.GoogleAuthError as exc:
-        raise SourceError(f"{where}: Google credentials failed: {exc}") from None
+        raise ModelSourceError(f"{where}: Google credentials failed: {exc}") from None
     except gexc.Forbidden as exc:
-        raise SourceError(f"{where}: access denied ({exc.message}); the service account needs "
+        raise ModelSourceError(f"{where}: access denied ({exc.message}); the service account needs "
                           f"roles/storage.objectViewer on gs://{bucket_name}") from None
     except gexc.GoogleAPICallError as exc:
-        raise SourceError(f"{where}: Cloud Storage answered {exc.code}: {exc.message}") from None
+        raise ModelSourceError(f"{where}: Cloud Storage answered {exc.code}: {exc.message}") from None
     except (gexc.RetryError, requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         cause = getattr(exc, "cause", None) or exc
-        raise SourceError(f"{where}: cannot reach Cloud Storage at {endpoint}: {type(cause).__name__}") from None
+        raise ModelSourceError(f"{where}: cannot reach Cloud Storage at {endpoint}: {type(cause).__name__}") from None
 

