@@ -26,8 +26,7 @@ from .engine.detector import Detector
 from .engine.loader import LoadOptions, load_catalog
 from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_accelerator, plan_workers
 from .ingest.source import start_configured_sources
-from .ingest.spec import PullSpec, parse_pull_spec
-from .ingest.spec import SpecError as PullSpecError
+from .ingest.spec import PullSpec, PullSpecError, parse_pull_spec
 from .metrics import Metrics
 from .signaling import setup_routes
 from .signaling.context import API, INFERENCE, RATE_LIMITS, REGISTRY, SNAPSHOTS, SUBSCRIPTIONS, TOKENS

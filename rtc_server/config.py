@@ -29,8 +29,7 @@ from typing import Any
 from .engine.artifacts import backend_cache_dir, model_cache_dir
 from .engine.model_sources import ModelSpec, ModelSpecError, parse_spec, parse_specs
 from .ingest.policy import SourcePolicy, UrlRefused
-from .ingest.spec import PullSpecError
-from .ingest.spec import parse_pull_spec, parse_sources
+from .ingest.spec import PullSpecError, parse_pull_spec, parse_sources
 
 DEFAULT_MODEL = Path("models/yolo11n.onnx")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
