@@ -28,8 +28,6 @@ from typing import Any
 
 from .engine.artifacts import backend_cache_dir, model_cache_dir
 from .engine.model_sources import ModelSpec, ModelSpecError, parse_spec, parse_specs
-from .ingest.policy import SourcePolicy, UrlRefused
-from .ingest.spec import PullSpecError, parse_pull_spec, parse_sources
 
 DEFAULT_MODEL = Path("models/yolo11n.onnx")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -358,6 +356,11 @@ class Settings:
         """Networks parse, timeouts are positive, and every RTC_SOURCES entry is a stream the
         server would accept from ``POST /streams`` (its model is checked once models load;
         host names are checked when they are resolved, at each connection)."""
+        # Imported here, not at the top (still downward): ingest's spec brings numpy and cv2,
+        # and the container's health check imports this module on every probe.
+        from .ingest.policy import SourcePolicy, UrlRefused
+        from .ingest.spec import PullSpecError, parse_pull_spec
+
         for name in ("source_open_timeout", "source_read_timeout", "source_reconnect_max"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must be a positive number of seconds")
@@ -442,6 +445,8 @@ def _parse_bool(text: str) -> bool:
 
 
 def _parse_sources(text: str) -> tuple[Any, ...]:
+    from .ingest.spec import parse_sources  # late, as in _validate_pull
+
     return parse_sources(text)
 
 
