@@ -25,6 +25,8 @@ from __future__ import annotations
 import random
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -287,6 +289,33 @@ def _tmp(name: str) -> Path:
     folder = Path("/tmp") / "rtc-hostile-media"
     folder.mkdir(exist_ok=True)
     return folder / name
+
+
+class StaticFolder:
+    """``tests/media_server.py`` (aiohttp static files, Range requests) in its own process,
+    for callers without an event loop; ``port`` once started."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> StaticFolder:
+        script = Path(__file__).resolve().parent / "media_server.py"
+        self._process = subprocess.Popen([sys.executable, str(script), "--dir", str(self.folder), "--port", "0"],
+                                         stdout=subprocess.PIPE)
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().decode()
+        if not line.startswith("READY "):
+            self.__exit__()
+            raise RuntimeError(f"media server did not start: {line!r}")
+        self.port = int(line.split()[1])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
 
 
 # ----- the server's health meanwhile -------------------------------------------------------------
