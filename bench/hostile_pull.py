@@ -4,8 +4,11 @@ event loop), and the server process's RSS growth.
 
 Attacks, each from a server on loopback that stops by itself (``tests/hostile_media.py``):
 
-- ``endless_playlist``: an HLS playlist that never ends (long lines, as fast as loopback
-  takes them), at most ``--seconds`` and ``--max-mb`` MiB sent;
+- ``endless_segments``: an HLS playlist that never ends, one segment line after another
+  (FFmpeg keeps each), as fast as loopback takes them, at most ``--seconds`` and
+  ``--max-mb`` MiB sent (128 by default: the code before the fix grows by several times
+  what it reads);
+- ``endless_bytes``: the same with long comment lines (FFmpeg reads and drops them);
 - ``huge_frames``: an 8192x8192 MJPEG clip (three flat frames, ``"loop": true``), watched
   for ``--seconds`` after the POST.
 
@@ -13,7 +16,7 @@ Attacks, each from a server on loopback that stops by itself (``tests/hostile_me
 ``git worktree add /tmp/before 3b0643f``). The server runs as its own process, so its RSS
 is its own; ``/healthz`` is asked every 50 ms from a thread of this process.
 
-    python -m bench.hostile_pull [--tree /tmp/before] [--seconds 30] [--max-mb 512]
+    python -m bench.hostile_pull [--tree /tmp/before] [--seconds 30] [--max-mb 128]
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ def post_stream(base: str, body: dict[str, Any], timeout: float) -> tuple[int, s
         return 0, f"{type(exc).__name__}: {exc}"
 
 
-def attack_endless_playlist(base: str, pid: int, seconds: float, max_bytes: int) -> dict[str, Any]:
-    attack = EndlessPlaylist("bytes", max_seconds=seconds, max_bytes=max_bytes).start()
+def attack_endless_playlist(base: str, pid: int, mode: str, seconds: float, max_bytes: int) -> dict[str, Any]:
+    attack = EndlessPlaylist(mode, max_seconds=seconds, max_bytes=max_bytes).start()
     try:
         with HealthProbe(base, pid) as probe:
             started = time.monotonic()
@@ -54,7 +57,7 @@ def attack_endless_playlist(base: str, pid: int, seconds: float, max_bytes: int)
             time.sleep(1.0)  # what it left behind
     finally:
         attack.stop()
-    return {"attack": "endless_playlist", "status": status, "answer_s": answered, "sent_mb": attack.sent / 2**20,
+    return {"attack": f"endless_{mode}", "status": status, "answer_s": answered, "sent_mb": attack.sent / 2**20,
             "healthz_worst_s": probe.worst, "healthz_failures": probe.failures,
             "rss_growth_mb": probe.rss_growth / 2**20, "detail": text[:160]}
 
@@ -78,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout the server runs from")
     parser.add_argument("--seconds", type=float, default=30.0, help="longest time of each attack")
-    parser.add_argument("--max-mb", type=float, default=512.0, help="most MiB the endless playlist sends")
+    parser.add_argument("--max-mb", type=float, default=128.0, help="most MiB an endless playlist sends")
     args = parser.parse_args()
     load_start = load()
     folder = Path("/tmp/rtc-hostile-media/bench")
@@ -87,12 +90,12 @@ def main() -> None:
         make_huge_clip(folder / "huge.mkv", 8192, 8192)
     env = {"RTC_SOURCE_ALLOW_NETWORKS": "127.0.0.1/32", "RTC_SOURCE_OPEN_TIMEOUT": "10"}
     results = []
-    for attack in ("endless_playlist", "huge_frames"):
+    for attack in ("endless_segments", "endless_bytes", "huge_frames"):
         with running_server(find_model(), env=env, cwd=args.tree.resolve()) as server:
             time.sleep(2.0)  # settle after start
-            if attack == "endless_playlist":
-                results.append(attack_endless_playlist(server.url, server.pid, args.seconds,
-                                                       int(args.max_mb * 2**20)))
+            if attack.startswith("endless_"):
+                results.append(attack_endless_playlist(server.url, server.pid, attack.removeprefix("endless_"),
+                                                       args.seconds, int(args.max_mb * 2**20)))
             else:
                 results.append(attack_huge_frames(server.url, server.pid, min(args.seconds, 15.0), folder))
     rows = [[r["attack"], r["status"], f"{r['answer_s']:.1f}", f"{r['sent_mb']:.0f}", f"{r['healthz_worst_s']:.3f}",
