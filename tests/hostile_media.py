@@ -15,6 +15,7 @@ measured alone.
   records whether anyone came.
 - ``Listener``: accepts connections and never answers (a stalled RTSP camera), recording
   each one and whether the other side has closed it.
+- ``TlsFront``: TLS in front of a plain server (RTSPS made of the suite's RTSP server).
 - ``make_huge_clip``, ``make_growing_ts``: videos of frames over the 4K cap (from the header
   on, or only after a few small frames).
 - ``HealthProbe``: ``GET /healthz`` every 50 ms and the server process's RSS, in a thread.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import random
 import socket
 import socketserver
+import ssl
 import subprocess
 import sys
 import threading
@@ -234,6 +236,45 @@ class RtspRedirector(ThreadedServer):
                 sock.sendall(answer.encode())
         except OSError:
             pass
+
+
+class TlsFront(ThreadedServer):
+    """TLS in front of a plain TCP server on 127.0.0.1:``upstream`` (an RTSPS camera made of
+    gst-rtsp-server): each connection is decrypted and relayed both ways."""
+
+    def __init__(self, upstream: int, cert: Path, key: Path) -> None:
+        super().__init__()
+        self.upstream = upstream
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(cert, key)
+
+    def handle(self, sock: socket.socket) -> None:
+        try:
+            secure = self._context.wrap_socket(sock, server_side=True)
+            plain = socket.create_connection(("127.0.0.1", self.upstream), timeout=10)
+        except OSError:
+            return
+        plain.settimeout(None)
+        secure.settimeout(None)
+
+        def pump(source: socket.socket, target: socket.socket) -> None:
+            try:
+                while data := source.recv(65536):
+                    target.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for end in (source, target):
+                    try:
+                        end.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        back = threading.Thread(target=pump, args=(plain, secure), daemon=True)
+        back.start()
+        pump(secure, plain)
+        back.join(10)
+        plain.close()
 
 
 # ----- videos over the frame cap ------------------------------------------------------------------

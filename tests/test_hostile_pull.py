@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from rtc_server.ingest.limits import DEFAULT_MAX_FRAME_PIXELS, check_frame_size
 from rtc_server.ingest.redact import redact, redact_text
 from signaling.context import REGISTRY
-from tests.helpers import ServerProcess, scrape, serve, wait_for
+from tests.helpers import ListSink, ServerProcess, scrape, self_signed, serve, wait_for
 from tests.hostile_media import (
     EndlessPlaylist,
     GarbageStream,
@@ -34,10 +35,11 @@ from tests.hostile_media import (
     Listener,
     RtspRedirector,
     StaticFolder,
+    TlsFront,
     make_growing_ts,
     make_huge_clip,
 )
-from tests.pull_media import make_clip
+from tests.pull_media import make_clip, rtsp_server
 
 pytestmark = pytest.mark.slow
 
@@ -277,3 +279,31 @@ def test_a_source_sending_only_garbage_is_counted_and_reconnected(server: Server
     assert "nothing decodable for 2 s" in (view["last_error"] or ""), view
     assert view["corrupt_packets"] > 0 and corrupt >= view["corrupt_packets"], (view, corrupt)
     assert_healthy(probe)
+
+
+# ----- the relay carries real cameras --------------------------------------------------------------------
+async def test_rtsps_goes_through_the_relay_with_tls(aiohttp_server: Any, make_app: Callable[..., web.Application],
+                                                     tmp_path: Path) -> None:
+    """The relay speaks TLS to an RTSPS camera (certificates unverified, as FFmpeg's tls did)
+    and FFmpeg plain RTSP to the relay; a real camera still detects (plain RTSP through the
+    relay: ``tests/test_pull.py``)."""
+    camera = rtsp_server()
+    await camera.start()
+    front = TlsFront(camera.port, *self_signed(tmp_path)).start()
+    try:
+        app = make_app(source_allow_networks=("127.0.0.1/32",))
+        url = await serve(aiohttp_server, app)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{url}/streams", json={"url": f"rtsps://127.0.0.1:{front.port}/bus"}) as response:
+                answer = await response.json()
+            assert response.status == 201, answer
+            stream = app[REGISTRY].get(answer["id"])
+            assert stream is not None
+            sink = ListSink()
+            stream.add_sink(sink)
+            await wait_for(lambda: "bus" in sink.labels_from(0), 30)
+            await stream.close("closed by test")
+        assert front.connections == 1
+    finally:
+        front.stop()
+        await camera.stop()
