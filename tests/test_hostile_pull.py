@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
+import socket
 import threading
 import time
 import urllib.error
@@ -27,7 +29,7 @@ from aiohttp import web
 from rtc_server.ingest.limits import DEFAULT_MAX_FRAME_PIXELS, check_frame_size
 from rtc_server.ingest.redact import redact, redact_text
 from signaling.context import REGISTRY
-from tests.helpers import ListSink, ServerProcess, scrape, self_signed, serve, wait_for
+from tests.helpers import ListSink, ServerProcess, cannot_run, scrape, self_signed, serve, wait_for
 from tests.hostile_media import (
     EndlessPlaylist,
     GarbageStream,
@@ -225,31 +227,69 @@ def _source_threads(stream_id: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(f"pull-{stream_id[:8]}")]
 
 
+@pytest.mark.parametrize("camera_kind", ["stalled", "black-holed"])
 async def test_stopping_a_stalled_rtsp_source_is_bounded_and_leaves_nothing(
-        aiohttp_server: Any, make_app: Callable[..., web.Application]) -> None:
-    """A camera that accepts and never answers; the stream is ended while FFmpeg waits on it
-    (its own timeouts are 30 s away): the thread and the socket are gone within stop_timeout."""
-    camera = Listener(hold=60.0).start()
+        aiohttp_server: Any, make_app: Callable[..., web.Application], camera_kind: str) -> None:
+    """A camera that accepts and never answers, or one whose SYNs are dropped (a full accept
+    queue); the stream is ended while the source waits on it (its own timeouts are 30 s
+    away): the thread and the socket are gone within stop_timeout."""
+    camera = Listener(hold=60.0).start() if camera_kind == "stalled" else None
+    hole = None if camera is not None else BlackHole()
+    port = camera.port if camera is not None else hole.port  # type: ignore[union-attr]
     try:
         app = make_app(source_allow_networks=("127.0.0.1/32",), source_open_timeout=30.0,
-                       source_read_timeout=30.0, sources=({"url": f"rtsp://127.0.0.1:{camera.port}/live"},))
+                       source_read_timeout=30.0, sources=({"url": f"rtsp://127.0.0.1:{port}/live"},))
         url = await serve(aiohttp_server, app)
         (stream,) = list(app[REGISTRY])
-        await wait_for(camera.accepted.is_set, 15)
-        await asyncio.sleep(0.5)  # FFmpeg is blocked reading the answer that never comes
+        if camera is not None:
+            await wait_for(camera.accepted.is_set, 15)
+        await asyncio.sleep(1.0)  # blocked: reading the answer that never comes, or connecting
         assert _source_threads(stream.id)
         lags: list[float] = []
         ticking = asyncio.create_task(_tick(lags))
         started = time.monotonic()
         await stream.close("deleted")
         took = time.monotonic() - started
-        await wait_for(lambda: not _source_threads(stream.id) and camera.closed >= 1, stream.limits.stop_timeout)
+        await wait_for(lambda: not _source_threads(stream.id) and (camera is None or camera.closed >= 1),
+                       stream.limits.stop_timeout)
         ticking.cancel()
         assert took < stream.limits.stop_timeout, took
         assert max(lags, default=0.0) < MAX_LOOP_S
         assert (await scrape(url)).get('rtc_errors_total{kind="session_close_timeout"}', 0.0) == 0.0
     finally:
-        camera.stop()
+        if camera is not None:
+            camera.stop()
+        if hole is not None:
+            hole.close()
+
+
+class BlackHole:
+    """A loopback port whose accept queue is full: the kernel drops further SYNs, so a
+    connect there hangs (as to a black-holed address) until its own timeout."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(0)
+        self.port = self._listener.getsockname()[1]
+        self._fillers = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self._fillers.append(filler)
+        probe = socket.socket()
+        probe.setblocking(False)
+        probe.connect_ex(("127.0.0.1", self.port))
+        _, writable, _ = select.select([], [probe], [], 0.5)
+        probe.close()
+        if writable:
+            self.close()
+            cannot_run("this kernel completes connects past a full accept queue: no black hole on loopback")
+
+    def close(self) -> None:
+        for sock in (*self._fillers, self._listener):
+            sock.close()
 
 
 async def _tick(lags: list[float], interval: float = 0.02) -> None:

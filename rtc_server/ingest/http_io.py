@@ -44,6 +44,7 @@ import threading
 import time
 from urllib.parse import unquote, urljoin
 
+from .connect import connect
 from .limits import InputCaps, PlaylistMeter, is_playlist
 from .policy import SourcePolicy, SourceUrl, UrlRefused
 from .redact import redact
@@ -214,7 +215,9 @@ class HttpOpener:
         error: OSError | None = None
         for address in addresses:
             try:
-                return socket.create_connection((address, port), timeout=self.open_timeout)
+                return connect(address, port, self.open_timeout, lambda: self._aborted)
+            except ConnectionAbortedError:
+                raise
             except OSError as exc:
                 error = exc
         assert error is not None

@@ -201,7 +201,7 @@ class Connection:
             if self._last_progress != progress:  # what had arrived by the last good frame
                 progress, received = self._last_progress, self._bytes_in()
             if self._stop.is_set():
-                self.abort()
+                self.abort()  # also reaches what was being set up when ``stop`` came
             elif self._opening:
                 if now > self._open_deadline:
                     self._expire(f"the source did not open within {timeouts.open:g} s")

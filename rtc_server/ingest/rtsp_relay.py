@@ -26,6 +26,7 @@ import socket
 import ssl
 import threading
 
+from .connect import connect
 from .policy import UrlRefused
 from .redact import redact
 
@@ -61,7 +62,7 @@ class RtspRelay:
     def start(self) -> int:
         """Connect to the checked address (blocking, bounded by the open timeout), then listen
         on a loopback port for FFmpeg's one connection; returns that port."""
-        upstream = socket.create_connection((self._address, self._upstream_port), timeout=self._open_timeout)
+        upstream = connect(self._address, self._upstream_port, self._open_timeout, self._aborted.is_set)
         try:
             if self._tls_host is not None:
                 context = ssl.create_default_context()
