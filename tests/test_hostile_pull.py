@@ -27,7 +27,9 @@ import pytest
 from aiohttp import web
 
 from rtc_server.ingest.limits import DEFAULT_MAX_FRAME_PIXELS, check_frame_size
+from rtc_server.ingest.policy import UrlRefused
 from rtc_server.ingest.redact import redact, redact_text
+from rtc_server.ingest.rtsp_relay import RtspRelay
 from signaling.context import REGISTRY
 from tests.helpers import ListSink, ServerProcess, cannot_run, scrape, self_signed, serve, wait_for
 from tests.hostile_media import (
@@ -347,3 +349,26 @@ async def test_rtsps_goes_through_the_relay_with_tls(aiohttp_server: Any, make_a
     finally:
         front.stop()
         await camera.stop()
+
+
+def test_the_relay_frames_rtsp_and_refuses_redirects_without_a_network() -> None:
+    """The relay's reading of the server's bytes: interleaved packets and messages with
+    bodies pass whole, any 3xx or REDIRECT is refused, an endless head is bounded."""
+    relay = RtspRelay("127.0.0.1", 9, tls_host=None, open_timeout=1.0)
+    sdp = b"v=0\r\n"
+    answer = b"RTSP/1.0 200 OK\r\nCSeq: 2\r\nContent-Length: 5\r\n\r\n" + sdp
+    packet = b"$\x00\x00\x03abc"
+    buffer = bytearray(answer + packet + b"$\x00\x00")
+    assert relay._unit_size(buffer) == len(answer)
+    del buffer[:len(answer)]
+    assert relay._unit_size(buffer) == len(packet)
+    del buffer[:len(packet)]
+    assert relay._unit_size(buffer) is None  # an incomplete packet waits for more
+    assert relay._unit_size(bytearray(answer[:-1])) is None  # so does an incomplete body
+    for refused in (b"RTSP/1.0 301 Moved\r\nLocation: rtsp://10.0.0.1/x?key=CAMKEY\r\n\r\n",
+                    b"REDIRECT rtsp://127.0.0.1/x RTSP/1.0\r\nLocation: rtsp://169.254.169.254/\r\n\r\n"):
+        with pytest.raises(UrlRefused, match="do not follow RTSP redirects") as caught:
+            relay._unit_size(bytearray(refused))
+        assert "CAMKEY" not in caught.value.detail
+    with pytest.raises(ValueError, match="head over"):
+        relay._unit_size(bytearray(b"RTSP/1.0 200 OK\r\n" + b"X: y\r\n" * 20000))
