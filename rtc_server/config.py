@@ -199,6 +199,13 @@ class Settings:
     source_read_timeout: float = 10.0
     #: Longest wait, in seconds, between reconnect attempts of a pull source (backoff cap).
     source_reconnect_max: float = 30.0
+    # ----- what a source may send (every source's frames; pull playlists) -------------------------
+    #: Largest decoded video frame in pixels (width x height); 4K UHD (3840x2160) fits. A
+    #: pull stream whose frames are larger is refused or ended, naming the size and the cap.
+    max_frame_pixels: int = 3840 * 2160
+    #: Largest HLS playlist a pull source may load, in bytes, and most segments it may list.
+    source_max_playlist_bytes: int = 4 * 1024 * 1024
+    source_max_segments: int = 50_000
 
     # ----- consumers: subscribers, session tokens, snapshots -------------------------------------
     #: Key that signs session tokens (``?token=`` on events/ws/snapshot); empty: a random
@@ -364,6 +371,9 @@ class Settings:
         for name in ("source_open_timeout", "source_read_timeout", "source_reconnect_max"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must be a positive number of seconds")
+        for name in ("max_frame_pixels", "source_max_playlist_bytes", "source_max_segments"):
+            if not getattr(self, name) >= 1:
+                raise ConfigError(f"{name} {getattr(self, name)} must be a positive number")
         try:
             policy = SourcePolicy.of(self.source_allow_networks, self.source_allow_file)
         except ValueError as exc:
@@ -510,6 +520,9 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "source_open_timeout": (float, "seconds a pull source may take to open"),
     "source_read_timeout": (float, "seconds a pull source may go without data before it is reconnected"),
     "source_reconnect_max": (float, "longest backoff in seconds between a pull source's reconnects"),
+    "max_frame_pixels": (int, "largest decoded video frame in pixels (default fits 4K, 3840x2160)"),
+    "source_max_playlist_bytes": (int, "largest HLS playlist a pull source may load, in bytes"),
+    "source_max_segments": (int, "most segments an HLS playlist of a pull source may list"),
     "token_secret": (str, "key signing session tokens for ?token= (default: random per process)"),
     "token_ttl": (float, "seconds a session token stays valid"),
     "subscriber_queue": (int, "messages queued per SSE/WebSocket subscriber (oldest dropped beyond)"),

@@ -114,8 +114,11 @@ class Metrics:
                                        "Pull sources reconnecting after their source dropped or failed", registry=r)
         self.pull_open_failures = Counter(
             "rtc_pull_open_failures_total", "Pull source connections that failed to open, by kind (refused: "
-            "the SSRF policy; resolve, connection, timeout, tls, http_status, not_found, no_video, invalid_data, "
-            "protocol_unavailable, other)", ["kind"], registry=r)
+            "the SSRF policy; too_large: over a frame or playlist cap; resolve, connection, timeout, tls, "
+            "http_status, not_found, no_video, invalid_data, protocol_unavailable, other)", ["kind"], registry=r)
+        self.pull_corrupt_packets = Counter(
+            "rtc_pull_corrupt_packets_total", "Packets of pull sources that were corrupt (flagged by the demuxer "
+            "or refused by the decoder) and skipped", registry=r)
         self.sink_skipped = Counter("rtc_sink_messages_skipped_total",
                                     "Detection messages a sink skipped instead of queueing (e.g. a congested "
                                     "data channel)", ["sink"], registry=r)

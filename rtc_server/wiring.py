@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .config import Settings
 from .engine.yolo import Thresholds
+from .ingest.limits import InputCaps
 from .ingest.policy import SourcePolicy
 from .ingest.source import PullConfig, PullLimits
 from .signaling.context import ApiConfig
@@ -52,7 +53,10 @@ def pull_config(settings: Settings) -> PullConfig:
     return PullConfig(
         policy=SourcePolicy.of(settings.source_allow_networks, settings.source_allow_file),
         limits=PullLimits(open_timeout=settings.source_open_timeout, read_timeout=settings.source_read_timeout,
-                          reconnect_max=settings.source_reconnect_max))
+                          reconnect_max=settings.source_reconnect_max,
+                          caps=InputCaps(max_frame_pixels=settings.max_frame_pixels,
+                                         max_playlist_bytes=settings.source_max_playlist_bytes,
+                                         max_segments=settings.source_max_segments)))
 
 
 def session_rate_limit(settings: Settings) -> RateLimit:

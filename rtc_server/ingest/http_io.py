@@ -14,7 +14,16 @@ variant playlist, each segment, each refresh of a live playlist — and the open
 - verifies TLS certificates against the system's CAs with the real host name (SNI), which
   FFmpeg does not do by default,
 - applies the read timeout to every socket operation and can be aborted from another
-  thread (``abort``): a source stops at once, not after a timeout.
+  thread (``abort``): a source stops at once, not after a timeout,
+- holds the open deadline itself (``deadline``): FFmpeg's interrupt callback, which bounds
+  PyAV's own timeouts, is never asked while FFmpeg reads through custom IO, so a server
+  that keeps sending (an endless playlist) would otherwise keep the open going forever,
+- caps every HLS playlist (a resource whose first bytes are ``#EXTM3U``) in bytes and in
+  segment lines (``limits.PlaylistMeter``): FFmpeg keeps a whole playlist in memory.
+
+The first such failure is kept in ``failure`` and raised again by every later read and
+open: FFmpeg's HLS demuxer treats a failed read as the end of a playlist and would go on
+with what it got, so the caller checks ``failure`` once FFmpeg returns.
 
 What it refused is kept in ``refusals`` so the caller can say why an open failed.
 
@@ -32,9 +41,13 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from urllib.parse import unquote, urljoin
 
+from .connect import connect
+from .limits import InputCaps, PlaylistMeter, is_playlist
 from .policy import SourcePolicy, SourceUrl, UrlRefused
+from .redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +68,19 @@ class HttpStatusError(OSError):
 class HttpOpener:
     """PyAV's ``io_open`` for one connection of an HTTP(S) pull source."""
 
-    def __init__(self, policy: SourcePolicy, open_timeout: float, read_timeout: float) -> None:
+    def __init__(self, policy: SourcePolicy, open_timeout: float, read_timeout: float,
+                 caps: InputCaps | None = None) -> None:
         self.policy = policy
         self.open_timeout = open_timeout
         self.read_timeout = read_timeout
+        self.caps = caps or InputCaps()
+        #: While the source is opening: the monotonic time by which it must be open.
+        self.deadline: float | None = None
+        #: The first cap or deadline this connection ran past; raised by every later call.
+        self.failure: BaseException | None = None
+        #: Bytes of every resource received so far (the reader's watchdog tells "no data" from
+        #: "nothing decodable" by it).
+        self.bytes_in = 0
         #: Every URL this opener refused, in order (a refused HLS segment, a redirect into a
         #: private network...).
         self.refusals: list[UrlRefused] = []
@@ -72,7 +94,8 @@ class HttpOpener:
 
     def __call__(self, url: str, flags: int, options: dict[str, str]) -> HttpFile:
         if flags & _AVIO_FLAG_WRITE:
-            raise PermissionError(f"a pull source does not write ({url!r})")
+            raise PermissionError(f"a pull source does not write ({redact(url)!r})")
+        self.check()
         try:
             source = self.policy.parse(url, HTTP_SCHEMES)
         except UrlRefused as exc:
@@ -94,12 +117,35 @@ class HttpOpener:
         return file
 
     def _refused(self, url: str, exc: UrlRefused) -> None:
-        log.warning("pull source: refused %s: %s", url[:200], exc.detail)
+        log.warning("pull source: refused %s: %s", redact(url[:200]), exc.detail)
         self.refusals.append(exc)
+
+    def check(self) -> None:
+        """Raise the failure this connection already had, or a ``TimeoutError`` once the open
+        deadline has passed."""
+        if self.failure is not None:
+            raise self.failure
+        if self._aborted:
+            raise ConnectionAbortedError("the source is stopping")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.fail(TimeoutError(f"the source did not open within {self.open_timeout:g} s "
+                                   "(RTC_SOURCE_OPEN_TIMEOUT)"))
+
+    def fail(self, exc: BaseException) -> None:
+        """Keep ``exc`` as this connection's failure (the first one wins) and raise it."""
+        if self.failure is None:
+            self.failure = exc
+        raise self.failure
 
     def forget(self, file: HttpFile) -> None:
         with self._lock:
             self._files.discard(file)
+
+    def expire(self, exc: BaseException) -> None:
+        """From any thread: end this connection with ``exc`` (a deadline passed)."""
+        if self.failure is None:
+            self.failure = exc
+        self.abort()
 
     def abort(self) -> None:
         """From any thread: make every blocked read return now, and refuse new opens."""
@@ -169,7 +215,9 @@ class HttpOpener:
         error: OSError | None = None
         for address in addresses:
             try:
-                return socket.create_connection((address, port), timeout=self.open_timeout)
+                return connect(address, port, self.open_timeout, lambda: self._aborted)
+            except ConnectionAbortedError:
+                raise
             except OSError as exc:
                 error = exc
         assert error is not None
@@ -186,6 +234,11 @@ class HttpFile:
         self._sock: socket.socket | None = None
         self._pos = 0
         self.length: int | None = None
+        #: Bytes of the resource seen so far (a re-read after a seek is not counted again).
+        self._seen = 0
+        self._head = b""
+        self._meter: PlaylistMeter | None = None
+        self._sniffed = False
         self._open(0)
 
     def _open(self, offset: int) -> None:
@@ -211,13 +264,39 @@ class HttpFile:
         if self._response is None:
             self._open(self._pos)
         assert self._response is not None
+        self._opener.check()
         data = self._response.read1(size if size > 0 else 64 * 1024)
+        self._opener.check()  # the deadline may have passed (or the opener aborted) meanwhile
         if not data and self.length is not None and self._pos < self.length:
             # http.client reports a connection closed mid-body as a plain end of data; for
             # FFmpeg that would be the end of the file (a clip "over" half-way): it is a drop.
             raise ConnectionResetError(f"the connection closed at byte {self._pos} of {self.length}")
+        self._account(data, self._pos)
         self._pos += len(data)
+        self._opener.bytes_in += len(data)
         return data
+
+    def _account(self, data: bytes, start: int) -> None:
+        """Feed the playlist meter what was not seen before; on the first bytes decide whether
+        this resource is a playlist."""
+        end = start + len(data)
+        if end <= self._seen:
+            return
+        new = data[max(0, self._seen - start):]
+        self._seen = end
+        if not self._sniffed:
+            self._head += new
+            if len(self._head) < 16 and new:
+                return
+            self._sniffed = True
+            if is_playlist(self._head):
+                self._meter = PlaylistMeter(self._opener.caps, self._source.redacted[:200])
+            new, self._head = self._head, b""
+        if self._meter is not None:
+            try:
+                self._meter.feed(new)
+            except Exception as exc:
+                self._opener.fail(exc)
 
     def _discard(self, count: int) -> None:
         while count > 0:

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from .redact import redact
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -74,11 +76,8 @@ class SourceUrl:
 
     @property
     def redacted(self) -> str:
-        """The URL without its password, for logs and API answers."""
-        if not self.userinfo:
-            return self.url
-        user = self.userinfo.split(":", 1)[0]
-        return self.url.replace(self.userinfo + "@", f"{user}:***@" if ":" in self.userinfo else f"{user}@", 1)
+        """The URL as logs and API answers show it: userinfo and query values masked."""
+        return redact(self.url)
 
     def pinned(self, address: str) -> str:
         """This URL with its host replaced by ``address`` (an IP that was checked), so the

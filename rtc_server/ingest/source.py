@@ -52,11 +52,16 @@ from ..logs import session_logger
 from ..metrics import Metrics
 from ..streams.registry import StreamRegistry
 from ..streams.stream import Stream
+from .limits import InputCaps, InputRefused
 from .policy import ResolveError, SourcePolicy, SourceUrl, UrlRefused
 from .reader import Connection, ConnectionResult, OpenedInfo, Timeouts, describe, failure_kind, require_protocol
 from .spec import PullSpec
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds ``POST /streams`` waits past the open timeout before it answers "timeout" itself.
+OPEN_GRACE = 2.0
 
 
 class SourceOpenError(RuntimeError):
@@ -75,6 +80,8 @@ class PullLimits:
     reconnect_max: float = 30.0
     #: A connection that delivered frames this long resets the backoff.
     healthy_after: float = 10.0
+    #: What the source may send: frame size, playlist bytes and segments.
+    caps: InputCaps = field(default_factory=InputCaps)
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,8 @@ class PullSource:
         self.state = "connecting"
         self.reconnects = 0
         self.frames = 0
+        #: Packets of every connection so far that were corrupt (``rtc_pull_corrupt_packets_total``).
+        self.corrupt_packets = 0
         self.last_error: str | None = None
         self.info: OpenedInfo | None = None
         self._stop = threading.Event()
@@ -163,6 +172,11 @@ class PullSource:
             if result.refused is not None:
                 self._give_up("url refused", result.refused, "refused")
                 return
+            if isinstance(result.error, InputRefused):  # over a cap: the same source would be again
+                self._metrics.pull_open_failures.labels(result.error.kind).inc()
+                reason = "frame too large" if result.opened else "open failed"
+                self._give_up(reason, SourceOpenError(describe(result.error), result.error.kind), result.error.kind)
+                return
             if not result.opened:
                 assert result.error is not None
                 kind = failure_kind(result.error)
@@ -196,7 +210,8 @@ class PullSource:
         self.state = "connecting" if not self.reconnects else "reconnecting"
         limits = self._limits
         connection = Connection(self.url, self._policy, Timeouts(limits.open_timeout, limits.read_timeout),
-                                self._stop, self._opened_from_thread, self._offer)
+                                self._stop, self._opened_from_thread, self._offer, caps=limits.caps,
+                                on_corrupt=self._corrupt_from_thread)
         self._connection = connection
         context = contextvars.copy_context()  # the thread's log lines carry the stream's id
         self._job = self._executor.submit(context.run, connection.run)
@@ -212,6 +227,10 @@ class PullSource:
         self._stream.close_soon(reason)
 
     # ----- thread -> loop ----------------------------------------------------------------------
+    def _corrupt_from_thread(self) -> None:
+        self.corrupt_packets += 1  # only the source's one thread writes it
+        self._metrics.pull_corrupt_packets.inc()
+
     def _opened_from_thread(self, info: OpenedInfo) -> None:
         self._call_soon(self._opened, info)
 
@@ -246,7 +265,8 @@ class PullSource:
         info = self.info
         return {
             "url": self.url.redacted, "state": self.state, "loop": self.spec.loop,
-            "reconnects": self.reconnects, "frames": self.frames, "last_error": self.last_error,
+            "reconnects": self.reconnects, "frames": self.frames, "corrupt_packets": self.corrupt_packets,
+            "last_error": self.last_error,
             "media": None if info is None else {
                 "format": info.format, "codec": info.codec, "width": info.width, "height": info.height,
                 "live": not info.finite},
@@ -280,7 +300,14 @@ async def open_pull_stream(registry: StreamRegistry, config: PullConfig, spec: P
         source.start()
         stream.log.info("pulling %s (%d active)", url.redacted, len(registry))
         if wait:
-            await source.wait_opened()
+            # The reader holds the open deadline itself; this bounds the answer whatever a
+            # protocol does (a grace for the connect and the thread's hand-over).
+            try:
+                async with asyncio.timeout(config.limits.open_timeout + OPEN_GRACE):
+                    await source.wait_opened()
+            except TimeoutError as exc:
+                raise SourceOpenError(f"the source did not open within {config.limits.open_timeout:g} s",
+                                      "timeout") from exc
     except BaseException as exc:
         await stream.close("open failed" if not isinstance(exc, UrlRefused) else "url refused")
         raise
