@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from signaling.context import REGISTRY
+from rtc_server.signaling.context import REGISTRY
 
 from rtc_server.ingest.limits import DEFAULT_MAX_FRAME_PIXELS, check_frame_size
 from rtc_server.ingest.policy import UrlRefused
