@@ -81,7 +81,7 @@ class Listener:
                         self._signal.set()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - any failure: wait, reconnect
+            except Exception as error:  # any failure: wait, reconnect
                 log.debug("store listener: %s; reconnecting in %.1f s", error, delay)
             self.listening.clear()
             await asyncio.sleep(delay)
