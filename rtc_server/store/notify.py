@@ -54,7 +54,9 @@ class Listener:
         self._signal = signal
         self._connect_timeout = max(1, round(connect_timeout_s))
         self._task: asyncio.Task[None] | None = None
+        #: Set while a LISTEN connection is up; ``connections`` counts them since the start.
         self.listening = asyncio.Event()
+        self.connections = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -74,6 +76,7 @@ class Listener:
                 async with await psycopg.AsyncConnection.connect(
                         self._conninfo, autocommit=True, connect_timeout=self._connect_timeout) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    self.connections += 1
                     self.listening.set()
                     self._signal.set()
                     delay = 0.2
