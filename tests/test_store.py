@@ -265,3 +265,17 @@ async def test_database_down_later_raises_quickly_and_the_same_store_reconnects(
         assert len(await store.list_streams()) == 2
     finally:
         await store.close()
+
+
+def test_the_migrations_ship_inside_the_package() -> None:
+    """A wheel carries the revisions (modules of the package) and Alembic's template
+    (setup.cfg package_data): an installed server migrates without a checkout."""
+    import configparser
+
+    from rtc_server.store.migrate import MIGRATIONS
+
+    assert MIGRATIONS.is_relative_to(Path(__import__("rtc_server").__file__).parent)
+    assert (MIGRATIONS / "__init__.py").exists() and (MIGRATIONS / "versions" / "__init__.py").exists()
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    assert "script.py.mako" in config["options.package_data"]["rtc_server.store.migrations"]
