@@ -8,9 +8,11 @@ A support module (not a test module): ``test_store.py`` and ``test_leases.py`` t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -68,6 +70,26 @@ class Postgres:
     def stop(self) -> None:
         """Stop now (``-m fast``: open connections are cut, as when a database goes down)."""
         self._run([self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop"])
+
+    def _pids(self) -> list[int]:
+        """The postmaster (postmaster.pid's first line) and its children."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+        return [postmaster, *map(int, children)]
+
+    def freeze(self) -> list[int]:
+        """SIGSTOP every process of the cluster: a database that stops answering without closing
+        anything (a network partition, a paused VM). ``thaw`` with what this returns."""
+        pids = self._pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    @staticmethod
+    def thaw(pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

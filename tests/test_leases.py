@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rtc_server.cluster import Lease, LeaseConfig, Leases, fair_quota
 from rtc_server.store import Store, StoreConfig, StoreUnavailable, open_store, schema
@@ -75,9 +76,10 @@ async def _streams(leases: Leases, n: int) -> list[str]:
 
 
 async def _owners(store: Store) -> dict[str, str | None]:
-    async with store.transaction("test") as connection:
+    async def work(connection: AsyncConnection) -> dict[str, str | None]:
         rows = (await connection.execute(select(schema.leases.c.stream_id, schema.leases.c.owner))).all()
-    return {row.stream_id: row.owner for row in rows}
+        return {row.stream_id: row.owner for row in rows}
+    return await store.run("test", work)
 
 
 # ----- the fair share --------------------------------------------------------------------------------

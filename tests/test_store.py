@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rtc_server.store import (
     NewEvent,
@@ -57,8 +58,9 @@ async def _tables(store: Store) -> set[str]:
 
 
 async def _revisions(store: Store) -> list[str]:
-    async with store.transaction("test") as connection:
+    async def work(connection: AsyncConnection) -> list[str]:
         return list((await connection.execute(text("SELECT version_num FROM alembic_version"))).scalars())
+    return await store.run("test", work)
 
 
 # ----- migrations ------------------------------------------------------------------------------------
@@ -263,6 +265,28 @@ async def test_database_down_later_raises_quickly_and_the_same_store_reconnects(
         assert [s.id for s in await store.list_streams()] == ["cam"]
         await store.create_stream({"source": "rtsp://camera/2"}, stream_id="cam2")
         assert len(await store.list_streams()) == 2
+    finally:
+        await store.close()
+
+
+async def test_a_frozen_database_is_unavailable_within_the_operation_bound(postgres: Postgres) -> None:  # noqa: F811
+    """A database that answers nothing at all (no RST, no FIN): the caller hears
+    ``StoreUnavailable`` at ``operation_timeout_s`` even though psycopg's own cancellation of
+    the hung query waits longer; once it answers again, the same store works."""
+    store = await open_store(StoreConfig(postgres.create_database(), connect_timeout_s=2, operation_timeout_s=2))
+    try:
+        await store.create_stream({}, stream_id="cam")
+        pids = postgres.freeze()
+        try:
+            for _ in range(2):  # a pooled connection that hangs, then a connect that hangs
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    await store.list_streams()
+                assert time.monotonic() - started < 3.5
+        finally:
+            postgres.thaw(pids)
+        await _eventually(store.ping, within=20)
+        assert [s.id for s in await store.list_streams()] == ["cam"]
     finally:
         await store.close()
 

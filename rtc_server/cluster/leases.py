@@ -126,15 +126,18 @@ class Leases:
 
     async def renew(self) -> LeaseChanges:
         """Extend every lease still ours. Lost: held here but no longer ours (stop them).
-        Acquired: ours in the database but not held here (a restart with the same id)."""
+        Acquired: ours in the database but not held here (a restart with the same id, or an
+        ``acquire`` that committed after this replica had given up waiting for it)."""
         now = self.clock()
         leases = schema.leases
-        async with self.store.transaction("renewing leases") as connection:
+
+        async def work(connection: AsyncConnection) -> list[Lease]:
             rows = (await connection.execute(
                 update(leases).where(leases.c.owner == self.config.replica_id)
                 .values(expires_at=now + self._lease)
                 .returning(leases.c.stream_id, leases.c.epoch, leases.c.expires_at))).all()
-        mine = {row.stream_id: Lease(row.stream_id, row.epoch, row.expires_at) for row in rows}
+            return [Lease(row.stream_id, row.epoch, row.expires_at) for row in rows]
+        mine = {lease.stream_id: lease for lease in await self.store.run("renewing leases", work)}
         changes = LeaseChanges(acquired=[lease for sid, lease in mine.items() if sid not in self.held],
                                lost=[sid for sid in self.held if sid not in mine])
         self.held = mine
@@ -144,10 +147,9 @@ class Leases:
         """Take free or expired leases up to this replica's fair quota; returns the new ones."""
         now = self.clock()
         leases = schema.leases
-        async with self.store.transaction("acquiring leases") as connection:
-            quota = await self._quota(connection, now)
-            mine = await self._owned(connection, now)
-            need = quota - mine
+
+        async def work(connection: AsyncConnection) -> list[Lease]:
+            need = await self._quota(connection, now) - await self._owned(connection, now)
             if need <= 0:
                 return []
             free = (await connection.execute(
@@ -161,7 +163,8 @@ class Leases:
                 update(leases).where(leases.c.stream_id.in_(free))
                 .values(owner=self.config.replica_id, expires_at=now + self._lease, epoch=leases.c.epoch + 1)
                 .returning(leases.c.stream_id, leases.c.epoch, leases.c.expires_at))).all()
-        taken = [Lease(row.stream_id, row.epoch, row.expires_at) for row in rows]
+            return [Lease(row.stream_id, row.epoch, row.expires_at) for row in rows]
+        taken = await self.store.run("acquiring leases", work)
         self.held.update({lease.stream_id: lease for lease in taken})
         if taken:
             log.info("leases: %s took %s", self.config.replica_id, [lease.stream_id for lease in taken])
@@ -171,24 +174,28 @@ class Leases:
         """Streams held above this replica's fair quota (more replicas are alive now): the
         caller stops them, then ``release``s them."""
         now = self.clock()
-        async with self.store.transaction("counting leases") as connection:
+
+        async def work(connection: AsyncConnection) -> list[str]:
             quota = await self._quota(connection, now)
             mine = (await connection.execute(
                 select(schema.leases.c.stream_id).where(self._live_mine(now))
                 .order_by(schema.leases.c.stream_id.desc()))).scalars().all()
-        return list(mine[:max(0, len(mine) - quota)])
+            return list(mine[:max(0, len(mine) - quota)])
+        return await self.store.run("counting leases", work)
 
     async def release(self, stream_ids: Sequence[str]) -> None:
         """Free these leases now and wake the other replicas to take them."""
         if not stream_ids:
             return
         leases = schema.leases
-        async with self.store.transaction("releasing leases") as connection:
+
+        async def work(connection: AsyncConnection) -> None:
             await connection.execute(
                 update(leases).where(and_(leases.c.owner == self.config.replica_id,
                                           leases.c.stream_id.in_(list(stream_ids))))
                 .values(owner=None, expires_at=None))
             await self.store.announce(connection, f"released {len(stream_ids)}")
+        await self.store.run("releasing leases", work)
         for stream_id in stream_ids:
             self.held.pop(stream_id, None)
 
@@ -196,15 +203,18 @@ class Leases:
         """A graceful shutdown: leave the directory and free every lease in one transaction,
         so the others take the streams over at once instead of after ``lease_seconds``."""
         c, leases = self.config, schema.leases
-        async with self.store.transaction("releasing all leases") as connection:
+
+        async def work(connection: AsyncConnection) -> list[str]:
             released = (await connection.execute(
                 update(leases).where(leases.c.owner == c.replica_id)
                 .values(owner=None, expires_at=None).returning(leases.c.stream_id))).scalars().all()
             await connection.execute(delete(schema.sessions).where(schema.sessions.c.replica_id == c.replica_id))
             await connection.execute(delete(schema.replicas).where(schema.replicas.c.id == c.replica_id))
             await self.store.announce(connection, f"replica {c.replica_id} left")
+            return list(released)
+        released = await self.store.run("releasing all leases", work)
         self.held.clear()
-        return list(released)
+        return released
 
     def expired_locally(self) -> list[str]:
         """Held leases whose time ran out by this replica's clock (the database was away and

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL
@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .config import StoreConfig
 from .errors import StoreConfigError, StoreUnavailable
+
+T = TypeVar("T")
 
 
 def build_engine(config: StoreConfig) -> AsyncEngine:
@@ -85,17 +87,12 @@ def describe(error: BaseException) -> str:
     return text[0] if text else type(original).__name__
 
 
-@contextlib.asynccontextmanager
-async def guarded(config: StoreConfig, what: str) -> AsyncIterator[None]:
-    """Run one store operation: bounded by ``operation_timeout_s``; a database that does not
-    answer becomes ``StoreUnavailable`` naming the database (password masked) and the cause."""
+@contextlib.contextmanager
+def mapped_errors(config: StoreConfig, what: str) -> Iterator[None]:
+    """A database that does not answer becomes ``StoreUnavailable`` naming the database
+    (password masked) and the cause; integrity and data errors pass as they are."""
     try:
-        async with asyncio.timeout(config.operation_timeout_s):
-            yield
-    except TimeoutError:
-        raise StoreUnavailable(
-            f"{what}: the database at {config.redacted()} did not answer within "
-            f"{config.operation_timeout_s:g} s") from None
+        yield
     except exc.DBAPIError as error:
         if isinstance(error, exc.IntegrityError | exc.DataError | exc.ProgrammingError) \
                 and not error.connection_invalidated:
@@ -107,3 +104,31 @@ async def guarded(config: StoreConfig, what: str) -> AsyncIterator[None]:
                                f"{describe(error)}") from error
     except exc.NoSuchModuleError as error:
         raise StoreConfigError(f"RTC_DATABASE_URL {config.redacted()}: {error}") from error
+
+
+async def bounded(work: Coroutine[Any, Any, T], timeout: float, config: StoreConfig, what: str) -> T:
+    """Run ``work`` for at most ``timeout`` seconds, then give up on it *without waiting*.
+
+    Why a task and not ``asyncio.timeout``: a cancelled psycopg query first asks the server to
+    cancel it and waits for that (up to 5 s), then waits again before closing the connection —
+    against a frozen database (a partition, a VM paused) that turned a 3 s bound into 13 s.
+    Here the caller gets ``StoreUnavailable`` at the bound; the abandoned task finishes its
+    cleanup in the background and returns (or drops) its connection."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_drain)
+        raise StoreUnavailable(
+            f"{what}: the database at {config.redacted()} did not answer within {timeout:g} s")
+    return task.result()
+
+
+def _drain(task: asyncio.Future[Any]) -> None:
+    """Collect an abandoned operation's outcome, so asyncio does not log it as unretrieved."""
+    if not task.cancelled():
+        task.exception()

@@ -6,7 +6,7 @@ within that time, and the next call after it is back works on the same ``Store``
 
 The store is a repository: it keeps and finds rows. Deciding what is alive (the directory's
 cut-off) and who runs which stream (leases) is the cluster's (``rtc_server/cluster``), which
-uses ``transaction`` and the tables in ``schema``.
+uses ``run`` and the tables in ``schema``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import Executable, Select, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import schema
 from .config import StoreConfig
-from .engine import build_engine, describe, guarded
+from .engine import bounded, build_engine, describe, mapped_errors
 from .errors import StoreConfigError, StoreConflict, StoreUnavailable
 from .migrate import migrate
 from .notify import CHANNEL, ChangeSignal, Listener
@@ -43,6 +43,8 @@ from .records import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: The most events one page returns.
 MAX_PAGE = 1000
@@ -65,8 +67,9 @@ async def open_store(config: StoreConfig) -> Store:
         _prepare_sqlite_dir(Path(cast(str, url.database)))
     engine = build_engine(config)
     try:
-        async with _at_start(config):
-            revision = await migrate(engine, config.migration_timeout_s)
+        with _at_start(config):
+            revision = await bounded(_migrate(config, engine), config.migration_timeout_s + config.connect_timeout_s,
+                                     config, "opening the store")
     except BaseException:
         await engine.dispose()
         raise
@@ -76,12 +79,16 @@ async def open_store(config: StoreConfig) -> Store:
     return store
 
 
-@contextlib.asynccontextmanager
-async def _at_start(config: StoreConfig) -> AsyncIterator[None]:
+async def _migrate(config: StoreConfig, engine: AsyncEngine) -> str | None:
+    with mapped_errors(config, "opening the store"):
+        return await migrate(engine, config.migration_timeout_s)
+
+
+@contextlib.contextmanager
+def _at_start(config: StoreConfig) -> Iterator[None]:
     """Errors at start, in the words an operator needs."""
     try:
-        async with guarded(config, "opening the store"):
-            yield
+        yield
     except StoreUnavailable as error:
         hint = ("is PostgreSQL running and reachable from here, and are RTC_DATABASE_URL's host, "
                 "port, user, password and database right?"
@@ -136,16 +143,20 @@ class Store:
         await self.engine.dispose()
 
     # ----- transactions ----------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def transaction(self, what: str) -> AsyncIterator[AsyncConnection]:
-        """One bounded transaction (``what`` names it in errors); committed on exit."""
-        changed = False
-        async with guarded(self.config, what):
+    async def run(self, what: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` in one transaction, committed when it returns, bounded by
+        ``operation_timeout_s`` (``what`` names it in errors). The one way in for every query,
+        the cluster's included."""
+        return await bounded(self._transact(what, work), self.config.operation_timeout_s, self.config, what)
+
+    async def _transact(self, what: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        with mapped_errors(self.config, what):
             async with self.engine.begin() as connection:
-                yield connection
+                result = await work(connection)
                 changed = bool(connection.info.pop("changed", False))
         if changed:
             self.changes.set()
+        return result
 
     async def announce(self, connection: AsyncConnection, payload: str = "") -> None:
         """Wake the replicas when this transaction commits (streams added, leases released)."""
@@ -156,8 +167,9 @@ class Store:
 
     async def ping(self) -> None:
         """One round trip; ``StoreUnavailable`` if the database does not answer (readiness)."""
-        async with self.transaction("ping") as connection:
+        async def work(connection: AsyncConnection) -> None:
             await connection.execute(text("SELECT 1"))
+        await self.run("ping", work)
 
     async def upsert(self, connection: AsyncConnection, table: Any, values: dict[str, Any],
                      keys: Sequence[str], keep: Sequence[str] = ()) -> None:
@@ -175,48 +187,45 @@ class Store:
         """Keep a new pull stream (and its free lease); ``StoreConflict`` if the id is taken."""
         now = now or utcnow()
         record = StreamRecord(id=stream_id or uuid.uuid4().hex, spec=spec, created_at=now, updated_at=now)
+
+        async def work(connection: AsyncConnection) -> None:
+            await connection.execute(insert(schema.streams).values(
+                id=record.id, spec=spec, created_at=now, updated_at=now))
+            await connection.execute(insert(schema.leases).values(
+                stream_id=record.id, owner=None, expires_at=None, epoch=0))
+            await self.announce(connection, f"stream {record.id}")
         try:
-            async with self.transaction("creating a stream") as connection:
-                await connection.execute(insert(schema.streams).values(
-                    id=record.id, spec=spec, created_at=now, updated_at=now))
-                await connection.execute(insert(schema.leases).values(
-                    stream_id=record.id, owner=None, expires_at=None, epoch=0))
-                await self.announce(connection, f"stream {record.id}")
+            await self.run("creating a stream", work)
         except IntegrityError as error:
             raise StoreConflict(f"a stream with id {record.id!r} exists ({describe(error)})") from None
         return record
 
     async def get_stream(self, stream_id: str) -> StreamRecord | None:
-        async with self.transaction("reading a stream") as connection:
-            row = (await connection.execute(
-                select(schema.streams).where(schema.streams.c.id == stream_id))).mappings().first()
-        return _stream(row) if row else None
+        rows = await self._select("reading a stream", select(schema.streams).where(schema.streams.c.id == stream_id))
+        return _stream(rows[0]) if rows else None
 
     async def list_streams(self) -> list[StreamRecord]:
         """Every pull stream, oldest first."""
-        async with self.transaction("listing streams") as connection:
-            rows = (await connection.execute(select(schema.streams).order_by(
-                schema.streams.c.created_at, schema.streams.c.id))).mappings().all()
+        rows = await self._select("listing streams", select(schema.streams).order_by(
+            schema.streams.c.created_at, schema.streams.c.id))
         return [_stream(row) for row in rows]
 
     async def update_stream(self, stream_id: str, spec: dict[str, Any],
                             now: datetime | None = None) -> StreamRecord | None:
         """Replace a stream's spec (its settings changed); None if there is no such stream."""
-        now = now or utcnow()
-        async with self.transaction("updating a stream") as connection:
-            row = (await connection.execute(
-                update(schema.streams).where(schema.streams.c.id == stream_id)
-                .values(spec=spec, updated_at=now).returning(*schema.streams.c))).mappings().first()
-        return _stream(row) if row else None
+        rows = await self._select("updating a stream", update(schema.streams).where(schema.streams.c.id == stream_id)
+                                  .values(spec=spec, updated_at=now or utcnow()).returning(*schema.streams.c))
+        return _stream(rows[0]) if rows else None
 
     async def delete_stream(self, stream_id: str) -> bool:
         """Forget a stream, its webhooks and its lease (its owner's next renewal finds it gone
         and stops it); its events stay until retention. False if there was none."""
-        async with self.transaction("deleting a stream") as connection:
+        async def work(connection: AsyncConnection) -> int:
             result = await connection.execute(delete(schema.streams).where(schema.streams.c.id == stream_id))
             if result.rowcount:
                 await self.announce(connection, f"deleted {stream_id}")
-        return bool(result.rowcount)
+            return int(result.rowcount)
+        return bool(await self.run("deleting a stream", work))
 
     # ----- webhooks -----------------------------------------------------------------------------
     async def add_webhook(self, stream_id: str, url: str, secret: str | None = None,
@@ -227,36 +236,37 @@ class Store:
         record = WebhookRecord(id=uuid.uuid4().hex, stream_id=stream_id, url=url, secret=secret,
                                event_types=list(event_types) if event_types is not None else None,
                                created_at=now)
-        async with self.transaction("adding a webhook") as connection:
+
+        async def work(connection: AsyncConnection) -> bool:
             exists = (await connection.execute(
                 select(schema.streams.c.id).where(schema.streams.c.id == stream_id))).first()
             if exists is None:
-                return None
+                return False
             await connection.execute(insert(schema.webhooks).values(
                 id=record.id, stream_id=stream_id, url=url, secret=secret,
                 event_types=record.event_types, created_at=now))
-        return record
+            return True
+        return record if await self.run("adding a webhook", work) else None
 
     async def list_webhooks(self, stream_id: str) -> list[WebhookRecord]:
-        async with self.transaction("listing webhooks") as connection:
-            rows = (await connection.execute(
-                select(schema.webhooks).where(schema.webhooks.c.stream_id == stream_id)
-                .order_by(schema.webhooks.c.created_at, schema.webhooks.c.id))).mappings().all()
+        rows = await self._select("listing webhooks", select(schema.webhooks).where(
+            schema.webhooks.c.stream_id == stream_id).order_by(schema.webhooks.c.created_at, schema.webhooks.c.id))
         return [WebhookRecord(**row) for row in rows]
 
     async def delete_webhook(self, webhook_id: str) -> bool:
-        async with self.transaction("deleting a webhook") as connection:
-            result = await connection.execute(delete(schema.webhooks).where(schema.webhooks.c.id == webhook_id))
-        return bool(result.rowcount)
+        return bool(await self._change("deleting a webhook",
+                                       delete(schema.webhooks).where(schema.webhooks.c.id == webhook_id)))
 
     # ----- events ---------------------------------------------------------------------------------
     async def add_events(self, new: Sequence[NewEvent]) -> int:
         """Append events in one short transaction (a batch from the event sink, never per frame)."""
         if not new:
             return 0
-        async with self.transaction("appending events") as connection:
+
+        async def work(connection: AsyncConnection) -> None:
             await connection.execute(insert(schema.events), [
                 {"stream_id": e.stream_id, "type": e.type, "time": e.time, "payload": e.payload} for e in new])
+        await self.run("appending events", work)
         return len(new)
 
     async def list_events(self, stream: str | None = None, type: str | None = None,  # noqa: A002
@@ -265,7 +275,7 @@ class Store:
         """One page of events, in insertion order; pass ``next_cursor`` back for the next.
 
         The cursor is the last id seen, so a page never repeats or skips an event that was
-        there when the first page was read, whatever is appended or pruned meanwhile.
+        there when the previous page was read, whatever is appended or pruned meanwhile.
         ``ValueError`` for a limit outside 1..MAX_PAGE or a cursor this store did not issue."""
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
@@ -278,8 +288,7 @@ class Store:
             query = query.where(table.c.type == type)
         if since is not None:
             query = query.where(table.c.time >= since)
-        async with self.transaction("listing events") as connection:
-            rows = (await connection.execute(query)).mappings().all()
+        rows = await self._select("listing events", query)
         records = [EventRecord(**row) for row in rows[:limit]]
         more = len(rows) > limit
         return EventPage(events=records, next_cursor=f"e{records[-1].id}" if more else None)
@@ -288,13 +297,12 @@ class Store:
         """Retention: delete events whose time is before ``older_than``, in short batches;
         returns how many went."""
         table = schema.events
+        batch = select(table.c.id).where(table.c.time < older_than).limit(PRUNE_BATCH)
         total = 0
         while True:
-            async with self.transaction("pruning events") as connection:
-                batch = select(table.c.id).where(table.c.time < older_than).limit(PRUNE_BATCH)
-                result = await connection.execute(delete(table).where(table.c.id.in_(batch.scalar_subquery())))
-            total += result.rowcount
-            if result.rowcount < PRUNE_BATCH:
+            deleted = await self._change("pruning events", delete(table).where(table.c.id.in_(batch.scalar_subquery())))
+            total += deleted
+            if deleted < PRUNE_BATCH:
                 return total
 
     # ----- replicas and the session directory ---------------------------------------------------
@@ -302,27 +310,25 @@ class Store:
                                 now: datetime | None = None) -> None:
         """Say this replica is alive (one row, one write per heartbeat)."""
         now = now or utcnow()
-        async with self.transaction("heartbeat") as connection:
-            await self._heartbeat(connection, replica_id, internal_url, capacity, now)
 
-    async def _heartbeat(self, connection: AsyncConnection, replica_id: str, internal_url: str | None,
-                         capacity: int, now: datetime) -> None:
-        await self.upsert(connection, schema.replicas, {
-            "id": replica_id, "internal_url": internal_url, "capacity": capacity,
-            "started_at": now, "heartbeat_at": now}, keys=["id"], keep=["started_at"])
+        async def work(connection: AsyncConnection) -> None:
+            await self.upsert(connection, schema.replicas, {
+                "id": replica_id, "internal_url": internal_url, "capacity": capacity,
+                "started_at": now, "heartbeat_at": now}, keys=["id"], keep=["started_at"])
+        await self.run("heartbeat", work)
 
     async def remove_replica(self, replica_id: str) -> None:
         """A graceful exit: the replica and its sessions leave the directory at once."""
-        async with self.transaction("removing a replica") as connection:
+        async def work(connection: AsyncConnection) -> None:
             await connection.execute(delete(schema.sessions).where(schema.sessions.c.replica_id == replica_id))
             await connection.execute(delete(schema.replicas).where(schema.replicas.c.id == replica_id))
             await self.announce(connection, f"replica {replica_id} left")
+        await self.run("removing a replica", work)
 
     async def live_replicas(self, alive_since: datetime) -> list[ReplicaRecord]:
         """Replicas whose last heartbeat is at or after ``alive_since``."""
-        async with self.transaction("listing replicas") as connection:
-            rows = (await connection.execute(select(schema.replicas).where(
-                schema.replicas.c.heartbeat_at >= alive_since).order_by(schema.replicas.c.id))).mappings().all()
+        rows = await self._select("listing replicas", select(schema.replicas).where(
+            schema.replicas.c.heartbeat_at >= alive_since).order_by(schema.replicas.c.id))
         return [ReplicaRecord(**row) for row in rows]
 
     async def register_session(self, session_id: str, kind: SessionKind, replica_id: str,
@@ -334,53 +340,65 @@ class Store:
         now = now or utcnow()
         record = SessionRecord(id=session_id, kind=kind, replica_id=replica_id, owner_url=owner_url,
                                stream_id=stream_id, created_at=now)
-        async with self.transaction("registering a session") as connection:
+
+        async def work(connection: AsyncConnection) -> None:
             await self.upsert(connection, schema.sessions, {
                 "id": session_id, "kind": kind, "replica_id": replica_id, "owner_url": owner_url,
                 "stream_id": stream_id, "created_at": now}, keys=["id"])
+        await self.run("registering a session", work)
         return record
 
     async def unregister_session(self, session_id: str) -> bool:
-        async with self.transaction("unregistering a session") as connection:
-            result = await connection.execute(delete(schema.sessions).where(schema.sessions.c.id == session_id))
-        return bool(result.rowcount)
+        return bool(await self._change("unregistering a session",
+                                       delete(schema.sessions).where(schema.sessions.c.id == session_id)))
 
     async def live_sessions(self, alive_since: datetime, kind: SessionKind | None = None) -> list[SessionRecord]:
         """Every session whose owner's heartbeat is at or after ``alive_since`` (GET /sessions)."""
         query = self._live_sessions_query(alive_since).order_by(schema.sessions.c.created_at, schema.sessions.c.id)
         if kind is not None:
             query = query.where(schema.sessions.c.kind == kind)
-        async with self.transaction("listing sessions") as connection:
-            rows = (await connection.execute(query)).mappings().all()
-        return [_session(row) for row in rows]
+        return [_session(row) for row in await self._select("listing sessions", query)]
 
     async def find_session(self, session_id: str, alive_since: datetime) -> SessionRecord | None:
         """Where a session runs (forwarding): None if unknown or its owner is dead."""
-        async with self.transaction("finding a session") as connection:
-            row = (await connection.execute(self._live_sessions_query(alive_since).where(
-                schema.sessions.c.id == session_id))).mappings().first()
-        return _session(row) if row else None
+        rows = await self._select("finding a session", self._live_sessions_query(alive_since).where(
+            schema.sessions.c.id == session_id))
+        return _session(rows[0]) if rows else None
 
     @staticmethod
-    def _live_sessions_query(alive_since: datetime) -> Any:
+    def _live_sessions_query(alive_since: datetime) -> Select[Any]:
         s, r = schema.sessions, schema.replicas
         return select(s).join(r, r.c.id == s.c.replica_id).where(r.c.heartbeat_at >= alive_since)
 
     async def forget_dead_replicas(self, dead_before: datetime) -> int:
         """Housekeeping: remove replicas (and their sessions) silent since ``dead_before``."""
-        async with self.transaction("forgetting dead replicas") as connection:
+        async def work(connection: AsyncConnection) -> int:
             dead = select(schema.replicas.c.id).where(schema.replicas.c.heartbeat_at < dead_before)
             await connection.execute(delete(schema.sessions).where(
                 schema.sessions.c.replica_id.in_(dead.scalar_subquery())))
             result = await connection.execute(delete(schema.replicas).where(
                 schema.replicas.c.heartbeat_at < dead_before))
-        return int(result.rowcount)
+            return int(result.rowcount)
+        return await self.run("forgetting dead replicas", work)
 
     async def count(self, table_name: str) -> int:
         """Rows in one table (tests and diagnostics)."""
         table = schema.metadata.tables[table_name]
-        async with self.transaction("counting") as connection:
-            return int((await connection.execute(select(func.count()).select_from(table))).scalar_one())
+        rows = await self._select("counting", select(func.count().label("n")).select_from(table))
+        return int(rows[0]["n"])
+
+    # ----- one statement ----------------------------------------------------------------------------
+    async def _select(self, what: str, statement: Executable) -> list[RowMapping]:
+        """The rows of one statement, as mappings."""
+        async def work(connection: AsyncConnection) -> list[RowMapping]:
+            return list((await connection.execute(statement)).mappings().all())
+        return await self.run(what, work)
+
+    async def _change(self, what: str, statement: Executable) -> int:
+        """How many rows one statement changed."""
+        async def work(connection: AsyncConnection) -> int:
+            return int((await connection.execute(statement)).rowcount)
+        return await self.run(what, work)
 
 
 def _parse_cursor(cursor: str | None) -> int:
