@@ -198,13 +198,18 @@ async def test_a_deleted_stream_is_lost_to_its_owner(replica: Replica) -> None:
 
 
 async def test_the_loop_starts_and_stops_streams(replica: Replica) -> None:
-    """``run``: the root's view — start what we acquire; a deleted stream is stopped."""
-    a = await replica("a")
+    """``run``: the root's view — start what we acquire (a start that fails is tried again
+    next round); a deleted stream is stopped."""
+    a = await replica("a", lease_seconds=1.5)  # rounds every 0.5 s; the test clock stands still
     ids = await _streams(a, 3)
     running: set[str] = set()
+    failures = {ids[2]: 1}
     changed = asyncio.Event()
 
     async def start(lease: Lease) -> None:
+        if failures.get(lease.stream_id):
+            failures[lease.stream_id] -= 1
+            raise RuntimeError("the source did not open")
         running.add(lease.stream_id)
         changed.set()
 
@@ -218,7 +223,8 @@ async def test_the_loop_starts_and_stops_streams(replica: Replica) -> None:
             while running != set(ids):
                 changed.clear()
                 await changed.wait()
-            await a.store.delete_stream(ids[1])  # wakes the loop (the store's change signal)
+            assert failures[ids[2]] == 0
+            await a.store.delete_stream(ids[1])
             while running != {ids[0], ids[2]}:
                 changed.clear()
                 await changed.wait()

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -40,6 +41,7 @@ from rtc_server.store import Store, StoreUnavailable, schema
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 
 def wall_clock() -> datetime:
@@ -237,22 +239,29 @@ class Leases:
                   stop: Callable[[str], Awaitable[None]]) -> None:
         """Run the protocol until cancelled: ``start``/``stop`` the streams as leases come and
         go; wake early on a change anywhere (NOTIFY). With the database away, streams go on
-        until their leases run out here, then stop (another replica may have them by then)."""
+        until their leases run out here, then stop (another replica may have them by then).
+        A ``start`` that raises is logged and tried again next round while the lease is held."""
+        unstarted: dict[str, Lease] = {}
         while True:
             try:
                 changes = await self.tick()
                 for stream_id in changes.lost:
-                    await stop(stream_id)
+                    if unstarted.pop(stream_id, None) is None:
+                        await _quietly(stop, stream_id)
                 shed = await self.excess()
                 for stream_id in shed:
-                    await stop(stream_id)
+                    if unstarted.pop(stream_id, None) is None:
+                        await _quietly(stop, stream_id)
                 await self.release(shed)
-                for lease in changes.acquired:
-                    await start(lease)
+                unstarted.update({lease.stream_id: lease for lease in changes.acquired})
+                for stream_id, lease in list(unstarted.items()):
+                    if stream_id in self.held and await _quietly(start, lease):
+                        del unstarted[stream_id]
             except StoreUnavailable as error:
                 log.warning("leases: %s", error)
                 for stream_id in self.expired_locally():
-                    await stop(stream_id)
+                    if unstarted.pop(stream_id, None) is None:
+                        await _quietly(stop, stream_id)
             await self.store.changes.wait(self.config.renew_interval)
 
     # ----- shares ----------------------------------------------------------------------------------
@@ -273,6 +282,17 @@ class Leases:
         capacities = {row.id: int(row.capacity) for row in rows}
         capacities[self.config.replica_id] = self.config.capacity
         return fair_quota(total, capacities, self.config.replica_id)
+
+
+async def _quietly(callback: Callable[[T], Awaitable[None]], argument: T) -> bool:
+    """A failing start/stop is logged, not fatal to the loop: the other streams' leases must
+    still be renewed. False if it raised."""
+    try:
+        await callback(argument)
+    except Exception:
+        log.exception("leases: %s(%s) failed", getattr(callback, "__name__", "callback"), argument)
+        return False
+    return True
 
 
 async def wait_for_change(store: Store, timeout: float) -> bool:

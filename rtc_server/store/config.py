@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -57,10 +58,10 @@ class StoreConfig:
     pool_recycle_s: float = 1800.0
 
     @classmethod
-    def for_data_dir(cls, data_dir: str | Path, **options: float | int) -> StoreConfig:
+    def for_data_dir(cls, data_dir: str | Path, **options: Any) -> StoreConfig:
         """The embedded default: an SQLite file ``rtc-yolo.db`` under ``data_dir``."""
         path = Path(data_dir).expanduser().resolve() / SQLITE_FILE
-        return cls(url=f"sqlite+aiosqlite:///{path}", **options)  # type: ignore[arg-type]
+        return cls(url=f"sqlite+aiosqlite:///{path}", **options)
 
     def sqlalchemy_url(self) -> URL:
         """The URL with the shipped async driver named; ``StoreConfigError`` for a URL that

@@ -106,7 +106,8 @@ def mapped_errors(config: StoreConfig, what: str) -> Iterator[None]:
         raise StoreConfigError(f"RTC_DATABASE_URL {config.redacted()}: {error}") from error
 
 
-async def bounded(work: Coroutine[Any, Any, T], timeout: float, config: StoreConfig, what: str) -> T:
+async def bounded(work: Coroutine[Any, Any, T], timeout: float, config: StoreConfig, what: str,
+                  inflight: set[asyncio.Future[Any]] | None = None) -> T:
     """Run ``work`` for at most ``timeout`` seconds, then give up on it *without waiting*.
 
     Why a task and not ``asyncio.timeout``: a cancelled psycopg query first asks the server to

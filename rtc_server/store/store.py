@@ -11,6 +11,7 @@ uses ``run`` and the tables in ``schema``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -118,6 +119,8 @@ class Store:
         #: Set after a lease-relevant change commits here, or (PostgreSQL) anywhere.
         self.changes = ChangeSignal()
         self._listener: Listener | None = None
+        #: Operations running, including those a caller stopped waiting for (``bounded``).
+        self._inflight: set[asyncio.Future[Any]] = set()
 
     @property
     def dialect(self) -> str:
@@ -136,10 +139,16 @@ class Store:
         return self._listener
 
     async def close(self) -> None:
-        """Stop listening and close every connection."""
+        """Stop listening, let operations still running end (cancelled, within
+        ``operation_timeout_s``), and close every connection. Disposing of the pool under a
+        running aiosqlite operation would leave that operation waiting forever."""
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
+        if self._inflight:
+            for task in self._inflight:
+                task.cancel()
+            await asyncio.wait(set(self._inflight), timeout=self.config.operation_timeout_s)
         await self.engine.dispose()
 
     # ----- transactions ----------------------------------------------------------------------
@@ -147,11 +156,13 @@ class Store:
         """Run ``work`` in one transaction, committed when it returns, bounded by
         ``operation_timeout_s`` (``what`` names it in errors). The one way in for every query,
         the cluster's included."""
-        return await bounded(self._transact(what, work), self.config.operation_timeout_s, self.config, what)
+        return await bounded(self._transact(what, work), self.config.operation_timeout_s, self.config, what,
+                             self._inflight)
 
     async def _transact(self, what: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         with mapped_errors(self.config, what):
             async with self.engine.begin() as connection:
+                connection.info.pop("changed", None)  # left by a rolled-back transaction
                 result = await work(connection)
                 changed = bool(connection.info.pop("changed", False))
         if changed:
