@@ -9,6 +9,9 @@ connections), so expiry is tested without sleeping through a lease."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -21,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rtc_server.cluster import Lease, LeaseConfig, Leases, fair_quota
 from rtc_server.store import Store, StoreConfig, StoreUnavailable, open_store, schema
 
+from .helpers import ROOT
 from .postgres import Postgres, postgres  # noqa: F401 - the session fixture
 
 LEASE = 15.0
@@ -312,3 +316,54 @@ async def test_the_listener_comes_back_after_the_database_restarts(postgres: Pos
     finally:
         await a.close()
         await b.close()
+
+
+#: A replica in its own process: takes its leases, says so, then keeps renewing until killed.
+_REPLICA = """
+import asyncio, sys
+from rtc_server.cluster import LeaseConfig, Leases
+from rtc_server.store import StoreConfig, open_store
+
+async def main():
+    store = await open_store(StoreConfig(sys.argv[1]))
+    leases = Leases(store, LeaseConfig("doomed", capacity=10, lease_seconds=float(sys.argv[2])))
+    await leases.tick()
+    print(" ".join(sorted(leases.held)), flush=True)
+    while True:
+        await asyncio.sleep(leases.config.renew_interval)
+        await leases.tick()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_replica_killed_with_sigkill_loses_its_streams_within_the_lease(pg_url: str) -> None:
+    """Real time, a real process: ``kill -9`` of a lease holder (no release, its connections
+    cut); another replica takes every stream once the lease has run out, and not before."""
+    lease = 2.0
+    store = await open_store(StoreConfig(pg_url))
+    try:
+        ids = [(await store.create_stream({}, stream_id=f"s{i}")).id for i in range(3)]
+        doomed = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _REPLICA, pg_url, str(lease), stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            assert doomed.stdout is not None
+            line = await asyncio.wait_for(doomed.stdout.readline(), 60)
+            assert line.decode().split() == ids
+            survivor = Leases(store, LeaseConfig("survivor", capacity=10, lease_seconds=lease))
+            assert await survivor.acquire() == []  # held and renewed by the other process
+            doomed.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+        finally:
+            if doomed.returncode is None:
+                doomed.kill()
+            await doomed.wait()
+        while len(survivor.held) < 3:
+            assert time.monotonic() - killed < lease + 5, "the killed replica's leases never expired"
+            await survivor.acquire()
+            await asyncio.sleep(0.1)
+        assert time.monotonic() - killed <= lease + 1.5
+        assert sorted(survivor.held) == ids
+    finally:
+        await store.close()
