@@ -19,10 +19,10 @@ What differs from the paper, and why:
   seconds between frames, and lost tracks coast for ``max_lost_s`` seconds. A stream that
   gets 30, 5 or 2 detections/s (the scheduler's fair share) keeps its identities.
 - **Class-aware.** A detection matches only a track of its own class.
-- **Buffered IoU for the first match of a track.** A track without a velocity yet (one
-  observation) cannot predict where a fast object went at 2 detections/s; its box is grown
-  by ``buffer`` times its size per ``1/ref_rate`` seconds of gap before the IoU (C-BIoU,
-  Yang et al. 2023), so a 6x sampling gap does not fork identities.
+- **Buffered IoU for the first match of a track.** A tentative track (one observation, no
+  velocity yet) cannot predict where a fast object went at 2 detections/s; its box and the
+  detections are grown by ``buffer`` times their size per ``1/ref_rate`` seconds of gap
+  before the IoU (C-BIoU, Yang et al. 2023), so a 6x sampling gap does not fork identities.
 - Ids are integers from 1, unique within the tracker and never reused; a track has none
   (``None`` in the output) until it is confirmed after ``min_hits`` hits.
 
@@ -107,10 +107,12 @@ class TrackerConfig:
     max_lost_s: float = 1.0
     #: Emit predicted boxes for confirmed tracks missed in this frame, for this many seconds.
     predict_s: float = 0.0
-    #: Buffered IoU: a track without velocity grows by this fraction of its size per
-    #: ``1 / ref_rate`` seconds of gap before matching.
+    #: Buffered IoU: a tentative track (no velocity yet) and the detections it may match
+    #: grow by this fraction of their size per ``1 / ref_rate`` seconds of gap.
     buffer: float = 0.3
     ref_rate: float = 30.0
+    #: The buffer grows for at most this many ``1 / ref_rate`` steps, however long the gap.
+    max_buffer: float = 8.0
     #: Kalman noise, as fractions of the box height (ByteTrack's), per ``1/ref_rate`` s.
     std_position: float = 1.0 / 20
     std_velocity: float = 1.0 / 160
@@ -143,6 +145,12 @@ def _z_to_xyxy(z: np.ndarray) -> np.ndarray:
     w = np.maximum(z[:, 2], 1e-6) * 0.5
     h = np.maximum(z[:, 3], 1e-6) * 0.5
     return np.stack([z[:, 0] - w, z[:, 1] - h, z[:, 0] + w, z[:, 1] + h], axis=1)
+
+
+def _grown(b: np.ndarray, k: float) -> np.ndarray:
+    """xyxy boxes grown by ``k`` times their width/height on each side."""
+    wh = (b[:, 2:] - b[:, :2]) * k
+    return np.concatenate([b[:, :2] - wh, b[:, 2:] + wh], axis=1)
 
 
 def _assign(iou: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
@@ -272,20 +280,18 @@ class Tracker:
         m = s.mean.shape[0]
         matched = np.zeros(m, dtype=bool)
         tboxes = _z_to_xyxy(s.mean[:, :4]) if m else _EMPTY4
-        # Tracks with one observation have no velocity: buffer their box by the gap.
-        since = t - s.last_seen
-        single = s.hits == 1
-        if m and single.any():
-            grow = c.buffer * np.clip(since * c.ref_rate, 1.0, None)
-            wh = (tboxes[:, 2:] - tboxes[:, :2]) * np.where(single, grow, 0.0)[:, None]
-            mboxes = np.concatenate([tboxes[:, :2] - wh, tboxes[:, 2:] + wh], axis=1)
-        else:
-            mboxes = tboxes
-
+        # Tentative tracks (one observation, no velocity yet) were all last seen in the
+        # previous frame: grow their boxes and the detections' by the same factor of their
+        # size, by how long the gap was (buffered IoU), so a fast object at 2 detections/s
+        # still overlaps its first sighting.
+        grow = c.buffer * min(max(dt * c.ref_rate, 1.0), c.max_buffer)
         def stage(track_rows: np.ndarray, det_rows: np.ndarray, min_iou: float, buffered: bool) -> None:
             if track_rows.size == 0 or det_rows.size == 0:
                 return
-            iou = iou_matrix((mboxes if buffered else tboxes)[track_rows], boxes[det_rows])
+            tb, db = tboxes[track_rows], boxes[det_rows]
+            if buffered:
+                tb, db = _grown(tb, grow), _grown(db, grow)
+            iou = iou_matrix(tb, db)
             iou[s.cls[track_rows][:, None] != cls[det_rows][None, :]] = 0.0
             r, k = _assign(iou, min_iou)
             tr, dr = track_rows[r], det_rows[k]
@@ -293,7 +299,7 @@ class Tracker:
             det_track[dr] = tr
 
         active = np.flatnonzero(s.status != _TENTATIVE)
-        stage(active, high, c.match_iou, True)
+        stage(active, high, c.match_iou, False)
         free_high = high[det_track[high] < 0]
         confirmed_free = np.flatnonzero((s.status == _CONFIRMED) & ~matched)
         stage(confirmed_free, low, c.low_match_iou, False)
