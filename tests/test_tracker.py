@@ -129,15 +129,15 @@ def test_predicted_boxes_for_missed_confirmed_tracks_are_flagged() -> None:
     assert len(tr.update(dets(), 1.0).track_ids) == 0                # past predict_s: not sent
 
 
+@pytest.mark.slow
 def test_state_stays_bounded_over_a_long_run_with_churn() -> None:
-    """100k frames, objects coming and going all the time: live state stays small and ids
-    keep growing (never reused)."""
+    """20k frames (11 minutes at 30 fps; 400 objects coming and going all the time): live
+    state stays small and ids keep growing (never reused)."""
     analytics = StreamAnalytics(
         lines=parse_lines([{"name": "mid", "a": [0.5, 0.0], "b": [0.5, 1.0]}]),
         zones=parse_zones([{"name": "left", "polygon": [[0, 0], [0.4, 0], [0.4, 1], [0, 1]]}]))
-    rng = np.random.default_rng(1)
     biggest = 0
-    n_frames = 100_000
+    n_frames = 20_000
     # A new object every 50 frames, each lives 120 frames crossing the frame (~3 alive).
     for k in range(n_frames):
         t = k / 30
@@ -150,5 +150,5 @@ def test_state_stays_bounded_over_a_long_run_with_churn() -> None:
         analytics.update(d, t, width=640, height=480, frame_id=k)
         biggest = max(biggest, analytics.state_size())
     assert biggest <= 20
-    assert analytics.tracker.next_id > n_frames // 50 - 5   # one id per object, none reused
-    assert rng is not None
+    # One id per object, none reused: ids reached the number of objects.
+    assert analytics.tracker.next_id - 1 == n_frames // 50

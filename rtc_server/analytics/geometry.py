@@ -168,12 +168,12 @@ def parse_zones(raw: Any, class_names: Sequence[str] = ()) -> tuple[Zone, ...]:
             poly = poly[:-1]  # a closed ring written out: drop the repeated first point
         if np.any(np.all(np.isclose(poly, np.roll(poly, -1, axis=0)), axis=1)):
             raise GeometryError(f"{where}: repeated consecutive point")
-        area = 0.5 * float(np.sum(poly[:, 0] * np.roll(poly[:, 1], -1) - np.roll(poly[:, 0], -1) * poly[:, 1]))
-        if abs(area) < 1e-6:
-            raise GeometryError(f"{where}: the polygon has no area (its points are on one line)")
         hit = _self_intersection(poly)
         if hit is not None:
             raise GeometryError(f"{where}: the polygon intersects itself (edges {hit[0]} and {hit[1]})")
+        area = 0.5 * float(np.sum(poly[:, 0] * np.roll(poly[:, 1], -1) - np.roll(poly[:, 0], -1) * poly[:, 1]))
+        if abs(area) < 1e-6:
+            raise GeometryError(f"{where}: the polygon has no area (its points are on one line)")
         zones.append(Zone(name, poly, _classes(item, where, class_names)))
     return tuple(zones)
 
