@@ -137,14 +137,12 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _xyxy_to_z(b: np.ndarray) -> np.ndarray:
     """xyxy -> (cx, cy, w, h): what the filter measures."""
-    return np.stack([(b[:, 0] + b[:, 2]) * 0.5, (b[:, 1] + b[:, 3]) * 0.5,
-                     b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+    return np.concatenate([(b[:, :2] + b[:, 2:]) * 0.5, b[:, 2:] - b[:, :2]], axis=1)
 
 
 def _z_to_xyxy(z: np.ndarray) -> np.ndarray:
-    w = np.maximum(z[:, 2], 1e-6) * 0.5
-    h = np.maximum(z[:, 3], 1e-6) * 0.5
-    return np.stack([z[:, 0] - w, z[:, 1] - h, z[:, 0] + w, z[:, 1] + h], axis=1)
+    half = np.maximum(z[:, 2:4], 1e-6) * 0.5
+    return np.concatenate([z[:, :2] - half, z[:, :2] + half], axis=1)
 
 
 def _grown(b: np.ndarray, k: float) -> np.ndarray:
