@@ -90,13 +90,19 @@ def test_a_low_score_detection_extends_a_track_but_never_starts_one() -> None:
     assert tr.update(dets((11, 10, 51, 90, 0.2, 0)), 0.3).track_id(0) == tid
 
 
-def test_classes_are_not_mixed() -> None:
+def test_matching_is_class_aware() -> None:
+    """Of two overlapping detections the one of the track's class wins; with a hard rule
+    (``class_penalty=1``) another class never continues a track."""
     tr = Tracker()
     for k in range(3):
         out = tr.update(dets((10, 10, 50, 90, 0.9, 0)), k / 30)
     tid = out.track_id(0)
-    out = tr.update(dets((10, 10, 50, 90, 0.9, 1)), 3 / 30)
-    assert out.track_id(0) != tid
+    out = tr.update(dets((10, 10, 50, 90, 0.9, 1), (14, 10, 54, 90, 0.9, 0)), 3 / 30)
+    assert out.track_id(1) == tid and out.track_id(0) != tid
+    hard = Tracker(TrackerConfig(class_penalty=1.0))
+    for k in range(3):
+        out = hard.update(dets((10, 10, 50, 90, 0.9, 0)), k / 30)
+    assert hard.update(dets((10, 10, 50, 90, 0.9, 1)), 3 / 30).track_id(0) != out.track_id(0)
 
 
 def test_lost_tracks_coast_for_their_time_budget_then_expire_and_ids_are_never_reused() -> None:

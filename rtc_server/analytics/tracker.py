@@ -18,7 +18,10 @@ What differs from the paper, and why:
 - **Time, not frame count.** The Kalman filter's transition and process noise use ``dt``
   seconds between frames, and lost tracks coast for ``max_lost_s`` seconds. A stream that
   gets 30, 5 or 2 detections/s (the scheduler's fair share) keeps its identities.
-- **Class-aware.** A detection matches only a track of its own class.
+- **Class-aware, softly.** A detection of another class than the track's needs ``class_penalty``
+  more IoU to continue it: same-class matches win, but the detector's class flicker on one
+  object (dog/cat, car/truck) does not fork its identity (measured: hard class gating gave
+  3x the ID switches on the bench's sequences, ``docs/tracking.md``).
 - **Buffered IoU for the first match of a track.** A tentative track (one observation, no
   velocity yet) cannot predict where a fast object went at 2 detections/s; its box and the
   detections are grown by ``buffer`` times their size per ``1/ref_rate`` seconds of gap
@@ -98,9 +101,13 @@ class TrackerConfig:
     #: A new track starts only from an unmatched detection at or above this score.
     new_track_score: float = 0.6
     #: IoU a match needs: first stage, second (low-score) stage, tentative tracks.
-    match_iou: float = 0.2
+    match_iou: float = 0.1
     low_match_iou: float = 0.5
     tentative_match_iou: float = 0.3
+    #: Class-aware matching: a detection of another class than the track's matches only with
+    #: IoU this much higher (1: never). The detector's class flickers between similar classes
+    #: (dog/cat, car/truck) on the same object; a hard rule forks its identity each time.
+    class_penalty: float = 0.3
     #: Hits before a track is confirmed and gets an id.
     min_hits: int = 2
     #: Seconds a confirmed track that is not seen coasts before it expires.
@@ -290,7 +297,10 @@ class Tracker:
             if buffered:
                 tb, db = _grown(tb, grow), _grown(db, grow)
             iou = iou_matrix(tb, db)
-            iou[s.cls[track_rows][:, None] != cls[det_rows][None, :]] = 0.0
+            if c.class_penalty >= 1.0:
+                iou[s.cls[track_rows][:, None] != cls[det_rows][None, :]] = 0.0
+            elif c.class_penalty > 0.0:
+                iou -= c.class_penalty * (s.cls[track_rows][:, None] != cls[det_rows][None, :])
             r, k = _assign(iou, min_iou)
             tr, dr = track_rows[r], det_rows[k]
             matched[tr] = True
@@ -312,6 +322,7 @@ class Tracker:
             s.hits[rows] += 1
             s.last_seen[rows] = t
             s.score[rows] = scores[di]
+            s.cls[rows] = cls[di]
             s.status[rows] = np.where(s.status[rows] == _LOST, _CONFIRMED, s.status[rows])
             promote = rows[(s.status[rows] == _TENTATIVE) & (s.hits[rows] >= c.min_hits)]
             if promote.size:
