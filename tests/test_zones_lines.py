@@ -176,3 +176,25 @@ def test_inside_now_and_a_track_that_expires_inside_leaves_the_zone() -> None:
     assert [e["event"] for e in r.events] == ["zone_exit"]
     assert r.counts is not None and r.counts["zones"]["all"] == {"inside": 0, "entered": 1}
     assert a.state_size() == 0
+
+
+def test_new_shapes_keep_working_when_an_older_track_shows_up_later() -> None:
+    """Shapes replaced while track 1 is briefly unseen: track 2 gets state first, then
+    track 1; each track's crossing is still its own."""
+    a = StreamAnalytics(class_names=NAMES)
+
+    def frame(k: int, xs: list[float]) -> list[dict[str, Any]]:
+        boxes = [[x * W - 20, 400, x * W + 20, 500] for x in xs]
+        d = Detections.of(boxes, [0.9] * len(xs), [0] * len(xs))
+        return a.update(d, k / 30, width=W, height=H, frame_id=k).events
+
+    for k in range(5):
+        frame(k, [0.2, 0.8])
+    a.set_shapes((), parse_lines([{"name": "g", "a": [0.5, 0.0], "b": [0.5, 1.0]}], NAMES))
+    for k in range(5, 10):
+        frame(k, [0.8])                  # only track 2 (track 1 coasting)
+    events = []
+    for k in range(10, 70):
+        x = 0.2 + 0.6 * (k - 10) / 59    # track 1 walks across the line; track 2 stays
+        events += frame(k, [x, 0.8])
+    assert [(e["track_id"], e["direction"]) for e in events] == [(1, "left")]

@@ -68,9 +68,10 @@ class _Rows:
 
     _FIELDS = ("ids", "cls", "point", "last_t", "side", "cand", "cand_t", "cand_ok", "inside", "zcand_t", "entered")
 
-    def keep(self, mask: np.ndarray) -> None:
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep (and order) the rows that ``rows`` (a mask or indices) selects."""
         for name in self._FIELDS:
-            setattr(self, name, getattr(self, name)[mask])
+            setattr(self, name, getattr(self, name)[rows])
 
     def add(self, ids: np.ndarray, cls: np.ndarray, point: np.ndarray, t: float) -> None:
         k = ids.shape[0]
@@ -81,6 +82,10 @@ class _Rows:
                "entered": np.zeros((k, self.n_zones))}
         for name in self._FIELDS:
             setattr(self, name, np.concatenate([getattr(self, name), new[name]]))
+        if k and self.ids.shape[0] > k and ids.min() < self.ids[-k - 1]:
+            # An older id seen here for the first time (shapes replaced while it was lost):
+            # restore id order, which lookups rely on.
+            self.keep(np.argsort(self.ids, kind="stable"))
 
 
 class ShapeEvents:
@@ -110,8 +115,10 @@ class ShapeEvents:
     def label(self, class_id: int) -> str:
         return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else str(class_id)
 
-    def _applies(self, shapes: Sequence[Line | Zone], cls: np.ndarray) -> np.ndarray:
-        """``(N, S)``: which shape counts which track, by its ``classes``."""
+    def _applies(self, shapes: Sequence[Line | Zone], cls: np.ndarray) -> np.ndarray | bool:
+        """``(N, S)``: which shape counts which track, by its ``classes`` (True: all of them)."""
+        if all(shape.classes is None for shape in shapes):
+            return True
         out = np.ones((cls.shape[0], len(shapes)), dtype=bool)
         for j, shape in enumerate(shapes):
             if shape.classes is not None:
