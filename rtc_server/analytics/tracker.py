@@ -1,8 +1,8 @@
 """ByteTrack over numpy: identities across frames, advanced by each frame's own time.
 
 Why our own and not Roboflow's ``trackers``: ``docs/tracking.md`` (it pulls in non-headless
-OpenCV, supervision and matplotlib; this is ~300 lines on numpy + scipy, measured as
-accurate on the project's sequences).
+OpenCV, supervision and matplotlib, ~550 MB beyond what the server installs; this is one
+module on numpy + scipy, level with it on the project's sequences: ``bench/tracking.py``).
 
 The algorithm is ByteTrack's (Zhang et al., 2022) two-stage association:
 
