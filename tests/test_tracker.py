@@ -158,3 +158,29 @@ def test_state_stays_bounded_over_a_long_run_with_churn() -> None:
     assert biggest <= 20
     # One id per object, none reused: ids reached the number of objects.
     assert analytics.tracker.next_id - 1 == n_frames // 50
+
+
+def test_analytics_is_pure_computation() -> None:
+    """rtc_server.analytics imports numpy, scipy and the standard library only: no settings,
+    streams, engine, HTTP or I/O (docs/tracking.md; the architecture's "no I/O")."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    import rtc_server.analytics
+
+    allowed = {"numpy", "scipy", "__future__"} | set(sys.stdlib_module_names)
+    banned_stdlib = {"os", "socket", "subprocess", "asyncio", "threading", "io", "pathlib", "urllib", "http"}
+    offenders = []
+    for path in Path(rtc_server.analytics.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in allowed or top in banned_stdlib:
+                    offenders.append(f"{path.name}: {name}")
+    assert not offenders, offenders
