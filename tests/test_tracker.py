@@ -177,6 +177,8 @@ def test_analytics_is_pure_computation() -> None:
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level > 1:
+                offenders.append(f"{path.name}: {'.' * node.level}{node.module or ''} (outside the package)")
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [node.module or ""]
             for name in names:
