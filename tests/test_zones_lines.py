@@ -198,3 +198,16 @@ def test_new_shapes_keep_working_when_an_older_track_shows_up_later() -> None:
         x = 0.2 + 0.6 * (k - 10) / 59    # track 1 walks across the line; track 2 stays
         events += frame(k, [x, 0.8])
     assert [(e["track_id"], e["direction"]) for e in events] == [(1, "left")]
+
+
+def test_counts_handed_out_earlier_keep_their_values() -> None:
+    """A message built before a crossing still carries the counts it was built with."""
+    a = vertical_line()
+    before = None
+    for k, (x, y) in enumerate(straight(0.2, 0.8, 0.5, 60)):
+        d = Detections.of([[x * W - 20, y * H - 80, x * W + 20, y * H]], [0.9], [0])
+        counts = a.update(d, k / 30, width=W, height=H, frame_id=k).counts
+        if k == 5:
+            before = counts
+    assert before is not None and before["lines"]["gate"]["left"] == 0
+    assert counts is not None and counts["lines"]["gate"]["left"] == 1

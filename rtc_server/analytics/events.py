@@ -103,6 +103,7 @@ class ShapeEvents:
         self._rows = _Rows(len(self.lines), len(self.zones))
         self._line_counts: list[dict[str, Any]] = [{"left": 0, "right": 0, "by_class": {}} for _ in self.lines]
         self._zone_entered = [0] * len(self.zones)
+        self._counts: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         """Tracks with state here (bounded by the tracker's live tracks)."""
@@ -126,7 +127,16 @@ class ShapeEvents:
         return out
 
     def counts(self) -> dict[str, Any]:
-        """Running counts: per line left/right (and by class), per zone inside now/entered."""
+        """Running counts: per line left/right (and by class), per zone inside now/entered.
+
+        Counts change only with an event, so the same dict is returned until one happens
+        (read it, do not change it: a message that still holds it keeps its values, since a
+        change builds a new one)."""
+        if self._counts is None:
+            self._counts = self._build_counts()
+        return self._counts
+
+    def _build_counts(self) -> dict[str, Any]:
         inside = self._rows.inside.sum(axis=0) if self.zones else ()
         return {
             "lines": {ln.name: {"left": c["left"], "right": c["right"],
@@ -141,6 +151,13 @@ class ShapeEvents:
         """One frame: ``track_ids`` (confirmed, observed, unique) with their ``class_ids`` and
         normalised reference ``points``; ``removed`` ids expired. ``stamp`` (frame_id, pts,
         time) goes into every event. Returns the events, oldest first."""
+        events = self._update(track_ids, class_ids, points, t, removed, stamp)
+        if events:
+            self._counts = None
+        return events
+
+    def _update(self, track_ids: np.ndarray, class_ids: np.ndarray, points: np.ndarray, t: float,
+                removed: Sequence[int], stamp: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         r = self._rows
         if self.empty:
