@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import Line, Zone, edges_of, points_in_polygon, side_of_line
+from .geometry import Line, Zone, edges_of
 
 __all__ = ["ShapeEvents", "reference_points"]
 
@@ -99,7 +99,9 @@ class ShapeEvents:
         self.min_side_s = float(min_side_s)
         self._a = np.array([ln.a for ln in self.lines], dtype=np.float64).reshape(-1, 2)
         self._b = np.array([ln.b for ln in self.lines], dtype=np.float64).reshape(-1, 2)
-        self._edges = [edges_of(z.polygon) for z in self.zones]
+        edges = [edges_of(z.polygon) for z in self.zones]
+        self._all_edges = np.concatenate(edges, axis=1) if edges else np.zeros((5, 0))
+        self._edge_starts = np.cumsum([0] + [e.shape[1] for e in edges[:-1]]).astype(np.intp)
         self._rows = _Rows(len(self.lines), len(self.zones))
         self._line_counts: list[dict[str, Any]] = [{"left": 0, "right": 0, "by_class": {}} for _ in self.lines]
         self._zone_entered = [0] * len(self.zones)
@@ -190,10 +192,12 @@ class ShapeEvents:
     def _lines(self, pos: np.ndarray, ids: np.ndarray, cls: np.ndarray, pts: np.ndarray, t: float,
                stamp: dict[str, Any]) -> list[dict[str, Any]]:
         r = self._rows
-        side_now, _ = side_of_line(pts, self._a, self._b)                # (N, L)
+        side_now = np.sign(self._cross(pts)).astype(np.int8)               # (N, L): -1 left, +1 right
         applies = self._applies(self.lines, cls) & (side_now != 0)
-        settled, cand, cand_t = r.side[pos], r.cand[pos], r.cand_t[pos]
-        cand_ok = r.cand_ok[pos]
+        settled, cand = r.side[pos], r.cand[pos]
+        if not cand.any() and not (applies & (side_now != settled)).any():
+            return []        # the common frame: everyone on their settled side, nothing pending
+        cand_t, cand_ok = r.cand_t[pos], r.cand_ok[pos]
         first = applies & (settled == 0)
         settled = np.where(first, side_now, settled)
         back = applies & (side_now == settled)
@@ -240,12 +244,17 @@ class ShapeEvents:
     def _zones(self, pos: np.ndarray, ids: np.ndarray, cls: np.ndarray, pts: np.ndarray, t: float,
                stamp: dict[str, Any]) -> list[dict[str, Any]]:
         r = self._rows
-        now = np.empty((pts.shape[0], len(self.zones)), dtype=bool)                  # (N, Z)
-        for j, edges in enumerate(self._edges):
-            now[:, j] = points_in_polygon(pts, edges)
+        # Every zone at once: ray casting over all zones' edges, crossings summed per zone.
+        x1, y1, dx, inv_dy, y2 = self._all_edges
+        x, y = pts[:, 0:1], pts[:, 1:2]
+        hits = ((y1 > y) != (y2 > y)) & (x < x1 + (y - y1) * dx * inv_dy)        # (N, edges)
+        now = np.add.reduceat(hits, self._edge_starts, axis=1) % 2 == 1            # (N, Z)
         applies = self._applies(self.zones, cls)
-        inside, since, entered = r.inside[pos], r.zcand_t[pos], r.entered[pos]
+        inside, since = r.inside[pos], r.zcand_t[pos]
         differs = applies & (now != inside)
+        if not differs.any() and np.isnan(since).all():
+            return []        # the common frame: nobody entering or leaving
+        entered = r.entered[pos]
         since = np.where(differs & np.isnan(since), t, np.where(differs, since, _NAN))
         done = differs & (t - since >= self.min_side_s)
         events = []
