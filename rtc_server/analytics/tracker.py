@@ -136,7 +136,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    return inter / np.maximum(union, 1e-12)  # degenerate boxes: inter is 0 too
 
 
 def _xyxy_to_z(b: np.ndarray) -> np.ndarray:
