@@ -30,6 +30,7 @@ from rtc_server.engine.scheduler import Scheduler
 from rtc_server.engine.yolo import Thresholds
 from rtc_server.signaling.context import REGISTRY
 from rtc_server.streams.registry import StreamRegistry, freeze_long_lived
+from rtc_server.streams.stream import StreamLimits
 from rtc_server.webrtc.candidates import RemoteCandidates, TooManyCandidates
 from rtc_server.webrtc.ice import use_host_addresses
 from rtc_server.webrtc.portrange import bind_in_range, use_udp_ports
@@ -413,3 +414,22 @@ async def test_closing_the_scheduler_with_a_call_in_flight_does_not_block_the_lo
     await asyncio.gather(ticking, predict, return_exceptions=True)
     assert waited > 0.5  # it did wait for the call in flight...
     assert max(gaps) < 0.3, max(gaps)  # ...while the loop went on
+
+
+async def test_a_pulled_frame_over_the_cap_ends_the_stream_from_its_thread(registry: StreamRegistry) -> None:
+    """The same one check for a source with a thread of its own (``push_threadsafe``): the
+    oversized frame is not kept, and the stream ends on the loop with the same message."""
+    stream = registry.open("pull")
+    stream.limits = StreamLimits(max_frame_pixels=100 * 100)
+    sink = ListSink()
+    stream.add_sink(sink)
+    stream.start()
+    loop = asyncio.get_running_loop()
+    pushed = await asyncio.to_thread(stream.push_threadsafe, np.zeros((120, 100, 3), np.uint8), 0, loop)
+    assert pushed
+    async with asyncio.timeout(5):
+        while len(registry):
+            await asyncio.sleep(0.01)
+    assert stream.close_reason == "frame too large" and stream.counts.received == 0
+    (error,) = [m for m in sink.messages if m.get("type") == "error"]
+    assert error["error"] == "frame_too_large" and "100x120" in error["detail"] and "10000" in error["detail"]
