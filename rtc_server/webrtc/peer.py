@@ -340,8 +340,11 @@ async def answer_offer(registry: StreamRegistry, config: PeerConfig, offer_sdp: 
     Raises ``ServerFull`` (from the registry, before anything is built), ``GatherTimeout``
     when ICE gathering outlasts ``ice_gather_timeout``, ``NoCandidates`` when no local
     candidate could be gathered, ``NoVideo`` for an offer without a receivable video
-    section, ``OfferError``/``ValueError`` for offers aiortc cannot answer. The session's
-    own TURN credential (``RTC_TURN_SECRET``) is made for it here.
+    section, ``OfferError``/``ValueError`` for offers aiortc cannot answer. Before anything
+    is built: ``TooManyCandidates`` for an offer over the session's candidate cap, and
+    ``NoRemoteCandidates`` for one that says end-of-candidates and leaves none the server
+    may use (``candidates.py`` drops the rest). The session's own TURN credential
+    (``RTC_TURN_SECRET``) is made for it here.
     """
     candidates = config.remote_candidates()
     sdp, offered = candidates.filter_sdp(offer_sdp)  # TooManyCandidates before anything is built
