@@ -25,7 +25,8 @@ def cold_start(docker: PrivateDocker, image: str) -> tuple[float, float]:
     port = free_port()
     started = time.perf_counter()
     cid = docker.docker("run", "-d", "--network", "host", "-e", f"PORT={port}",
-                        "-e", f"RTC_ICE_ADDRESSES={LOOPBACK}", image).stdout.decode().strip()
+                        "-e", f"RTC_ICE_ADDRESSES={LOOPBACK}", "-e", "RTC_ICE_ALLOW_NETWORKS=127.0.0.0/8",
+                        image).stdout.decode().strip()
     try:
         while http_status(f"http://{LOOPBACK}:{port}/readyz", timeout=2) != 200:
             if time.perf_counter() - started > 120:

@@ -35,7 +35,7 @@ from .signaling.errors import ERROR_SINK, error_middleware
 from .signaling.limits import RateLimits
 from .signaling.proxies import resolve_client
 from .signaling.tokens import SessionTokens
-from .streams.registry import StreamRegistry
+from .streams.registry import StreamRegistry, freeze_long_lived
 from .streams.sinks import Subscriber
 from .streams.snapshot import Snapshots
 from .webrtc.dtls import use_dtls_interop
@@ -191,11 +191,12 @@ async def _warm_up(app: web.Application) -> None:
 
 
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    freeze_long_lived()  # before listening: the stream registry's collections skip what lives on
     warmup = asyncio.create_task(_warm_up(app), name="warmup")
     yield
     await app[REGISTRY].close_all()
     if not warmup.done():
         warmup.cancel()
     await asyncio.gather(warmup, return_exceptions=True)
-    app[INFERENCE].close()
+    await app[INFERENCE].aclose()  # the calls in flight end in a thread: the loop is not blocked
     log.info("server stopped")

@@ -126,6 +126,12 @@ class Settings:
     ice_gather_timeout: float = 10.0
     #: Seconds without a video frame after which a session is reaped.
     idle_timeout: float = 30.0
+    #: Networks (CIDRs) a peer's remote ICE candidates may be in although not public: a LAN's
+    #: for clients on it, 127.0.0.0/8 for tests. Candidates elsewhere that are not public
+    #: (private, link-local, metadata, loopback, multicast) get no STUN check: dropped.
+    ice_allow_networks: tuple[str, ...] = ()
+    #: Remote ICE candidates per session at most, offer and trickle (WHIP PATCH) together.
+    max_remote_candidates: int = 32
 
     # ----- streams: how many, how chatty, how fast -----------------------------------------------
     #: Live streams at most (WebRTC, WHIP and pull together); the next gets 503 + Retry-After. 0 = no cap.
@@ -201,7 +207,8 @@ class Settings:
     source_reconnect_max: float = 30.0
     # ----- what a source may send (every source's frames; pull playlists) -------------------------
     #: Largest decoded video frame in pixels (width x height); 4K UHD (3840x2160) fits. A
-    #: pull stream whose frames are larger is refused or ended, naming the size and the cap.
+    #: stream (WebRTC, WHIP or pull) whose frames are larger is refused or ended, naming the
+    #: size and the cap, before any frame is converted or snapshotted.
     max_frame_pixels: int = 3840 * 2160
     #: Largest HLS playlist a pull source may load, in bytes, and most segments it may list.
     source_max_playlist_bytes: int = 4 * 1024 * 1024
@@ -298,6 +305,14 @@ class Settings:
         for name in ("connect_timeout", "ice_gather_timeout", "idle_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must be a positive number of seconds")
+        if not 1 <= self.max_remote_candidates <= 10_000:
+            raise ConfigError(f"max_remote_candidates {self.max_remote_candidates} must be 1 .. 10000")
+        from .addresses import parse_networks  # stdlib only, like ingest.policy below
+
+        try:
+            parse_networks(self.ice_allow_networks)
+        except ValueError as exc:
+            raise ConfigError(f"ice_allow_networks: {exc}") from exc
 
     def _validate_streams(self) -> None:
         if self.max_sessions < 0:
@@ -491,6 +506,9 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "connect_timeout": (float, "seconds from offer to connected before a session is reaped"),
     "ice_gather_timeout": (float, "seconds the server may spend gathering ICE candidates"),
     "idle_timeout": (float, "seconds without a video frame before a session is reaped"),
+    "ice_allow_networks": (_parse_addresses, "comma-separated CIDRs remote ICE candidates may be in though not "
+                           "public (others get no STUN check)"),
+    "max_remote_candidates": (int, "remote ICE candidates per session at most (offer and trickle together)"),
     "message_rate": (float, "data-channel control messages/s per session"),
     "cert": (Path, "TLS certificate (PEM) to serve HTTPS"),
     "key": (Path, "TLS private key (PEM) to serve HTTPS"),

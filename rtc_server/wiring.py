@@ -10,6 +10,7 @@ object with a lifetime is built here (``app.py`` does that), so every mapping ca
 
 from __future__ import annotations
 
+from .addresses import AddressPolicy
 from .config import Settings
 from .engine.yolo import Thresholds
 from .ingest.limits import InputCaps
@@ -34,7 +35,8 @@ def stream_defaults(settings: Settings) -> StreamSettings:
 
 
 def stream_limits(settings: Settings) -> StreamLimits:
-    return StreamLimits(message_rate=settings.message_rate, max_fps=settings.max_fps or None)
+    return StreamLimits(message_rate=settings.message_rate, max_fps=settings.max_fps or None,
+                        max_frame_pixels=settings.max_frame_pixels)
 
 
 def ice_server_config(settings: Settings) -> IceServerConfig:
@@ -46,7 +48,9 @@ def peer_config(settings: Settings) -> PeerConfig:
     return PeerConfig(
         limits=PeerLimits(connect_timeout=settings.connect_timeout, idle_timeout=settings.idle_timeout),
         ice_gather_timeout=settings.ice_gather_timeout, ice_addresses=settings.ice_addresses,
-        public_address=settings.public_address, ice_servers=ice_server_config(settings))
+        public_address=settings.public_address, ice_servers=ice_server_config(settings),
+        candidate_policy=AddressPolicy.of(settings.ice_allow_networks),
+        max_remote_candidates=settings.max_remote_candidates)
 
 
 def pull_config(settings: Settings) -> PullConfig:

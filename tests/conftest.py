@@ -3,6 +3,7 @@ and the restoring of the process-wide aiortc/aioice adaptations after every test
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,6 +41,7 @@ def _restore_process_globals() -> Iterator[None]:
     saved = (aioice.ice.get_host_addresses, aioice.ice.Connection.get_component_candidates,
              aiortc.rtcrtpreceiver.JitterBuffer, RTCCertificate._create_ssl_context)
     yield
+    gc.unfreeze()  # the server freezes long-lived objects at start-up (streams/registry.py)
     (aioice.ice.get_host_addresses, aioice.ice.Connection.get_component_candidates,  # type: ignore[method-assign]
      aiortc.rtcrtpreceiver.JitterBuffer, RTCCertificate._create_ssl_context) = saved
 
@@ -81,7 +83,8 @@ def bus_frame(bus_rgb: np.ndarray) -> np.ndarray:
 
 @pytest.fixture
 def settings(model_file: Path) -> Settings:
-    return Settings(model=model_file, ice_addresses=("127.0.0.1",), port=8080)
+    return Settings(model=model_file, ice_addresses=("127.0.0.1",), ice_allow_networks=("127.0.0.0/8",),
+                    port=8080)
 
 
 @pytest.fixture(scope="session")

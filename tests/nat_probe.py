@@ -63,7 +63,9 @@ async def probe(url: str) -> dict[str, Any]:
 def main() -> int:
     model, port, public = sys.argv[1], sys.argv[2], sys.argv[3]
     env = {**os.environ, "RTC_MODEL": model, "PORT": port, "RTC_HOST": "127.0.0.1",
-           "RTC_ICE_ADDRESSES": PRIVATE, "RTC_UDP_PORTS": UDP_PORTS, "RTC_PUBLIC_ADDRESS": public}
+           "RTC_ICE_ADDRESSES": PRIVATE,
+           "RTC_ICE_ALLOW_NETWORKS": f"{PRIVATE}/24,{PUBLIC}/24,127.0.0.0/8", "RTC_UDP_PORTS": UDP_PORTS,
+           "RTC_PUBLIC_ADDRESS": public}
     server = subprocess.Popen([sys.executable, "-m", "rtc_server"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

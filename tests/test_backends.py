@@ -173,6 +173,7 @@ def _serve_and_wait(env: dict[str, str], tmp_path: Path, timeout: float = 90) ->
     from .helpers import free_port
 
     full = {**os.environ, "RTC_HOST": "127.0.0.1", "RTC_PORT": str(free_port()), "RTC_ICE_ADDRESSES": "127.0.0.1",
+            "RTC_ICE_ALLOW_NETWORKS": "127.0.0.0/8",
             "RTC_BACKEND_CACHE": str(tmp_path / "cache"), **env}
     return subprocess.run([sys.executable, "-m", "rtc_server"], cwd=ROOT, env=full, capture_output=True,
                           text=True, timeout=timeout)

@@ -69,6 +69,7 @@ class Container:
         self.url = f"http://127.0.0.1:{self.port}"
         self.id = docker.docker(
             "run", "-d", "--network", "host", "-e", f"PORT={self.port}", "-e", "RTC_ICE_ADDRESSES=127.0.0.1",
+            "-e", "RTC_ICE_ALLOW_NETWORKS=127.0.0.0/8",
             "-e", f"RTC_UDP_PORTS={UDP_PORTS[0]}-{UDP_PORTS[1]}", *extra, image,
         ).stdout.decode().strip()
 

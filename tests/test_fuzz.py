@@ -95,7 +95,8 @@ def server(detector, model_file) -> Iterator[ThreadedServer]:  # type: ignore[no
     from rtc_server.app import create_app
     from rtc_server.config import Settings
 
-    settings_ = Settings(model=model_file, ice_addresses=("127.0.0.1",), rate_limit=0, predict_rate_limit=0,
+    settings_ = Settings(model=model_file, ice_addresses=("127.0.0.1",), ice_allow_networks=("127.0.0.0/8",),
+                         rate_limit=0, predict_rate_limit=0,
                          max_sessions=0, connect_timeout=2.0)
     s = ThreadedServer(create_app(settings_, detector))
     yield s

@@ -61,6 +61,7 @@ print(d.info.backend, ",".join(d.info.providers), r.detections[0].label)
 def test_a_gpu_provider_that_cannot_load_stops_the_server(gpu_python: Path, model_file: Path, tmp_path: Path,
                                                           providers: str) -> None:
     env = {**os.environ, "RTC_HOST": "127.0.0.1", "RTC_PORT": str(free_port()), "RTC_ICE_ADDRESSES": "127.0.0.1",
+           "RTC_ICE_ALLOW_NETWORKS": "127.0.0.0/8",
            "RTC_MODEL": str(model_file), "RTC_PROVIDERS": providers, "RTC_BACKEND_CACHE": str(tmp_path)}
     proc = subprocess.run([str(gpu_python), "-m", "rtc_server"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import aioice.ice
 import pytest
 
-from rtc_server.webrtc.ice import filter_remote_candidates, is_loopback_only, use_host_addresses
+from rtc_server.addresses import AddressPolicy
+from rtc_server.webrtc.candidates import RemoteCandidates
+from rtc_server.webrtc.ice import is_loopback_only, use_host_addresses
 
 OFFER = "\r\n".join([
     "v=0", "m=video 9 UDP/TLS/RTP/SAVPF 96",
@@ -16,16 +18,23 @@ OFFER = "\r\n".join([
 ]) + "\r\n"
 
 
+def filtered(local: list[str], *allow: str) -> str:
+    return RemoteCandidates(AddressPolicy.of(allow), local).filter_sdp(OFFER)[0]
+
+
 def test_loopback_only_drops_unreachable_and_mdns_candidates() -> None:
-    out = filter_remote_candidates(OFFER, ["127.0.0.1"])
+    out = filtered(["127.0.0.1"], "127.0.0.0/8", "::1/128", "10.0.0.0/8")
     assert "127.0.0.1 50000" in out and "::1 50003" in out
     assert "10.1.2.3" not in out and ".local" not in out
     assert out.startswith("v=0\r\nm=video")
 
 
-def test_other_addresses_keep_every_candidate() -> None:
-    assert filter_remote_candidates(OFFER, ["10.0.0.5"]) == OFFER
-    assert filter_remote_candidates(OFFER, []) == OFFER
+def test_other_addresses_keep_the_allowed_candidates_only() -> None:
+    """Off loopback the reachability rule keeps everything; the address rule (the pull
+    sources' one) decides, and mDNS names are always dropped."""
+    out = filtered(["10.0.0.5"], "10.0.0.0/8")
+    assert "10.1.2.3" in out and "127.0.0.1" not in out and ".local" not in out
+    assert "a=candidate" not in filtered([])
     assert not is_loopback_only([]) and is_loopback_only(["127.0.0.1", "::1"])
 
 

@@ -61,7 +61,8 @@ def setup_commands() -> list[str]:
 
 
 async def probe(model: Path, codec: str, certificate: str, seconds: float, stock_dtls: bool = False) -> dict[str, Any]:
-    settings = Settings(model=model, host=SERVER, port=8080, ice_addresses=(SERVER,))
+    settings = Settings(model=model, host=SERVER, port=8080, ice_addresses=(SERVER,),
+                        ice_allow_networks=("127.0.0.0/8",))
     app = create_app(settings)
     if stock_dtls:  # the control: aiortc's own DTLS context, as before this project's fix
         dtls.use_dtls_interop(False)

@@ -131,7 +131,8 @@ async def session(tools: DevTools, app: web.Application, codec: str, marker: boo
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    settings = Settings(model=find_model(args.model), ice_addresses=("127.0.0.1",), marker_release=True)
+    settings = Settings(model=find_model(args.model), ice_addresses=("127.0.0.1",),
+                        ice_allow_networks=("127.0.0.0/8",), marker_release=True)
     app = create_app(settings, NoopDetector() if args.detector == "noop" else None)
     runner = web.AppRunner(app)
     await runner.setup()

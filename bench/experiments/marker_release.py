@@ -183,7 +183,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     path = find_model(args.model)
     meter = FloorMeter(path, args.threads)
     floor_before = meter.sample(args.floor_runs)
-    settings = Settings(model=path, ice_addresses=("127.0.0.1",), threads=args.threads, marker_release=True)
+    settings = Settings(model=path, ice_addresses=("127.0.0.1",), ice_allow_networks=("127.0.0.0/8",),
+                        threads=args.threads, marker_release=True)
     app = create_app(settings, NoopDetector() if args.detector == "noop" else None)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -35,6 +35,22 @@ def image_size(image: Image) -> tuple[int, int] | None:
     return (int(width), int(height)) if isinstance(width, int) and isinstance(height, int) else None
 
 
+#: 4K UHD (3840x2160) fits; anything with more pixels is refused (``RTC_MAX_FRAME_PIXELS``).
+DEFAULT_MAX_FRAME_PIXELS = 3840 * 2160
+
+
+def check_frame_size(width: int, height: int, max_pixels: int) -> str | None:
+    """Why a ``width`` x ``height`` frame is refused, or None if it fits. Cheap: call it on
+    every decoded frame, before converting it (every source's frames pass it in the stream
+    core; the pull reader checks it early too)."""
+    if width <= 0 or height <= 0:
+        return f"the frame has no size ({width}x{height})"
+    if width * height > max_pixels:
+        return (f"the frame is {width}x{height} ({width * height} pixels), over the cap of {max_pixels} pixels "
+                "(RTC_MAX_FRAME_PIXELS)")
+    return None
+
+
 @dataclass(frozen=True)
 class Request:
     """One image to detect in, as a lane hands it over."""

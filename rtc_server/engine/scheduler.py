@@ -339,13 +339,47 @@ class Scheduler:
         self._ready.set()
 
     def close(self) -> None:
-        """Stop dispatching, refuse what waits, and wait for the calls in flight."""
+        """Stop dispatching, refuse what waits, and wait for the calls in flight. Blocks
+        until they end: for callers off the event loop; on the loop, ``await aclose()``."""
+        self._stop()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def aclose(self, timeout: float = 10.0) -> bool:
+        """``close`` without blocking the event loop (issue 20): the calls in flight are
+        waited for in a thread of its own, at most ``timeout`` s, while the loop goes on
+        serving (probes, the last answers). True if every worker ended in time; False
+        leaves the rest to end on their own (logged), the process exit still joins them."""
+        self._stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        def join() -> None:  # a daemon thread: a stuck worker must not also hold this one
+            self._executor.shutdown(wait=True)
+            try:
+                loop.call_soon_threadsafe(settle)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        threading.Thread(target=join, name="inference-join", daemon=True).start()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(ended)
+        except TimeoutError:
+            log.warning("inference calls still running %.0f s after shutdown began; not waiting for them", timeout)
+            return False
+        return True
+
+    def _stop(self) -> None:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
         while self._predict.queue:
             self._predict._settle(self._predict.queue.popleft(), exc=SchedulerClosed("the server is shutting down"))
-        self._executor.shutdown(wait=True, cancel_futures=True)
 
     # ----- streams ----------------------------------------------------------------------------
     def register(self, lane: Lane) -> None:

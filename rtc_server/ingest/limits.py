@@ -7,16 +7,17 @@ client does not pay for. Each cap is checked in the source's reader thread, on w
 actually received (the decoded frame, the bytes of the playlist), and a source over a cap
 is refused with an error that names the cap and its setting.
 
-``check_frame_size`` is transport-free on purpose: the WebRTC/WHIP stream path should call
-the same function on each decoded frame, before any RGB conversion or snapshot.
+``check_frame_size`` lives in ``engine/frames.py``: the stream core applies the same cap to
+every source's decoded frames (WebRTC, WHIP and pull alike), before any RGB conversion or
+snapshot; the pull reader also checks it early, in its own thread, to refuse at open.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: 4K UHD (3840x2160) fits; anything with more pixels is refused.
-DEFAULT_MAX_FRAME_PIXELS = 3840 * 2160
+from ..engine.frames import DEFAULT_MAX_FRAME_PIXELS
+
 #: A live playlist is a few KiB, a day-long VOD playlist of 2 s segments about 4 MiB.
 DEFAULT_MAX_PLAYLIST_BYTES = 4 * 1024 * 1024
 #: Segment (and variant) URIs in one playlist: 24 h of 2 s segments with room to spare.
@@ -46,17 +47,6 @@ class InputCaps:
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
     max_playlist_bytes: int = DEFAULT_MAX_PLAYLIST_BYTES
     max_segments: int = DEFAULT_MAX_SEGMENTS
-
-
-def check_frame_size(width: int, height: int, max_pixels: int) -> str | None:
-    """Why a ``width`` x ``height`` frame is refused, or None if it fits. Cheap: call it on
-    every decoded frame, before converting it."""
-    if width <= 0 or height <= 0:
-        return f"the frame has no size ({width}x{height})"
-    if width * height > max_pixels:
-        return (f"the frame is {width}x{height} ({width * height} pixels), over the cap of {max_pixels} pixels "
-                "(RTC_MAX_FRAME_PIXELS)")
-    return None
 
 
 class PlaylistMeter:

@@ -7,7 +7,8 @@ the private network behind it, local files. The rules:
 
 - **Schemes**: ``rtsp``, ``rtsps``, ``http``, ``https``, ``srt``; ``file`` only when
   ``RTC_SOURCE_ALLOW_FILE`` is on. Nothing else (no ``data:``, ``concat:``, ``tcp:``...).
-- **Destinations**: every address a host name resolves to must be a public unicast
+- **Destinations** (the rule in ``rtc_server/addresses.py``, which WebRTC ICE candidates
+  follow too): every address a host name resolves to must be a public unicast
   address, or lie in a network of ``RTC_SOURCE_ALLOW_NETWORKS``. Loopback, private
   (RFC 1918, fc00::/7), link-local (169.254/16, fe80::/10), shared, documentation,
   reserved, multicast and unspecified addresses are refused. IPv6 forms that carry an IPv4
@@ -35,17 +36,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from ..addresses import AddressPolicy, IPAddress, IPNetwork, parse_networks
+from ..addresses import address_kind as _kind
 from .redact import redact
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Schemes a pull URL may have (``file`` needs ``allow_file``).
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "srt")
 DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 MAX_URL_LENGTH = 4096
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class ResolveError(OSError):
@@ -96,13 +94,7 @@ class SourcePolicy:
     @classmethod
     def of(cls, networks: Iterable[str], allow_file: bool = False) -> SourcePolicy:
         """From CIDR strings; raises ``ValueError`` naming a bad one."""
-        parsed = []
-        for text in networks:
-            try:
-                parsed.append(ipaddress.ip_network(text.strip(), strict=False))
-            except ValueError as exc:
-                raise ValueError(f"{text!r} is not a network (CIDR such as 192.168.1.0/24): {exc}") from exc
-        return cls(tuple(parsed), allow_file)
+        return cls(parse_networks(networks), allow_file)
 
     @property
     def schemes(self) -> tuple[str, ...]:
@@ -155,13 +147,8 @@ class SourcePolicy:
 
     # ----- where it points ------------------------------------------------------------------
     def allowed(self, address: IPAddress) -> bool:
-        candidates = [address]
-        embedded = _embedded_ipv4(address)
-        if embedded is not None:
-            candidates.append(embedded)
-        if any(a in net for a in candidates for net in self.allow_networks):
-            return True
-        return all(_public(a) for a in candidates)
+        """The rule every client-chosen destination follows (``rtc_server/addresses.py``)."""
+        return AddressPolicy(self.allow_networks).allowed(address)
 
     def check_address(self, address: IPAddress, host: str) -> None:
         if not self.allowed(address):
@@ -199,41 +186,6 @@ def _ip_literal(host: str) -> IPAddress | None:
         return ipaddress.ip_address(host)
     except ValueError:
         return None
-
-
-def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for, if it is one of the forms that carry one."""
-    if not isinstance(address, ipaddress.IPv6Address):
-        return None
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if int(address) >> 32 == 0 and int(address) > 0xFFFF:  # IPv4-compatible ::a.b.c.d (not ::, ::1)
-        return ipaddress.IPv4Address(int(address))
-    return None
-
-
-def _public(address: IPAddress) -> bool:
-    if address.is_multicast or address.is_unspecified:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
-        return False
-    return address.is_global
-
-
-def _kind(address: IPAddress) -> str:
-    for a in (_embedded_ipv4(address), address):  # what it stands for says more
-        if a is None:
-            continue
-        for name in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
-            if getattr(a, f"is_{name}"):
-                return name.replace("_", "-")
-    return "non-public"
 
 
 def _check_srt_query(query: str) -> None:

@@ -59,8 +59,9 @@ from typing import Any
 import av
 import av.error
 
+from ..engine.frames import check_frame_size
 from .http_io import HttpOpener, HttpStatusError
-from .limits import FrameTooLarge, InputCaps, InputRefused, check_frame_size
+from .limits import FrameTooLarge, InputCaps, InputRefused
 from .policy import ResolveError, SourcePolicy, SourceUrl, UrlRefused
 from .redact import redact_text
 from .rtsp_relay import RtspRelay

@@ -47,6 +47,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from rtc_server.streams.stream import Stream
+from rtc_server.webrtc.candidates import TooManyCandidates
 from rtc_server.webrtc.peer import (
     IceRestartUnsupported,
     PeerSource,
@@ -198,6 +199,8 @@ async def patch_session(request: web.Request) -> web.Response:
         await source.add_remote_ice(fragment)
     except IceRestartUnsupported as exc:
         raise ClientError(422, "ice_restart_unsupported", str(exc)) from exc
+    except TooManyCandidates as exc:  # nothing of the fragment was added; the session goes on
+        raise ClientError(400, "too_many_candidates", str(exc)) from exc
     return web.Response(status=204)
 
 

@@ -27,6 +27,20 @@ log = logging.getLogger(__name__)
 SERVER_FULL_RETRY_AFTER = 5
 
 
+#: Seconds after a stream closes before the garbage collection it asks for (one per interval).
+COLLECT_DELAY = 1.0
+
+
+def freeze_long_lived() -> None:
+    """Collect once, then move every object alive now to the permanent generation
+    (``gc.freeze``), so later full collections — ``StreamRegistry``'s after a stream closes —
+    do not walk the server's long-lived objects each time. Called once by the composition
+    root at start-up, before the server listens. Reference counting still frees frozen
+    objects; only cycles among them would stay, and these objects live as long as the process."""
+    gc.collect()
+    gc.freeze()
+
+
 class ServerFull(RuntimeError):
     """``max_sessions`` streams are live; the client should retry after ``retry_after`` s."""
 
@@ -143,6 +157,15 @@ class StreamRegistry:
         full pass, which may not come for a long time. Measured: without this, a server
         process gained ~0.7 native threads per session over 20 sessions, all released by one
         ``gc.collect()``. One pass per second of churn bounds that at no per-frame cost.
+
+        The pass runs on the event loop, and a full pass walks every tracked object: with
+        the model, aiohttp, aiortc and numpy loaded that was 50-65 ms per pass (issue 20),
+        a loop stall once a second during churn. A thread would not help (the collector
+        holds the GIL throughout), and a young-generation pass would miss the peers' cycles
+        (they live long enough to reach the oldest generation). So the composition root
+        calls ``freeze_long_lived`` once at start-up: everything alive then (modules, the
+        models, the app) moves to the permanent generation, and each pass walks only what
+        was made since — the live and just-closed sessions (docs/benchmarks.md, "gc").
         """
         if self._collect_pending:
             return
@@ -154,7 +177,7 @@ class StreamRegistry:
             freed = gc.collect()
             log.debug("gc after stream close: %d objects in %.1f ms", freed, (time.perf_counter() - started) * 1e3)
 
-        asyncio.get_running_loop().call_later(1.0, collect)
+        asyncio.get_running_loop().call_later(COLLECT_DELAY, collect)
 
     async def close_all(self) -> None:
         await asyncio.gather(*(s.close() for s in list(self._streams.values())), return_exceptions=True)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..engine.detector import DetectionResult
-from ..engine.frames import Request, VideoFrameLike
+from ..engine.frames import DEFAULT_MAX_FRAME_PIXELS, Request, VideoFrameLike, check_frame_size, image_size
 from ..engine.scheduler import Scheduler
 from ..logs import SESSION_ID, session_logger
 from ..metrics import Metrics
@@ -82,6 +82,9 @@ class StreamLimits:
     stop_timeout: float = 5.0
     #: Detections per second at most, whatever the client asks for (None: no cap).
     max_fps: float | None = None
+    #: Largest decoded frame in pixels, whatever the source (``RTC_MAX_FRAME_PIXELS``): a
+    #: larger frame ends the stream before it is converted, snapshotted or queued.
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,12 @@ class Stream:
 
     # ----- frames in -----------------------------------------------------------------------
     def push(self, frame: VideoFrameLike, pts: int | None) -> None:
-        """A decoded frame from the source, on the event loop; replaces any frame not yet taken."""
+        """A decoded frame from the source, on the event loop; replaces any frame not yet taken.
+        A frame over ``max_frame_pixels`` ends the stream instead (``frame_too_large``)."""
+        too_large = self._too_large(frame)
+        if too_large is not None:
+            self._refuse_frame(too_large)
+            return
         self._receive(frame, pts)
         self._arrived()
 
@@ -201,14 +209,41 @@ class Stream:
         The loop is woken (the scheduler notified) only when the frame found the mailbox
         empty; a frame that replaced one not yet taken needs no wake-up of its own — the
         scheduler already knows this stream has a frame waiting — so nothing is queued per
-        frame, however busy the loop. False once the loop is gone (the server stopped)."""
-        if self.closed or self._receive(frame, pts):
+        frame, however busy the loop. False once the loop is gone (the server stopped).
+        A frame over ``max_frame_pixels`` ends the stream (on the loop) and is not kept."""
+        if self.closed:
+            return True
+        too_large = self._too_large(frame)
+        if too_large is not None:
+            try:
+                loop.call_soon_threadsafe(self._refuse_frame, too_large)
+            except RuntimeError:
+                return False
+            return True
+        if self._receive(frame, pts):
             return True
         try:
             loop.call_soon_threadsafe(self._arrived)
         except RuntimeError:  # the loop is closed
             return False
         return True
+
+    def _too_large(self, frame: VideoFrameLike) -> str | None:
+        """Why this frame is over the cap (its size read from the frame, nothing converted),
+        or None. The one check every source's frames pass, before anything keeps them."""
+        size = image_size(frame)
+        if size is None:
+            return None
+        return check_frame_size(size[0], size[1], self.limits.max_frame_pixels)
+
+    def _refuse_frame(self, reason: str) -> None:
+        """End the stream over a frame that is too large: its sinks are told why, once."""
+        if self.closed:
+            return
+        self.log.warning("%s; closing the stream", reason)
+        self._metrics.count_error("session_frame_too_large")
+        self.publish(error_message("frame_too_large", reason))
+        self.close_soon("frame too large")
 
     def _receive(self, frame: VideoFrameLike, pts: int | None) -> bool:
         """Number the frame, note it, put it in the mailbox; True if it replaced one."""
@@ -381,8 +416,31 @@ class Stream:
         await asyncio.shield(self._closing)
 
     async def _close(self) -> None:
-        self._scheduler.unregister(self)
-        self._mailbox.close()
+        """Every step runs whatever an earlier one raised, and the registry always forgets
+        the stream: a raising sink or source must not leak the session's slot (issue 20).
+        Each failure is logged once, with its traceback, and counted."""
+        try:
+            await self._close_steps()
+        finally:
+            if self._on_closed is not None:
+                try:
+                    outcome = self._on_closed(self)
+                    if outcome is not None:
+                        await outcome
+                except Exception:
+                    self.log.error("forgetting the closed stream failed", exc_info=True)
+                    self._metrics.count_error("session_close_failed")
+
+    def _close_step(self, what: str, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:
+            self.log.warning("%s failed while closing; going on", what, exc_info=True)
+            self._metrics.count_error("session_close_failed")
+
+    async def _close_steps(self) -> None:
+        self._close_step("leaving the scheduler", lambda: self._scheduler.unregister(self))
+        self._close_step("closing the mailbox", self._mailbox.close)
         self._peeked = None
         current = asyncio.current_task()
         others = [t for t in self._tasks if t is not current]
@@ -403,14 +461,10 @@ class Stream:
                 self.log.warning("the %s source failed while stopping", self.source.kind, exc_info=True)
                 self._metrics.count_error("session_close_failed")
         for sink in list(self._sinks):
-            sink.close()
+            self._close_step(f"sink {getattr(sink, 'name', type(sink).__name__)}", sink.close)
         self._sinks.clear()
         self.latest_frame = None
         counts = self.counts
         self._metrics.sessions_closed.labels((self.close_reason or "closed").replace(" ", "_")).inc()
         self.log.info("closed: %s (%d received, %d processed, %d dropped)",
                       self.close_reason, counts.received, counts.processed, counts.dropped)
-        if self._on_closed is not None:
-            outcome = self._on_closed(self)
-            if outcome is not None:
-                await outcome

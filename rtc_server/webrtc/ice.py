@@ -10,9 +10,8 @@ Two knobs that aiortc/aioice do not expose as settings:
   ``createAnswer``) makes it offer exactly the configured addresses — inside a container,
   on a multi-homed VM, or ``127.0.0.1`` for loopback-only tests.
 
-When every configured address is loopback, remote candidates that are not loopback (and
-mDNS ``*.local`` names, which make aioice send multicast queries) are dropped from the
-offer: they cannot be reached from loopback and must not be sent to.
+Which remote candidates a session may use (the forbidden ranges, mDNS names, the
+loopback-only rule, the cap per session) is ``candidates.py``.
 """
 
 from __future__ import annotations
@@ -57,26 +56,6 @@ def use_host_addresses(addresses: Sequence[str]) -> None:
 
 def is_loopback_only(addresses: Sequence[str]) -> bool:
     return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
-
-
-def _candidate_reachable(line: str) -> bool:
-    # a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...
-    parts = line.split()
-    if len(parts) < 6:
-        return False
-    try:
-        return ipaddress.ip_address(parts[4]).is_loopback
-    except ValueError:
-        return False  # an mDNS name or garbage
-
-
-def filter_remote_candidates(sdp: str, local_addresses: Sequence[str]) -> str:
-    """Drop remote candidates the configured local addresses cannot reach (loopback case)."""
-    if not is_loopback_only(local_addresses):
-        return sdp
-    lines = sdp.splitlines()
-    kept = [ln for ln in lines if not ln.startswith("a=candidate:") or _candidate_reachable(ln[2:])]
-    return "\r\n".join(kept) + "\r\n"
 
 
 def advertise_address(sdp: str, public_address: str) -> str:

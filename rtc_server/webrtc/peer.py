@@ -26,14 +26,16 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
+from ..addresses import AddressPolicy
 from ..engine.frames import VideoFrameLike
 from ..logs import session_logger
 from ..streams.control import StreamSettings
 from ..streams.messages import encode
 from ..streams.registry import StreamRegistry
 from ..streams.stream import Stream
+from .candidates import DEFAULT_MAX_REMOTE_CANDIDATES, RemoteCandidates
 from .codec_preference import prefer_cheap_video_decoder
-from .ice import advertise_address, filter_remote_candidates, rtc_configuration
+from .ice import advertise_address, rtc_configuration
 from .trickle import IceFragment, remote_ice_credentials
 from .turn import IceServerConfig, ice_servers
 
@@ -57,6 +59,11 @@ class IceRestartUnsupported(ValueError):
 
 class GatherTimeout(RuntimeError):
     """The server could not gather its ICE candidates in time (e.g. an unreachable TURN server)."""
+
+
+class NoRemoteCandidates(OfferError):
+    """The offer says ``a=end-of-candidates`` but leaves no candidate to connect to (none
+    sent, or every one dropped): no trickle can follow, so the peer could never connect."""
 
 
 class NoCandidates(RuntimeError):
@@ -89,6 +96,15 @@ class PeerConfig:
     public_address: str = ""
     #: STUN/TURN servers, with a TURN credential made per session.
     ice_servers: IceServerConfig = field(default_factory=IceServerConfig)
+    #: Which remote candidates' addresses the server may send STUN checks to: public ones,
+    #: plus ``RTC_ICE_ALLOW_NETWORKS`` (the pull sources' rule, ``rtc_server/addresses.py``).
+    candidate_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    #: Remote candidates per session at most, offer and trickle together.
+    max_remote_candidates: int = DEFAULT_MAX_REMOTE_CANDIDATES
+
+    def remote_candidates(self) -> RemoteCandidates:
+        """A new session's remote-candidate guard (``candidates.py``)."""
+        return RemoteCandidates(self.candidate_policy, self.ice_addresses, self.max_remote_candidates)
 
 
 #: Bytes a data channel may hold unsent before the sink skips messages: about four typical
@@ -168,13 +184,14 @@ class PeerSource:
     """One aiortc peer connection feeding ``stream``."""
 
     def __init__(self, stream: Stream, pc: RTCPeerConnection, limits: PeerLimits, kind: str = "offer",
-                 audio: AudioPolicy = AudioPolicy.DECLINE, ice_addresses: tuple[str, ...] = ()) -> None:
+                 audio: AudioPolicy = AudioPolicy.DECLINE, candidates: RemoteCandidates | None = None) -> None:
         self.kind = kind
         self.pc = pc
         self.audio = audio
         self._stream = stream
         self._limits = limits
-        self._ice_addresses = ice_addresses
+        #: The session's remote candidates: which may be used, how many have come.
+        self.candidates = candidates or RemoteCandidates(AddressPolicy())
         self._track: MediaStreamTrack | None = None
         #: Non-video tracks being drained (``AudioPolicy.DRAIN``), for tests and logs.
         self.drained: list[MediaStreamTrack] = []
@@ -279,20 +296,20 @@ class PeerSource:
     async def add_remote_ice(self, fragment: IceFragment) -> int:
         """Add a trickled fragment's candidates (and end-of-candidates); returns how many.
 
-        Candidates the configured local addresses cannot reach (the loopback rule of
-        ``ice.filter_remote_candidates``) are dropped silently, as RFC 9725 asks for
-        candidates a session cannot use. Raises ``IceRestartUnsupported`` when the fragment's
-        ICE credentials are not the session's.
+        Candidates the session may not use (``candidates.py``: forbidden ranges, mDNS names,
+        unreachable from loopback) are dropped silently, as RFC 9725 asks for candidates a
+        session cannot use. Raises ``IceRestartUnsupported`` when the fragment's ICE
+        credentials are not the session's, ``TooManyCandidates`` (nothing added) when the
+        fragment would take the session over its cap.
         """
         remote = self.pc.remoteDescription
         current = remote_ice_credentials(remote.sdp) if remote is not None else None
         if fragment.ufrag is not None and current is not None and (fragment.ufrag, fragment.pwd) != current:
             raise IceRestartUnsupported("new ICE credentials: an ICE restart, which this server does not support")
-        lines = [f"a=candidate:{c}" for _, c in fragment.candidates]
-        kept = set(filter_remote_candidates("\r\n".join(lines), self._ice_addresses).splitlines())
+        self.candidates.admit(len(fragment.candidates))
         added = 0
-        for (mid, text), line in zip(fragment.candidates, lines, strict=True):
-            if line not in kept:
+        for mid, text in fragment.candidates:
+            if not self.candidates.keep(text):
                 continue
             candidate = candidate_from_sdp(text)
             candidate.sdpMid = mid
@@ -302,7 +319,7 @@ class PeerSource:
             added += 1
         if fragment.end_of_candidates:
             await self.pc.addIceCandidate(None)
-        self.log.info("trickle: %d of %d candidates added%s", added, len(lines),
+        self.log.info("trickle: %d of %d candidates added%s", added, len(fragment.candidates),
                       ", end of candidates" if fragment.end_of_candidates else "")
         return added
 
@@ -323,16 +340,28 @@ async def answer_offer(registry: StreamRegistry, config: PeerConfig, offer_sdp: 
     Raises ``ServerFull`` (from the registry, before anything is built), ``GatherTimeout``
     when ICE gathering outlasts ``ice_gather_timeout``, ``NoCandidates`` when no local
     candidate could be gathered, ``NoVideo`` for an offer without a receivable video
-    section, ``OfferError``/``ValueError`` for offers aiortc cannot answer. The session's
-    own TURN credential (``RTC_TURN_SECRET``) is made for it here.
+    section, ``OfferError``/``ValueError`` for offers aiortc cannot answer. Before anything
+    is built: ``TooManyCandidates`` for an offer over the session's candidate cap, and
+    ``NoRemoteCandidates`` for one that says end-of-candidates and leaves none the server
+    may use (``candidates.py`` drops the rest). The session's own TURN credential
+    (``RTC_TURN_SECRET``) is made for it here.
     """
+    candidates = config.remote_candidates()
+    sdp, offered = candidates.filter_sdp(offer_sdp)  # TooManyCandidates before anything is built
+    if "a=end-of-candidates" in sdp and "a=candidate:" not in sdp:
+        raise NoRemoteCandidates(
+            "the offer says a=end-of-candidates but carries no ICE candidate the server may use "
+            f"({offered} sent, {candidates.dropped} dropped: private, link-local, loopback, multicast and "
+            "mDNS addresses are not used unless RTC_ICE_ALLOW_NETWORKS allows them); send your candidates")
     stream = registry.open(kind, stream_settings)
+    if candidates.dropped:
+        stream.log.info("offer: %d of %d remote candidates dropped (forbidden ranges, mDNS names)",
+                        candidates.dropped, offered)
     configuration = rtc_configuration(ice_servers(config.ice_servers, stream.id))
     source = PeerSource(stream, RTCPeerConnection(configuration=configuration), config.limits, kind,
-                        audio=AUDIO_POLICY.get(kind, AudioPolicy.DRAIN), ice_addresses=config.ice_addresses)
+                        audio=AUDIO_POLICY.get(kind, AudioPolicy.DRAIN), candidates=candidates)
     stream.attach(source)
     try:
-        sdp = filter_remote_candidates(offer_sdp, config.ice_addresses)
         async with asyncio.timeout(config.ice_gather_timeout):
             answer = await source.accept(RTCSessionDescription(sdp=sdp, type="offer"))
         if config.public_address:  # 1:1 NAT: tell the peer the public address

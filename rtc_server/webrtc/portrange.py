@@ -70,13 +70,26 @@ def _ranged_gatherer(ports: PortRange) -> _Gather:
         for address in addresses:
             try:
                 sock = bind_in_range(address, ports)
+            except OSError as exc:
+                log.warning("no host candidate on %s: %s", address, exc)
+                continue
+            try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE)
                 _, protocol = await loop.create_datagram_endpoint(
                     lambda: aioice.ice.StunProtocol(self), sock=sock
                 )
-            except OSError as exc:
+            except BaseException as exc:
+                # The bound socket is ours until a transport owns it: close it whatever
+                # went wrong (an OSError, a cancelled gather), or its port stays taken
+                # for the life of the process (issue 20).
+                sock.close()
+                if not isinstance(exc, OSError):
+                    raise
                 log.warning("no host candidate on %s: %s", address, exc)
                 continue
+            # aioice's Connection.close() closes what is in _protocols: hand each one over
+            # at once, so a later address that raises leaves nothing unowned.
+            self._protocols.append(protocol)
             host, port = protocol.transport.get_extra_info("sockname")[:2]
             protocol.local_candidate = Candidate(
                 foundation=candidate_foundation("host", "udp", host), component=component, transport="udp",
@@ -84,7 +97,6 @@ def _ranged_gatherer(ports: PortRange) -> _Gather:
             )
             candidates.append(protocol.local_candidate)
             protocols.append(protocol)
-        self._protocols += protocols
 
         # Server-reflexive candidates from our host sockets (IPv4 only, as aioice does);
         # aioice's own method, given no addresses, adds the TURN relay candidate if any.
