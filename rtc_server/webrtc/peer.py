@@ -327,7 +327,7 @@ async def answer_offer(registry: StreamRegistry, config: PeerConfig, offer_sdp: 
     own TURN credential (``RTC_TURN_SECRET``) is made for it here.
     """
     stream = registry.open(kind, stream_settings)
-    configuration = rtc_configuration(ice_servers(config.ice_servers, stream.id))
+    configuration = rtc_configuration(ice_servers(config.ice_servers, stream.id, static_credentials=True))
     source = PeerSource(stream, RTCPeerConnection(configuration=configuration), config.limits, kind,
                         audio=AUDIO_POLICY.get(kind, AudioPolicy.DRAIN), ice_addresses=config.ice_addresses)
     stream.attach(source)
