@@ -189,7 +189,7 @@ async def metrics(request: web.Request) -> web.Response:
     the operate right (``auth.py``)."""
     config = request.app[API]
     if config.metrics_auth:
-        require_operator(request, config)
+        require_operator(request, config, request.app.get(TOKENS))
     body = request.app[REGISTRY].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
