@@ -180,9 +180,10 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
 def log_rights(settings: Settings, loopback_only: bool) -> None:
     """Say once at start who may do what when it is not the single-machine default."""
     if not loopback_only and not settings.operator_token:
-        log.warning("the operator API (GET /sessions, other sessions, /streams) is closed: this server listens on "
-                    "%s, beyond loopback, and has no operator token; set RTC_OPERATOR_TOKEN (comma-separated, "
-                    "from a secret) to use it", settings.host)
+        log.warning("the operator API (GET /sessions, other sessions, /streams) is closed: this server is "
+                    "reachable beyond this machine (RTC_HOST %s, RTC_TRUSTED_PROXIES or RTC_PUBLIC_HOSTS set) "
+                    "and has no operator token; set RTC_OPERATOR_TOKEN (comma-separated, from a secret) to use it",
+                    settings.host)
     if not loopback_only and not settings.auth_token:
         log.info("publishing (/offer, /whip, /predict) is public: set RTC_AUTH_TOKEN to require a token")
     if not loopback_only and not settings.public_hosts:

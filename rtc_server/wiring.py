@@ -79,10 +79,18 @@ def host_policy(settings: Settings) -> HostPolicy:
         raise ConfigError(f"public_hosts: {exc}") from exc
 
 
+def loopback_only(settings: Settings) -> bool:
+    """Whether only this machine's own users reach the server: it listens on loopback, and
+    no proxy forwards to it (``RTC_TRUSTED_PROXIES``) nor is it named publicly
+    (``RTC_PUBLIC_HOSTS``) — behind Caddy on loopback the world is one hop away. Only then
+    may the operator API go without ``RTC_OPERATOR_TOKEN``."""
+    return is_loopback_host(settings.host) and not settings.trusted_proxies and not settings.public_hosts
+
+
 def api_config(settings: Settings) -> ApiConfig:
     return ApiConfig(
         static_dir=settings.static_dir, auth_token=settings.auth_token, operator_token=settings.operator_token,
-        loopback_only=is_loopback_host(settings.host), metrics_auth=settings.metrics_auth,
+        loopback_only=loopback_only(settings), metrics_auth=settings.metrics_auth,
         separate_metrics=bool(settings.metrics_port), max_body_bytes=settings.max_body_bytes,
         max_image_pixels=settings.max_image_pixels, thresholds=thresholds(settings), keepalive=settings.keepalive,
         subscriber_queue=settings.subscriber_queue, max_subscribers=settings.max_subscribers,

@@ -213,6 +213,16 @@ async def test_beyond_loopback_without_operator_token_the_operator_api_is_closed
     await victim.close()
 
 
+@pytest.mark.parametrize("exposed", [{"trusted_proxies": ("127.0.0.1/32",)}, {"public_hosts": ("cams.example",)}])
+async def test_loopback_behind_a_proxy_or_public_name_is_not_loopback_only(
+    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], exposed: dict[str, Any]
+) -> None:
+    """Behind Caddy on 127.0.0.1 (GCE with a domain) the world is one hop away: no exemption."""
+    url = await serve(aiohttp_server, make_app(host="127.0.0.1", rate_limit=0, **exposed))
+    async with aiohttp.ClientSession() as http:
+        await refused(await http.get(url + "/sessions"), 401, "unauthorized")
+
+
 async def test_loopback_only_server_needs_no_operator_token(
     aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -234,7 +244,8 @@ async def test_loopback_only_server_needs_no_operator_token(
 async def test_dns_rebinding_host_is_misdirected(
     aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
 ) -> None:
-    app = make_app(host="127.0.0.1", rate_limit=0, public_hosts=("cams.example", "edge.example:8443"))
+    app = make_app(host="127.0.0.1", rate_limit=0, public_hosts=("cams.example", "edge.example:8443"),
+                   operator_token=(OPERATOR,))
     url = await serve(aiohttp_server, app)
     port = url.rsplit(":", 1)[1]
     async with healthy(url), aiohttp.ClientSession() as http:
@@ -253,12 +264,12 @@ async def test_dns_rebinding_host_is_misdirected(
         # Names it serves: loopback (any port), configured ones; same-origin pages pass CORS.
         for host in (f"127.0.0.1:{port}", f"localhost:{port}", "[::1]:9", "cams.example", "CAMS.example:1234",
                      "edge.example:8443"):
-            headers = {"Host": host, "Origin": f"http://{host}"}
+            headers = {"Host": host, "Origin": f"http://{host}", **bearer(OPERATOR)}
             async with http.get(url + "/sessions", headers=headers) as r:
                 assert r.status == 200, (host, await r.text())
         # An Origin naming an allowed host that is not this request's Host is cross-origin: 403.
-        await refused(await http.get(url + "/sessions", headers={"Host": "cams.example",
-                                                                  "Origin": "http://localhost"}),
+        await refused(await http.get(url + "/sessions", headers={"Host": "cams.example", "Origin": "http://localhost",
+                                                                  **bearer(OPERATOR)}),
                       403, "origin_not_allowed")
 
 

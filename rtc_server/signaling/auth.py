@@ -9,8 +9,9 @@
   events/WebSocket/snapshot, ``PATCH``/``DELETE``/token of any session, all of
   ``/streams``, and ``/metrics`` with ``RTC_METRICS_AUTH``. It needs one of
   ``RTC_OPERATOR_TOKEN``'s tokens. The one exception is a server that listens on loopback
-  only and has no operator token: there (one machine, one user, as before) operating follows
-  the publish rule — open without ``RTC_AUTH_TOKEN``, its token with it. On any other
+  only (and has no trusted proxy or public name in front: ``rtc_server/wiring.py``) and no
+  operator token: there (one machine, one user, as before) operating follows the publish
+  rule — open without ``RTC_AUTH_TOKEN``, its token with it. On any other
   address with no operator token the operator API is closed (401/403), and the composition
   root says so once at start.
 * A publisher keeps a **session token** (``tokens.py``) for its own session only: it opens
