@@ -344,3 +344,16 @@ def test_rights_settings() -> None:
                 {"public_hosts": ("http://cams.example/",)}):
         with pytest.raises(ConfigError):
             Settings(**bad)  # type: ignore[arg-type]
+
+
+def test_which_servers_are_loopback_only() -> None:
+    from rtc_server import wiring
+    from rtc_server.config import ConfigError, Settings
+
+    for host, expected in (("127.0.0.1", True), ("::1", True), ("localhost", True), ("127.0.0.5", True),
+                           ("0.0.0.0", False), ("::", False), ("10.0.0.5", False), ("rtc.example.com", False)):
+        assert wiring.api_config(Settings(host=host)).loopback_only is expected, host
+    assert not wiring.loopback_only(Settings(trusted_proxies=("127.0.0.1/32",)))  # Caddy in front
+    assert not wiring.loopback_only(Settings(public_hosts=("cams.example",)))
+    with pytest.raises(ConfigError, match="public_hosts"):
+        wiring.host_policy(Settings(public_hosts=("cams.example:99999",)))
