@@ -32,6 +32,7 @@ from .signaling import setup_routes
 from .signaling.context import API, INFERENCE, RATE_LIMITS, REGISTRY, SNAPSHOTS, SUBSCRIPTIONS, TOKENS
 from .signaling.cors import cors_middleware
 from .signaling.errors import ERROR_SINK, error_middleware
+from .signaling.hosts import host_middleware
 from .signaling.limits import RateLimits
 from .signaling.proxies import resolve_client
 from .signaling.tokens import SessionTokens
@@ -140,20 +141,24 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     configured ones. ``on_fatal`` (the process entry point passes one that stops the
     server) is called when the server cannot become ready; without it the failure is
     logged and ``/readyz`` reports it."""
+    hosts = wiring.host_policy(settings)  # a bad RTC_PUBLIC_HOSTS entry: ConfigError before anything starts
     use_host_addresses(settings.ice_addresses)
     use_udp_ports(settings.udp_ports)
     use_marker_release(settings.marker_release)  # before any receiver exists
     use_dtls_interop()  # RSA peer certificates (GStreamer), a clear log for unusable ones
     inference = build_scheduler(settings, models)
-    # The client first (behind trusted proxies: the address and scheme they name), then CORS
-    # outside the error middleware, so error answers carry CORS headers too.
-    middlewares = [resolve_client(settings.trusted_proxies), cors_middleware(settings.cors_origins), error_middleware]
+    # The client first (behind trusted proxies: the address and scheme they name), then the
+    # Host allow-list (421 for a name we do not serve: DNS rebinding), then CORS outside the
+    # error middleware, so error answers carry CORS headers too.
+    middlewares = [resolve_client(settings.trusted_proxies), host_middleware(hosts),
+                   cors_middleware(settings.cors_origins, hosts), error_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     metrics = build_metrics(inference, release_counts)
     registry = build_registry(settings, inference, metrics)
     subscriptions: set[Subscriber] = set()
     metrics.count_subscribers(lambda: len(subscriptions))
     api = wiring.api_config(settings)
+    log_rights(settings, api.loopback_only)
     app[API] = api
     app[INFERENCE] = inference
     app[REGISTRY] = registry
@@ -170,6 +175,22 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     sources = configured_sources(settings, inference.models.names)
     app.on_startup.append(start_configured_sources(registry, api.pull, sources))
     return app
+
+
+def log_rights(settings: Settings, loopback_only: bool) -> None:
+    """Say once at start who may do what when it is not the single-machine default."""
+    if not loopback_only and not settings.operator_token:
+        log.warning("the operator API (GET /sessions, other sessions, /streams) is closed: this server is "
+                    "reachable beyond this machine (RTC_HOST %s, RTC_TRUSTED_PROXIES or RTC_PUBLIC_HOSTS set) "
+                    "and has no operator token; set RTC_OPERATOR_TOKEN (comma-separated, from a secret) to use it",
+                    settings.host)
+    if not loopback_only and not settings.auth_token:
+        log.info("publishing (/offer, /whip, /predict) is public: set RTC_AUTH_TOKEN to require a token")
+    if not loopback_only and not settings.public_hosts:
+        log.warning("only loopback Host names are served (others get 421): set RTC_PUBLIC_HOSTS to the "
+                    "name(s) clients use to reach this server")
+    elif "*" in settings.public_hosts:
+        log.warning("RTC_PUBLIC_HOSTS=*: every Host is served, which leaves DNS rebinding open")
 
 
 async def _close_snapshots(app: web.Application) -> None:

@@ -61,9 +61,17 @@ class Settings:
     #: TLS certificate and key (PEM) for serving HTTPS directly; both or neither.
     cert: Path | None = None
     key: Path | None = None
-    #: Bearer tokens required on /offer, /whip, /predict, /streams and the sessions API; empty = no auth.
+    #: The *publish* token(s): /offer, /whip, /predict, /ice-servers (opening one's own
+    #: session); empty = publishing is public. (Its name predates the operator token.)
     auth_token: tuple[str, ...] = field(default=(), repr=False)  # secrets stay out of logs
-    #: Whether /metrics needs the same bearer token (only meaningful with ``auth_token``).
+    #: The *operator* token(s): GET /sessions, other sessions, /streams (and /metrics with
+    #: ``metrics_auth``). Empty: operating is closed, unless ``host`` is loopback only
+    #: (there it follows ``auth_token``, as on one machine before).
+    operator_token: tuple[str, ...] = field(default=(), repr=False)
+    #: Host names (``host`` or ``host:port``) the server answers for besides the loopback
+    #: names; any other ``Host`` gets 421 (DNS rebinding). ``*``: no check (unsafe).
+    public_hosts: tuple[str, ...] = ()
+    #: Whether /metrics needs the operator token too.
     metrics_auth: bool = False
     #: Origins allowed to call the API cross-origin (``*`` = any); empty = same origin only.
     cors_origins: tuple[str, ...] = ()
@@ -262,6 +270,13 @@ class Settings:
                 raise ConfigError(f"{name} file not found: {path}")
         if any(not t for t in self.auth_token):
             raise ConfigError("auth_token has an empty token")
+        if any(not t for t in self.operator_token):
+            raise ConfigError("operator_token has an empty token")
+        if set(self.operator_token) & set(self.auth_token):
+            raise ConfigError("operator_token and auth_token share a token: a publisher would be an operator")
+        for entry in self.public_hosts:  # each name's form is checked where it is read (wiring.host_policy)
+            if not entry.strip() or "/" in entry or "@" in entry:
+                raise ConfigError(f"public_hosts: {entry!r} is not host[:port] (or '*')")
         try:  # Settings(trusted_proxies=("10.0.0.0/8",)) works as well as parsed networks
             networks = tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies)
         except ValueError as exc:
@@ -497,9 +512,13 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "rate_limit": (float, "requests/s per client to each session route: /offer, /whip, POST /streams, "
                           "/sessions (0: off; /predict has its own)"),
     "rate_burst": (int, "requests a client may burst before rate_limit applies"),
-    "auth_token": (_parse_addresses, "comma-separated bearer tokens required on /offer, /whip, /predict, "
-                                     "/streams and /sessions"),
-    "metrics_auth": (_parse_bool, "true: /metrics needs a bearer token too"),
+    "auth_token": (_parse_addresses, "comma-separated publish tokens required on /offer, /whip, /predict "
+                                     "and /ice-servers (none: publishing is public)"),
+    "operator_token": (_parse_addresses, "comma-separated operator tokens: GET /sessions, other sessions, "
+                                         "/streams (none: closed beyond loopback)"),
+    "public_hosts": (_parse_addresses, "comma-separated host[:port] names served besides loopback "
+                                       "(others: 421; '*': any, unsafe)"),
+    "metrics_auth": (_parse_bool, "true: /metrics needs the operator token too"),
     "cors_origins": (_parse_addresses, "comma-separated origins allowed cross-origin ('*': any)"),
     "max_body_bytes": (int, "largest request body in bytes"),
     "max_image_pixels": (int, "largest /predict image in pixels (checked before decoding)"),

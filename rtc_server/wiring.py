@@ -11,12 +11,14 @@ object with a lifetime is built here (``app.py`` does that), so every mapping ca
 from __future__ import annotations
 
 from .addresses import AddressPolicy
-from .config import Settings
+from .config import ConfigError, Settings
 from .engine.yolo import Thresholds
 from .ingest.limits import InputCaps
 from .ingest.policy import SourcePolicy
 from .ingest.source import PullConfig, PullLimits
+from .signaling.auth import is_loopback_host
 from .signaling.context import ApiConfig
+from .signaling.hosts import HostPolicy
 from .signaling.limits import RateLimit
 from .streams.control import StreamSettings
 from .streams.stream import StreamLimits
@@ -50,7 +52,7 @@ def peer_config(settings: Settings) -> PeerConfig:
         ice_gather_timeout=settings.ice_gather_timeout, ice_addresses=settings.ice_addresses,
         public_address=settings.public_address, ice_servers=ice_server_config(settings),
         candidate_policy=AddressPolicy.of(settings.ice_allow_networks),
-        max_remote_candidates=settings.max_remote_candidates)
+        max_remote_candidates=settings.max_remote_candidates, trust_local_candidates=loopback_only(settings))
 
 
 def pull_config(settings: Settings) -> PullConfig:
@@ -72,9 +74,27 @@ def predict_rate_limit(settings: Settings) -> RateLimit:
     return RateLimit(settings.predict_rate_limit, settings.predict_rate_burst)
 
 
+def host_policy(settings: Settings) -> HostPolicy:
+    """The ``Host`` names served: loopback plus ``RTC_PUBLIC_HOSTS`` (``ConfigError``, exit 2,
+    for an entry that is not ``host[:port]``)."""
+    try:
+        return HostPolicy.of(settings.public_hosts)
+    except ValueError as exc:
+        raise ConfigError(f"public_hosts: {exc}") from exc
+
+
+def loopback_only(settings: Settings) -> bool:
+    """Whether only this machine's own users reach the server: it listens on loopback, and
+    no proxy forwards to it (``RTC_TRUSTED_PROXIES``) nor is it named publicly
+    (``RTC_PUBLIC_HOSTS``) — behind Caddy on loopback the world is one hop away. Only then
+    may the operator API go without ``RTC_OPERATOR_TOKEN``."""
+    return is_loopback_host(settings.host) and not settings.trusted_proxies and not settings.public_hosts
+
+
 def api_config(settings: Settings) -> ApiConfig:
     return ApiConfig(
-        static_dir=settings.static_dir, auth_token=settings.auth_token, metrics_auth=settings.metrics_auth,
+        static_dir=settings.static_dir, auth_token=settings.auth_token, operator_token=settings.operator_token,
+        loopback_only=loopback_only(settings), metrics_auth=settings.metrics_auth,
         separate_metrics=bool(settings.metrics_port), max_body_bytes=settings.max_body_bytes,
         max_image_pixels=settings.max_image_pixels, thresholds=thresholds(settings), keepalive=settings.keepalive,
         subscriber_queue=settings.subscriber_queue, max_subscribers=settings.max_subscribers,

@@ -7,7 +7,7 @@ import * as errors from "./errors.js";
 import { FrameClock, needsInsertableStreamsFlag, now, watchSentFrames } from "./latency.js";
 import { loadModels, offerFields, onModelChange, showModel } from "./models.js";
 import { RollingRate, ms } from "./stats.js";
-import { authHeaders } from "./auth.js";
+import { authHeaders, sessionHeaders } from "./auth.js";
 import { DETECTION_SERIES, LiveChart } from "./chart.js";
 import { initSessions } from "./sessions.js";
 
@@ -202,10 +202,11 @@ function waitForIceGathering(pc) {
   });
 }
 
-/** The server's STUN/TURN list (RTC_ICE_SERVERS); none if it cannot be read. */
+/** The server's STUN/TURN list (RTC_ICE_SERVERS; a TURN credential made for this page);
+ * none if it cannot be read. Static TURN passwords come only with the publish token. */
 async function fetchIceServers() {
   try {
-    const response = await fetch("/ice-servers");
+    const response = await fetch("/ice-servers", { headers: authHeaders(), cache: "no-store" });
     return response.ok ? (await response.json()).ice_servers : [];
   } catch (err) {
     return [];
@@ -300,6 +301,10 @@ async function start() {
     const answer = await postOffer(c.pc);
     if (conn !== c) return;
     state.sessionId = answer.session_id;
+    // The publisher's own session token: opens this session (and no other) — used to end it.
+    c.sessionId = answer.session_id;
+    c.sessionToken = answer.token;
+    state.hasSessionToken = Boolean(answer.token);
     await c.pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
   } catch (err) {
     if (conn !== c) return;
@@ -326,7 +331,16 @@ function teardown() {
   canvas.dataset.labels = "";
 }
 
+/** End our own session on the server at once (closing the peer also ends it, later). */
+function endOwnSession(c) {
+  if (!c || !c.sessionId || !c.sessionToken) return;
+  fetch(`/sessions/${c.sessionId}`, { method: "DELETE", headers: sessionHeaders(c.sessionToken), keepalive: true })
+    .then((response) => { state.endStatus = response.status; })
+    .catch(() => {});
+}
+
 function stop() {
+  endOwnSession(conn);
   teardown();
   setState("stopped");
   setStatus("Stopped. Press Start to connect again.");

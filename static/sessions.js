@@ -4,9 +4,13 @@
 // latency and detection rate. A WHIP or RTSP stream has no page of its own; this is where
 // it can be watched from a browser.
 //
+// Listing every session is the *operator's* right (docs/security.md): the view sends the
+// operator token (/#operator=..., or typed in here), and when /sessions answers 401/403 it
+// shows no sessions, only a request for an operator token. A publisher needs none of this.
+//
 // Everything shown is also kept in `window.rtcYolo.sessions` (and the chart in
 // `window.rtcYolo.charts.watch`) for tests and automation.
-import { authHeaders } from "./auth.js";
+import { operatorHeaders, setOperatorToken } from "./auth.js";
 import { DETECTION_SERIES, LiveChart } from "./chart.js";
 import { clearOverlay, drawDetections } from "./overlay.js";
 import { RollingRate, ms } from "./stats.js";
@@ -21,7 +25,7 @@ const fixed = (value, digits = 1) => (typeof value === "number" ? value.toFixed(
 
 export function initSessions(root) {
   const view = root.sessions = {
-    view: "camera", list: [], listError: null, polls: 0,
+    view: "camera", list: [], listError: null, denied: null, polls: 0,
     watching: null, state: "idle", reason: null, messages: 0, drawn: [], drawnLabels: [],
     model: null, frame: null, snapshots: 0, snapshotSize: null, stats: {},
   };
@@ -51,11 +55,17 @@ export function initSessions(root) {
   // ----- the list --------------------------------------------------------------------------
   async function poll() {
     try {
-      const response = await fetch("/sessions", { headers: authHeaders(), cache: "no-store" });
+      const response = await fetch("/sessions", { headers: operatorHeaders(), cache: "no-store" });
       const body = await response.json().catch(() => ({}));
-      if (!response.ok) throw new Error(`HTTP ${response.status}: ${body.error || ""} ${body.detail || ""}`.trim());
-      view.list = body.sessions;
-      view.listError = null;
+      if (response.status === 401 || response.status === 403) {
+        deny(response.status, body);
+      } else if (!response.ok) {
+        throw new Error(`HTTP ${response.status}: ${body.error || ""} ${body.detail || ""}`.trim());
+      } else {
+        view.list = body.sessions;
+        view.listError = null;
+        view.denied = null;
+      }
     } catch (err) {
       view.listError = err.message || String(err);
     }
@@ -73,7 +83,26 @@ export function initSessions(root) {
     }
   }
 
+  /** Not an operator: show nothing of anyone's sessions; ask for the operator token. */
+  function deny(status, body) {
+    clearInterval(poller);  // until a token is given
+    stopWatching();
+    view.list = [];
+    view.denied = { status, error: body.error || null };
+    view.listError = `HTTP ${status}: ${body.error || ""} ${body.detail || ""}`.trim();
+  }
+
   function render() {
+    const denied = view.denied !== null;
+    $("sessions").hidden = denied;
+    $("operator-login").hidden = !denied;
+    if (denied) {
+      $("sessions-rows").replaceChildren();
+      $("sessions-state").textContent = view.denied.status === 403
+        ? "The sessions view is for operators: this token may publish a camera, not watch others. Enter the operator token."
+        : "The sessions view is for operators: enter the operator token (RTC_OPERATOR_TOKEN).";
+      return;
+    }
     const rows = view.list.map((s) => {
       const row = document.createElement("tr");
       row.dataset.id = s.id;
@@ -107,7 +136,7 @@ export function initSessions(root) {
   }
 
   async function endSession(id) {
-    const response = await fetch(`/sessions/${id}`, { method: "DELETE", headers: authHeaders() }).catch(() => null);
+    const response = await fetch(`/sessions/${id}`, { method: "DELETE", headers: operatorHeaders() }).catch(() => null);
     if (response && !response.ok && response.status !== 404) {
       view.listError = `could not end session ${short(id)} (HTTP ${response.status})`;
     }
@@ -245,6 +274,13 @@ export function initSessions(root) {
   $("show-camera").addEventListener("click", () => showView("camera"));
   $("show-sessions").addEventListener("click", () => showView("sessions"));
   $("stop-watching").addEventListener("click", stopWatching);
+  $("operator-login").addEventListener("submit", (event) => {
+    event.preventDefault();
+    setOperatorToken($("operator-token").value.trim());
+    $("operator-token").value = "";
+    view.denied = null;
+    if (view.view === "sessions") showView("sessions");  // poll again, with the token
+  });
   window.addEventListener("pagehide", stopWatching);
   // A dashboard can link straight to a session: /#view=sessions&watch=<id> (with &token=... if needed).
   const hash = new URLSearchParams(location.hash.slice(1));

@@ -50,7 +50,10 @@ def network() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def server(network: None, model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with page_server(tmp_path_factory.mktemp("server"), RTC_MODEL=str(model_file)) as proc:
+    # insecure.test (mapped to 127.0.0.1 in Chromium) is a name the server must be told it
+    # answers for: any other Host gets 421 (the DNS-rebinding guard, issue 20).
+    with page_server(tmp_path_factory.mktemp("server"), RTC_MODEL=str(model_file),
+                     RTC_PUBLIC_HOSTS=INSECURE_HOST) as proc:
         yield proc
 
 

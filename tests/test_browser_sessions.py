@@ -194,6 +194,54 @@ def test_sessions_view_with_auth_uses_session_tokens(browser: BrowserContext, se
     assert not errors, f"uncaught errors on the page: {errors}"
 
 
+def test_publisher_page_beyond_loopback_needs_no_operator_token(browser: BrowserContext,
+                                                                server: ServerProcess) -> None:
+    """Issue 20: the server as deployed (RTC_HOST=0.0.0.0, public publishing, an operator
+    token set) while the browser still reaches it on 127.0.0.1. The camera page publishes and
+    gets its detections with no token at all, and ends its own session with the session
+    token of /offer's answer; the sessions view lists nothing without the operator token
+    (it asks for one) and works once it is typed in."""
+    server.stop()
+    server.start(RTC_HOST="0.0.0.0", RTC_OPERATOR_TOKEN="operator-secret")
+    errors: list[str] = []
+    camera = open_page(browser, server.url + "/", errors)
+    stranger = open_page(browser, server.url + "/#view=sessions", errors)
+    try:
+        assert "operator API (GET /sessions" not in server.log  # a token is set: no warning that it is closed
+        start_and_wait(camera, messages=3)
+        assert app_state(camera)["hasSessionToken"] is True
+        stranger.wait_for_function("() => window.rtcYolo.sessions.denied !== null", timeout=10000)
+        state = sessions_state(stranger)
+        assert state["denied"]["status"] == 401 and state["list"] == []
+        assert stranger.locator("#sessions").is_hidden() and stranger.locator("#operator-login").is_visible()
+        assert "operator token" in stranger.locator("#sessions-state").inner_text()
+        # The camera page's own Sessions view is refused too: a publisher is not an operator.
+        camera.get_by_role("button", name="Sessions", exact=True).click()
+        camera.wait_for_function("() => window.rtcYolo.sessions.denied !== null", timeout=10000)
+        assert app_state(camera)["state"] == "connected"
+        camera.get_by_role("button", name="Camera", exact=True).click()
+        # The operator types the token in: the list and a watch work.
+        stranger.get_by_label("Operator token").fill("operator-secret")
+        stranger.get_by_role("button", name="Use token").click()
+        stranger.wait_for_function("() => window.rtcYolo.sessions.list.length === 1", timeout=15000)
+        assert stranger.locator("#sessions").is_visible() and stranger.locator("#operator-login").is_hidden()
+        entry = sessions_state(stranger)["list"][0]
+        stranger.get_by_role("button", name=f"Watch session {entry['id'][:8]}").click()
+        stranger.wait_for_function("""() => { const s = window.rtcYolo.sessions;
+            return s.state === 'watching' && s.messages >= 3; }""", timeout=30000)
+        # Stop: the page ends its own session with its session token (DELETE /sessions/{id}).
+        camera.get_by_role("button", name="Stop", exact=True).click()
+        camera.wait_for_function("() => window.rtcYolo.endStatus === 204", timeout=10000)
+        stranger.wait_for_function("() => window.rtcYolo.sessions.state === 'ended'", timeout=15000)
+        wait_for_sessions(server, 0, camera)
+    finally:
+        camera.close()
+        stranger.close()
+        server.stop()
+        server.start()
+    assert not errors, f"uncaught errors on the page: {errors}"
+
+
 def test_chart_draws_within_its_window(browser: BrowserContext, server: ServerProcess) -> None:
     """The chart module alone: points scroll out after the window, the canvas is drawn."""
     page = browser.new_page()

@@ -6,6 +6,7 @@ except to the server itself."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 from collections.abc import Iterator
@@ -43,16 +44,29 @@ exit 0
 """
 
 
-def run_startup(tmp: Path, attributes: dict[str, str]) -> tuple[Path, list[list[str]]]:
-    """Run startup.sh as the VM would; (its state folder, the docker calls it made)."""
+PROJECT = "proj"
+SECRET_MANAGER = f"https:/secretmanager.googleapis.com/v1/projects/{PROJECT}/secrets"
+OPERATOR = "an-operator-token-from-secret-manager"
+
+
+def run_startup(tmp: Path, attributes: dict[str, str],
+                secrets: dict[str, str] | None = None) -> tuple[Path, list[list[str]]]:
+    """Run startup.sh as the VM would; (its state folder, the docker calls it made).
+    ``secrets``: Secret Manager's (name -> latest value), served at its REST URL by the fake curl."""
     bin_dir, metadata, state = tmp / "bin", tmp / "metadata", tmp / "state"
-    bin_dir.mkdir()
+    bin_dir.mkdir(parents=True)
     for name, text in {"curl": FAKE_CURL, "docker": FAKE_RECORDER, "docker-credential-gcr": FAKE_RECORDER}.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     values = {"instance/network-interfaces/0/ip": PRIVATE_IP,
               "instance/network-interfaces/0/access-configs/0/external-ip": PUBLIC_IP,
               **{f"instance/attributes/{k}": v for k, v in attributes.items()}}
+    values["project/project-id"] = PROJECT
+    values["instance/service-accounts/default/token"] = '{"access_token":"ya29.fake","expires_in":3599}'
+    for name, value in (secrets or {}).items():
+        payload = base64.b64encode(value.encode()).decode()
+        values[f"{SECRET_MANAGER}/{name}/versions/latest:access"] = \
+            f'{{"name": "projects/1/secrets/{name}/versions/1", "payload": {{"data": "{payload}"}}}}'
     for path, value in values.items():
         (metadata / path).parent.mkdir(parents=True, exist_ok=True)
         (metadata / path).write_text(value)
@@ -74,7 +88,8 @@ def container(docker: list[list[str]], name: str) -> list[str] | None:
 
 
 def test_turn_yes_wires_the_server_and_the_page_to_the_vms_coturn(tmp_path: Path) -> None:
-    state, docker = run_startup(tmp_path, {"rtc-image": IMAGE, "rtc-turn": "yes", "rtc-turn-secret": SECRET})
+    state, docker = run_startup(tmp_path, {"rtc-image": IMAGE, "rtc-turn": "yes"},
+                                {"rtc-turn-secret": SECRET, "rtc-operator-token": OPERATOR})
     server = container(docker, "rtc-yolo")
     assert server is not None and server[-1] == IMAGE and "--network" in server
     env = env_file(Path(server[server.index("--env-file") + 1]))
@@ -84,6 +99,10 @@ def test_turn_yes_wires_the_server_and_the_page_to_the_vms_coturn(tmp_path: Path
     assert settings.public_address == PUBLIC_IP and settings.ice_addresses == (PRIVATE_IP,)
     assert settings.udp_ports == (40000, 40100) and settings.host == "0.0.0.0"
     assert (state / "rtc.env").stat().st_mode & 0o077 == 0, "the secret is for root's eyes only"
+    # Tokens from Secret Manager (issue 20): the operator API is usable, publishing public,
+    # and the server answers for the address clients use.
+    assert settings.operator_token == (OPERATOR,) and settings.auth_token == ()
+    assert settings.public_hosts == (PUBLIC_IP,)
     coturn = container(docker, "coturn")
     assert coturn is not None and coturn[-2:] == ["-c", "/etc/coturn/turnserver.conf"]
     mount = coturn[coturn.index("-v") + 1]
@@ -94,15 +113,32 @@ def test_turn_yes_wires_the_server_and_the_page_to_the_vms_coturn(tmp_path: Path
 
 
 def test_with_a_domain_the_server_trusts_caddy_and_turn_uses_the_name(tmp_path: Path) -> None:
-    _, docker = run_startup(tmp_path, {"rtc-image": IMAGE, "rtc-turn": "yes", "rtc-turn-secret": SECRET,
-                                       "rtc-domain": "rtc.example.com"})
+    _, docker = run_startup(tmp_path, {"rtc-image": IMAGE, "rtc-turn": "yes", "rtc-domain": "rtc.example.com"},
+                            {"rtc-turn-secret": SECRET, "rtc-operator-token": OPERATOR})
     server = container(docker, "rtc-yolo")
     assert server is not None
     settings = load_settings([], env_file(Path(server[server.index("--env-file") + 1])))
     assert settings.host == "127.0.0.1" and [str(n) for n in settings.trusted_proxies] == ["127.0.0.1/32"]
+    assert settings.public_hosts == ("rtc.example.com",) and settings.operator_token == (OPERATOR,)
     assert settings.turn_urls[0] == "turn:rtc.example.com:3478?transport=udp"
     caddy = container(docker, "caddy")
     assert caddy is not None and caddy[-3:] == ["rtc.example.com", "--to", "127.0.0.1:8080"]
+
+
+def test_tokens_come_from_secret_manager_never_from_metadata(tmp_path: Path) -> None:
+    """A publish token in Secret Manager makes the page private; a token left in metadata
+    (where every project viewer reads it) is not used; TURN=yes without its secret fails."""
+    _, docker = run_startup(tmp_path / "a", {"rtc-image": IMAGE, "rtc-turn-secret": "from-metadata"},
+                            {"rtc-operator-token": OPERATOR, "rtc-publish-token": "publish-from-sm"})
+    server = container(docker, "rtc-yolo")
+    assert server is not None
+    settings = load_settings([], env_file(Path(server[server.index("--env-file") + 1])))
+    assert settings.auth_token == ("publish-from-sm",) and settings.operator_token == (OPERATOR,)
+    assert not settings.turn_secret
+    with pytest.raises(AssertionError, match="rtc-turn-secret in Secret Manager"):
+        run_startup(tmp_path / "b", {"rtc-image": IMAGE, "rtc-turn": "yes", "rtc-turn-secret": SECRET})
+    text = (ROOT / "deploy" / "gce" / "create-vm.sh").read_text()
+    assert "rtc-turn-secret=" not in text and "gcloud" in text and "secrets create" in text
 
 
 def test_without_turn_no_coturn_and_no_turn_settings(tmp_path: Path) -> None:
@@ -120,7 +156,8 @@ def gce_coturn(tmp_path: Path) -> Iterator[tuple[Coturn, str]]:
     reason = missing()
     if reason:
         cannot_run(reason)
-    state, docker = run_startup(tmp_path, {"rtc-image": IMAGE, "rtc-turn": "yes", "rtc-turn-secret": SECRET})
+    state, docker = run_startup(tmp_path, {"rtc-image": IMAGE, "rtc-turn": "yes"},
+                                {"rtc-turn-secret": SECRET, "rtc-operator-token": OPERATOR})
     server = container(docker, "rtc-yolo")
     assert server is not None
     secret = load_settings([], env_file(Path(server[server.index("--env-file") + 1]))).turn_secret

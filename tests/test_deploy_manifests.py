@@ -331,3 +331,72 @@ def test_docs_state_the_shutdown_timeout_the_code_uses() -> None:
     assert said, "the docs say how long shutdown takes"
     wrong = {s for s in said if float(s.rsplit(": ", 1)[1].split()[0].rstrip("s")) != SHUTDOWN_TIMEOUT}
     assert not wrong, f"the code's shutdown timeout is {SHUTDOWN_TIMEOUT:g} s: {sorted(wrong)}"
+
+
+# ----- issue 20: every token from a secret ---------------------------------------------------------
+#: The settings that are secrets: none may be written as a literal value in a deploy file.
+SECRET_SETTINGS = ("RTC_AUTH_TOKEN", "RTC_OPERATOR_TOKEN", "RTC_TOKEN_SECRET", "RTC_TURN_SECRET")
+
+
+def env_refs(env: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """name -> secretKeyRef, for the env entries read from a secret."""
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
+
+
+def literal_secrets(text: str) -> list[str]:
+    """``RTC_<secret>=value`` / ``RTC_<secret>: value`` with a literal value (not ``$VAR``/``${...}``)."""
+    pattern = re.compile(r"\b(" + "|".join(SECRET_SETTINGS) + r")\s*[=:]\s*[\"']?([^\s\"'$#][^\s\"']*)")
+    return [m.group(0) for m in pattern.finditer(text)
+            if not text[:m.start()].rstrip().endswith(("name:", "{"))]  # a name, or ${VAR...}: a reference
+
+
+def test_k8s_takes_every_token_from_one_secret(k8s_docs: list[dict[str, Any]]) -> None:
+    by_kind = {d["kind"]: d for d in k8s_docs}
+    (container,) = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"]
+    refs = env_refs(container["env"])
+    assert set(SECRET_SETTINGS) <= set(refs), set(SECRET_SETTINGS) - set(refs)
+    assert {r["name"] for n, r in refs.items() if n in SECRET_SETTINGS} == {"rtc-yolo-secrets"}
+    # Required: the operator token and the session-token key (shared by every pod); optional:
+    # the publish token (a public demo page without it) and the TURN secret.
+    assert not refs["RTC_OPERATOR_TOKEN"].get("optional") and not refs["RTC_TOKEN_SECRET"].get("optional")
+    assert refs["RTC_AUTH_TOKEN"]["optional"] is True
+    for doc in k8s_docs:
+        assert not literal_secrets(yaml.safe_dump(doc)), doc["metadata"]["name"]
+        if doc["kind"] == "ConfigMap":
+            assert not set(doc["data"]) & set(SECRET_SETTINGS)
+        if doc["kind"] == "Secret":
+            raise AssertionError("no Secret object in the manifests: its values would live in git")
+    # The pods answer for the HTTPRoute's names (any other Host: 421) and, with the secret's
+    # values, start with the operator API usable.
+    env = {**server_env(k8s_docs), "RTC_OPERATOR_TOKEN": "op", "RTC_TOKEN_SECRET": "x" * 32}
+    settings = load_settings([], env)
+    hostnames = {h for d in k8s_docs if d["kind"] == "HTTPRoute" for h in d["spec"]["hostnames"]}
+    assert hostnames <= set(settings.public_hosts) and settings.operator_token == ("op",)
+
+
+def test_cloud_run_takes_every_token_from_secret_manager() -> None:
+    (service,) = load_all(DEPLOY / "cloudrun" / "service.yaml")
+    (container,) = service["spec"]["template"]["spec"]["containers"]
+    refs = env_refs(container["env"])
+    assert {"RTC_OPERATOR_TOKEN", "RTC_TOKEN_SECRET", "RTC_TURN_SECRET"} <= set(refs)
+    assert all(r["key"] == "latest" for r in refs.values())  # Cloud Run: the secret's version
+    assert not {e["name"] for e in container["env"] if "value" in e} & set(SECRET_SETTINGS)
+    assert load_settings([], plain_env(container["env"]) | {"RTC_TURN_SECRET": "s"}).public_hosts
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    cloud_run = docs[docs.index("## Cloud Run"):]
+    cloud_run = cloud_run[:cloud_run.index("\n## ", 1)]
+    assert "allUsers" not in cloud_run or "RTC_OPERATOR_TOKEN" in cloud_run
+    assert "gcloud secrets create rtc-operator-token" in cloud_run
+
+
+@pytest.mark.parametrize("path", ["deploy/k8s/deployment.yaml", "deploy/k8s/kustomization.yaml",
+                                  "deploy/cloudrun/service.yaml", "deploy/gce/startup.sh", "deploy/gce/create-vm.sh",
+                                  "deploy/gce/rollout.sh", "cloudbuild.yaml", "docker-compose.yml"])
+def test_no_token_is_a_literal_value(path: str) -> None:
+    assert not literal_secrets((ROOT / path).read_text()), literal_secrets((ROOT / path).read_text())
+
+
+def test_the_literal_check_catches_literals() -> None:
+    assert literal_secrets('RTC_OPERATOR_TOKEN=hunter2\n  RTC_TURN_SECRET: "rtc-local-secret"')
+    assert not literal_secrets('echo "RTC_OPERATOR_TOKEN=$OPERATOR_TOKEN"\nRTC_TURN_SECRET: "${RTC_TURN_SECRET:?x}"'
+                               "\n- name: RTC_TOKEN_SECRET\n")

@@ -109,6 +109,28 @@ async def test_a_webrtc_frame_under_the_cap_is_detected(
 
 
 # ----- 2. ICE: forbidden ranges dropped, candidates capped ------------------------------------------
+#: A public name makes the test server one that strangers reach (not loopback-only), where
+#: the candidate rules apply; requests still go to 127.0.0.1, a loopback name it always serves.
+PUBLIC_NAME = "rtc.example"
+
+
+async def test_a_loopback_only_server_keeps_its_own_machines_candidates(
+    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray,
+) -> None:
+    """``make run``'s case: a server on 127.0.0.1 with no RTC_ICE_ALLOW_NETWORKS, and a client
+    on the same machine whose only candidates are loopback ones. Strangers cannot reach such
+    a server, so its clients' local candidates are kept (failed before: 400, every candidate
+    dropped as loopback)."""
+    app = make_app(ice_allow_networks=())
+    url = await serve(aiohttp_server, app)
+    client = DetectionClient(url, ImageTrack(bus_frame, fps=15))
+    try:
+        await client.connect()
+        message = await client.next_message("detections")
+        assert {"bus", "person"} <= {d["label"] for d in message["detections"]}
+    finally:
+        await client.close()
+
 def test_remote_candidates_follow_the_pull_sources_address_rule() -> None:
     guard = RemoteCandidates(AddressPolicy.of(["127.0.0.1/32"]), ["127.0.0.1"])
     assert guard.why_dropped("candidate:1 1 udp 1 127.0.0.1 5000 typ host") is None
@@ -178,7 +200,7 @@ async def test_offered_candidates_to_forbidden_addresses_get_no_stun_check(
     """The server allows 127.0.0.1/32 only; an offer names 127.0.0.5 (a stand-in for the
     metadata service or a private host: loopback is what a test can listen on) and the
     metadata address. Failed before: the victim received STUN binding requests."""
-    app = make_app(ice_allow_networks=("127.0.0.1/32",))
+    app = make_app(ice_allow_networks=("127.0.0.1/32",), public_hosts=(PUBLIC_NAME,))
     url = await serve(aiohttp_server, app)
     reachable = UdpListener("127.0.0.1")  # an allowed candidate does get checks: the test can fail
     sdp = with_candidates(await make_offer(), [candidate(*victim.address), candidate("169.254.169.254", 80, 2),
@@ -200,7 +222,7 @@ async def test_trickled_candidates_to_forbidden_addresses_get_no_stun_check_and_
     aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], victim: UdpListener,
 ) -> None:
     """WHIP PATCH: the same rule and one cap counted across the offer and every fragment."""
-    app = make_app(ice_allow_networks=("127.0.0.1/32",), max_remote_candidates=4)
+    app = make_app(ice_allow_networks=("127.0.0.1/32",), max_remote_candidates=4, public_hosts=(PUBLIC_NAME,))
     url = await serve(aiohttp_server, app)
     offer = with_candidates(await make_offer(), [candidate("127.0.0.1", 9, 7)])  # 1 of 4
     async with aiohttp.ClientSession() as http:
@@ -249,7 +271,7 @@ async def test_an_offer_with_end_of_candidates_and_none_usable_is_400(
     aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], candidates: list[str],
 ) -> None:
     """Failed before: 503 no_candidates "no UDP port or relay is free" (the wrong reason)."""
-    app = make_app()
+    app = make_app(public_hosts=(PUBLIC_NAME,))
     url = await serve(aiohttp_server, app)
     sdp = with_candidates(await make_offer(), candidates, end=True)
     async with aiohttp.ClientSession() as http:

@@ -113,7 +113,12 @@ async def test_readyz_is_503_until_warm(aiohttp_client: ClientFactory, make_app:
 async def test_ice_servers_are_served_to_the_page(aiohttp_client: ClientFactory,
                                                  make_app: Callable[..., web.Application]) -> None:
     turn = {"urls": "turn:turn.example.com:443?transport=tcp", "username": "u", "credential": "p"}
-    c = await aiohttp_client(make_app(ice_servers=(turn,)))
-    assert await (await c.get("/ice-servers")).json() == {"ice_servers": [turn]}
+    stun = {"urls": "stun:stun.example.com:3478"}
+    c = await aiohttp_client(make_app(ice_servers=(stun, turn)))
+    # Issue 20: a static TURN password never goes to an anonymous caller (tests/test_rights.py).
+    assert await (await c.get("/ice-servers")).json() == {"ice_servers": [stun]}
+    c1 = await aiohttp_client(make_app(ice_servers=(stun, turn), auth_token=("t",)))
+    assert await (await c1.get("/ice-servers", headers={"Authorization": "Bearer t"})).json() == \
+        {"ice_servers": [stun, turn]}
     c2 = await aiohttp_client(make_app())
     assert await (await c2.get("/ice-servers")).json() == {"ice_servers": []}

@@ -51,7 +51,7 @@ def test_credentials_follow_the_turn_rest_scheme() -> None:
     assert credential == expected
     settings = Settings(ice_servers=({"urls": "stun:stun.example:3478"},), turn_secret="s3cret",
                         turn_urls=("turn:turn.example:3478", "turns:turn.example:5349?transport=tcp"), turn_ttl=60)
-    servers = ice_servers(ice_server_config(settings), "session-x")
+    servers = ice_servers(ice_server_config(settings), "session-x", static_credentials=False)
     assert servers[0] == {"urls": "stun:stun.example:3478"}
     assert servers[1]["urls"] == list(settings.turn_urls)
     expiry, user = servers[1]["username"].split(":")

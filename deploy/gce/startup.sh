@@ -13,9 +13,30 @@ UDP_PORTS=$(attr rtc-udp-ports 40000-40100)
 DOMAIN=$(attr rtc-domain)
 TURN=$(attr rtc-turn no)
 TURN_PORTS=$(attr rtc-turn-ports 49160-49200)
-TURN_SECRET=$(attr rtc-turn-secret)
 PRIVATE_IP=$(md instance/network-interfaces/0/ip)
 PUBLIC_IP=$(md instance/network-interfaces/0/access-configs/0/external-ip)
+PROJECT_ID=$(md project/project-id)
+
+# A secret's latest version from Secret Manager, read with the VM's service account (it
+# needs roles/secretmanager.secretAccessor on it: create-vm.sh grants it); empty when absent.
+# Tokens never go through instance metadata, which every project viewer can read.
+secret() {
+  local token
+  token=$(md instance/service-accounts/default/token | sed -n 's/.*"access_token" *: *"\([^"]*\)".*/\1/p') || true
+  { curl -fsS -H "Authorization: Bearer $token" \
+      "https://secretmanager.googleapis.com/v1/projects/$PROJECT_ID/secrets/$1/versions/latest:access" 2>/dev/null \
+      | sed -n 's/.*"data" *: *"\([^"]*\)".*/\1/p' | base64 -d; } || true
+}
+OPERATOR_TOKEN=$(secret rtc-operator-token)
+PUBLISH_TOKEN=$(secret rtc-publish-token)
+TURN_SECRET=""
+if [ "$TURN" = yes ]; then
+  TURN_SECRET=$(secret rtc-turn-secret)
+  if [ -z "$TURN_SECRET" ]; then
+    echo "rtc-turn=yes needs the secret rtc-turn-secret in Secret Manager (deploy/gce/create-vm.sh makes it)" >&2
+    exit 1
+  fi
+fi
 # Where this script keeps its files (COS keeps / read-only; /var/lib is writable).
 STATE=${RTC_STATE_DIR:-/var/lib/rtc-yolo}
 
@@ -26,7 +47,7 @@ docker-credential-gcr configure-docker --registries="${IMAGE%%/*}"
 docker pull "$IMAGE"
 docker rm -f rtc-yolo caddy coturn >/dev/null 2>&1 || true
 
-# The server's settings, in a file only root reads (the TURN secret is one of them).
+# The server's settings, in a file only root reads (the tokens and the TURN secret are in it).
 umask 077
 {
   echo "PORT=8080"
@@ -39,9 +60,15 @@ umask 077
     # Behind Caddy the server needs loopback only, and believes Caddy's X-Forwarded-*.
     echo "RTC_HOST=127.0.0.1"
     echo "RTC_TRUSTED_PROXIES=127.0.0.1/32"
+    echo "RTC_PUBLIC_HOSTS=$DOMAIN"
   else
     echo "RTC_HOST=0.0.0.0"
+    echo "RTC_PUBLIC_HOSTS=$PUBLIC_IP"
   fi
+  # Operating (GET /sessions, other sessions, /streams) needs this token; without the
+  # secret the operator API answers 401. Publishing needs a token only with rtc-publish-token.
+  if [ -n "$OPERATOR_TOKEN" ]; then echo "RTC_OPERATOR_TOKEN=$OPERATOR_TOKEN"; fi
+  if [ -n "$PUBLISH_TOKEN" ]; then echo "RTC_AUTH_TOKEN=$PUBLISH_TOKEN"; fi
   if [ "$TURN" = yes ]; then
     # The page (GET /ice-servers) and every server session get their own short-lived
     # credential for this VM's coturn (TURN REST API; coturn checks it with the same secret).

@@ -33,9 +33,16 @@ class ApiConfig:
 
     #: The page's folder (``/`` and ``/static/...``).
     static_dir: Path
-    #: Bearer tokens the costly routes require; empty: no auth.
+    #: The publish right's bearer tokens (``RTC_AUTH_TOKEN``): ``/offer``, ``/whip``,
+    #: ``/predict``, ``/ice-servers``; empty: publishing is public (``auth.py``).
     auth_token: tuple[str, ...] = field(default=(), repr=False)
-    #: Whether ``/metrics`` needs the bearer token too.
+    #: The operate right's bearer tokens (``RTC_OPERATOR_TOKEN``): the sessions list, other
+    #: sessions, ``/streams``; empty: operating is closed unless ``loopback_only``.
+    operator_token: tuple[str, ...] = field(default=(), repr=False)
+    #: The server listens on loopback only (``RTC_HOST`` 127.0.0.1, ::1, localhost): with no
+    #: operator token, operating follows the publish rule (one machine, one user).
+    loopback_only: bool = True
+    #: Whether ``/metrics`` needs the operate right too.
     metrics_auth: bool = False
     #: ``RTC_METRICS_PORT`` set: ``/metrics`` is served by an app of its own (``METRICS_APP``).
     separate_metrics: bool = False

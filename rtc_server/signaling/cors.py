@@ -20,30 +20,37 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from .errors import Handler, count_error, error_response
+from .hosts import HostPolicy
 
 ALLOWED_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 #: ``If-Match``: WHIP trickle-ICE ``PATCH`` requests carry the session's entity tag.
 ALLOWED_HEADERS = "Authorization, Content-Type, If-Match"
 #: Response headers a cross-origin page may read: WHIP's session URL, ICE servers, entity tag;
-#: a snapshot's frame id and size.
-EXPOSED_HEADERS = "Location, Link, ETag, X-Frame-Id, X-Frame-Size"
+#: WHIP's session token; a snapshot's frame id and size.
+EXPOSED_HEADERS = "Location, Link, ETag, X-Session-Token, X-Session-Token-Expires, X-Frame-Id, X-Frame-Size"
 PREFLIGHT_MAX_AGE = "600"
 
 
-def _same_origin(request: web.Request, origin: str) -> bool:
-    """Scheme and host:port both match (an origin is both). Behind a TLS-terminating proxy
-    ``request.scheme`` is the client's, from ``X-Forwarded-Proto`` (rtc_server/signaling/proxies.py)."""
+def _same_origin(request: web.Request, origin: str, hosts: HostPolicy) -> bool:
+    """Scheme and host:port both match (an origin is both), and that host is one this server
+    answers for (``hosts.py``): the ``Host`` header alone is the caller's word, and a DNS
+    rebinding page sends its own name as both ``Origin`` and ``Host``. Behind a
+    TLS-terminating proxy ``request.scheme`` is the client's, from ``X-Forwarded-Proto``
+    (rtc_server/signaling/proxies.py)."""
     parts = urlsplit(origin)
-    return parts.scheme.lower() == request.scheme and parts.netloc.lower() == request.host.lower()
+    netloc = parts.netloc.lower()
+    return (parts.scheme.lower() == request.scheme and netloc == request.headers.get("Host", "").lower()
+            and hosts.allows(netloc))
 
 
-def cors_middleware(origins: Iterable[str]) -> Middleware:
+def cors_middleware(origins: Iterable[str], hosts: HostPolicy | None = None) -> Middleware:
     allowed = frozenset(origins)
+    names = HostPolicy() if hosts is None else hosts
 
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if origin is None or _same_origin(request, origin):
+        if origin is None or _same_origin(request, origin, names):
             return await handler(request)
         if "*" not in allowed and origin not in allowed:
             count_error(request, "origin_not_allowed")

@@ -58,7 +58,7 @@ def subscribe(request: web.Request, kind: str) -> tuple[Stream, Subscriber]:
     app[RATE_LIMITS].check("subscribe", request)
     session_id = request.match_info["id"]
     config = app[API]
-    require_session_access(request, config.auth_token, app[TOKENS], session_id)
+    require_session_access(request, config, app[TOKENS], session_id)
     registry = app[REGISTRY]
     stream = registry.get(session_id)
     if stream is None or stream.closed:

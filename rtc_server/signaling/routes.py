@@ -22,7 +22,7 @@ from rtc_server.streams.messages import detection_message
 from rtc_server.webrtc.peer import answer_offer
 from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 
-from .auth import require_token
+from .auth import has_publish_token, require_operator, require_publish
 from .context import API, INFERENCE, RATE_LIMITS, REGISTRY, TOKENS
 from .errors import ClientError
 from .limits import MAX_OFFER_BYTES, read_capped
@@ -37,9 +37,9 @@ IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
 
 
 def _guard(request: web.Request, route: str) -> None:
-    """Rate limit first (cheapest, and it also slows token guessing), then auth."""
+    """Rate limit first (cheapest, and it also slows token guessing), then the publish right."""
     request.app[RATE_LIMITS].check(route, request)
-    require_token(request, request.app[API].auth_token)
+    require_publish(request, request.app[API])
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -138,14 +138,21 @@ async def predict(request: web.Request) -> web.Response:
 
 
 async def ice_servers(request: web.Request) -> web.Response:
-    """The STUN/TURN servers the page should use: ``RTC_ICE_SERVERS``, and with
-    ``RTC_TURN_SECRET`` the TURN server with a credential made for this page alone.
+    """The STUN/TURN servers the page should use — for a caller allowed to publish only.
 
     Where media must go through TURN (Cloud Run, UDP-blocking networks) the browser needs the
-    relay as much as the server does. A static credential in ``RTC_ICE_SERVERS`` reaches every
-    page; the generated one expires after ``RTC_TURN_TTL`` (rtc_server/webrtc/turn.py).
+    relay as much as the server does. The rule (``rtc_server/webrtc/turn.py``, the same for
+    WHIP's ``Link`` headers): with ``RTC_AUTH_TOKEN`` set, the caller must show it (401
+    otherwise) and gets every server; on a public page an anonymous caller gets the STUN
+    servers and, with ``RTC_TURN_SECRET``, a TURN credential made for this page alone that
+    expires after ``RTC_TURN_TTL`` — rate limited like ``/offer`` — and never the static
+    passwords of ``RTC_ICE_SERVERS``.
     """
-    servers = ice_servers_for(request.app[API].peer.ice_servers, f"page-{uuid.uuid4().hex[:12]}")
+    request.app[RATE_LIMITS].check("ice-servers", request)
+    config = request.app[API]
+    require_publish(request, config)
+    servers = ice_servers_for(config.peer.ice_servers, f"page-{uuid.uuid4().hex[:12]}",
+                              static_credentials=has_publish_token(request, config))
     return web.json_response({"ice_servers": servers}, headers={"Cache-Control": "no-store"})
 
 
@@ -178,10 +185,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format. Open like the probes unless ``RTC_METRICS_AUTH=true``."""
+    """Prometheus text format. Open like the probes unless ``RTC_METRICS_AUTH=true``: then
+    the operate right (``auth.py``)."""
     config = request.app[API]
     if config.metrics_auth:
-        require_token(request, config.auth_token)
+        require_operator(request, config, request.app.get(TOKENS))
     body = request.app[REGISTRY].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 

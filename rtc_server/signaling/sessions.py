@@ -10,8 +10,10 @@
 - ``POST /sessions/{id}/token`` — a fresh session token (``rtc_server/signaling/tokens.py``).
 - ``GET /sessions/{id}/snapshot.jpg`` — the newest frame as JPEG, rate-limited per session.
 
-All behind the bearer token when ``RTC_AUTH_TOKEN`` is set (like ``/offer``); the snapshot
-also takes ``?token=``, so an ``<img>`` can show it.
+Rights (``auth.py``): the list needs the operate right (``RTC_OPERATOR_TOKEN``; on a
+loopback-only server without one, the publish rule). Every route of one session also takes
+that session's own token — the publisher's, from ``/offer``'s answer — as ``?token=`` (what
+an ``<img>`` can send) or as the bearer; another session's token gets 403.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from rtc_server.streams.sinks import Subscriber
 from rtc_server.streams.snapshot import NoFrameYet, SnapshotRateLimited, UnsupportedFrame
 from rtc_server.streams.stream import Stream
 
-from .auth import require_session_access, require_token
+from .auth import require_operator, require_session_access
 from .context import API, RATE_LIMITS, REGISTRY, SNAPSHOTS, TOKENS
 from .errors import ClientError
 from .events import setup_event_routes
@@ -42,8 +44,15 @@ PATCH_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 
 
 def _guard(request: web.Request) -> None:
+    """The list: rate limit, then the operate right."""
     request.app[RATE_LIMITS].check("sessions", request)
-    require_token(request, request.app[API].auth_token)
+    require_operator(request, request.app[API], request.app[TOKENS])
+
+
+def _guard_session(request: web.Request) -> None:
+    """One session's route: rate limit, then its own session token or the operate right."""
+    request.app[RATE_LIMITS].check("sessions", request)
+    require_session_access(request, request.app[API], request.app[TOKENS], request.match_info["id"])
 
 
 def _stream(request: web.Request) -> Stream:
@@ -98,7 +107,7 @@ async def patch_session(request: web.Request) -> web.Response:
     """``PATCH /sessions/{id}`` with ``{"conf", "iou", "classes", "model", "max_fps"}`` (any
     subset; ``{}`` is a query) -> the config ack. Subscribers and the sender's data channel get
     the ack too."""
-    _guard(request)
+    _guard_session(request)
     stream = _stream(request)
     if request.content_type not in PATCH_TYPES:
         raise ClientError(415, "unsupported_media_type", "send the settings as application/json")
@@ -120,14 +129,14 @@ async def patch_session(request: web.Request) -> web.Response:
 async def delete_session(request: web.Request) -> web.Response:
     """``DELETE /sessions/{id}`` -> 204 once the session is closed (its source stopped, its
     subscribers told, its slot free)."""
-    _guard(request)
+    _guard_session(request)
     stream = _stream(request)
     await stream.close("deleted")
     return web.Response(status=204)
 
 
 async def new_token(request: web.Request) -> web.Response:
-    _guard(request)
+    _guard_session(request)
     stream = _stream(request)
     token, expires = request.app[TOKENS].issue(stream.id)
     return web.json_response({"token": token, "expires": expires})
@@ -137,7 +146,7 @@ async def snapshot(request: web.Request) -> web.Response:
     session_id = request.match_info["id"]
     app = request.app
     config = app[API]
-    require_session_access(request, config.auth_token, app[TOKENS], session_id)
+    require_session_access(request, config, app[TOKENS], session_id)
     stream = _stream(request)
     if config.snapshot_rate <= 0:
         raise ClientError(404, "snapshots_disabled", "snapshots are off on this server (RTC_SNAPSHOT_RATE=0)")

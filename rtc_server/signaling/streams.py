@@ -7,7 +7,9 @@
 - ``GET /streams`` → ``{"streams": [...]}``, ``GET /streams/{id}`` → one of them.
 - ``DELETE /streams/{id}`` → 204; the stream ends through its one close path.
 
-Auth as ``/offer`` on every route; ``POST`` is rate limited like ``/offer``. The id is a
+Every route needs the operate right (``auth.py``: ``RTC_OPERATOR_TOKEN``; on a loopback-only
+server without one, the publish rule): a pull spends the server's egress and inference on
+a URL of the caller's choosing, which no publisher may do. ``POST`` is rate limited like ``/offer``. The id is a
 stream id like any session's: the other consumers (events, snapshots, the sessions list)
 take it as it is.
 """
@@ -24,8 +26,8 @@ from rtc_server.ingest.source import PullSource, SourceOpenError, open_pull_stre
 from rtc_server.ingest.spec import PullSpecError, parse_pull_spec
 from rtc_server.streams.stream import Stream
 
-from .auth import require_token
-from .context import API, INFERENCE, RATE_LIMITS, REGISTRY
+from .auth import require_operator
+from .context import API, INFERENCE, RATE_LIMITS, REGISTRY, TOKENS
 from .errors import ClientError
 from .limits import read_capped
 from .refusals import capacity_refusals
@@ -35,10 +37,10 @@ MAX_STREAM_BODY_BYTES = 16 * 1024
 
 
 def _guard(request: web.Request, *, costly: bool = False) -> None:
-    """Auth on every route; the rate limit on the one that starts work (``POST``)."""
+    """The operate right on every route; the rate limit on the one that starts work (``POST``)."""
     if costly:
         request.app[RATE_LIMITS].check("streams", request)
-    require_token(request, request.app[API].auth_token)
+    require_operator(request, request.app[API], request.app[TOKENS])
 
 
 def _pull_stream(request: web.Request) -> tuple[Stream, PullSource]:

@@ -28,9 +28,15 @@ What the RFC leaves to us, and what we chose:
   422 says "your SDP is valid, send other media"). Wrong content type: 415.
 * Server full, draining, no free UDP port: 503 + ``Retry-After`` (§4.5). Unknown or ended
   session: 404.
-* Auth: the same bearer token(s) as ``/offer`` on POST, PATCH and DELETE (§4.7.1).
-  Session URLs carry the stream's random 122-bit uuid4 id (§5, IDOR), and DELETE/PATCH are rate
-  limited per client address like POST.
+* Auth (§4.7.1, ``auth.py``): POST needs the publish right, as ``/offer`` does. The 201
+  also carries the publisher's session token (``X-Session-Token``, ``X-Session-Token-Expires``),
+  which opens that session's events, snapshot and ``/sessions/{id}`` routes. PATCH and
+  DELETE on the session URL take the publish token, that session's token, or an operator
+  token. Session URLs carry the stream's random 122-bit uuid4 id (§5, IDOR), and
+  DELETE/PATCH are rate limited per client address like POST.
+* ICE servers (``Link``, §4.6) follow ``/ice-servers``' rule (``rtc_server/webrtc/turn.py``):
+  static TURN passwords only to a caller that showed a token; generated, short-lived
+  credentials to anyone allowed to publish.
 
 Errors keep our JSON body (``{"error", "detail"}``) — the RFC asks only for the status.
 """
@@ -56,8 +62,8 @@ from rtc_server.webrtc.peer import (
 from rtc_server.webrtc.trickle import IceFragment
 from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 
-from .auth import require_token
-from .context import API, INFERENCE, RATE_LIMITS, REGISTRY
+from .auth import has_publish_token, may_publish, require_publish, require_session_access
+from .context import API, INFERENCE, RATE_LIMITS, REGISTRY, TOKENS
 from .errors import ClientError
 from .limits import MAX_OFFER_BYTES, read_capped
 from .models import check_model
@@ -112,9 +118,21 @@ def _headers(pairs: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
 
 def _guard(request: web.Request, bucket: str) -> None:
     """Rate limit (``POST /whip`` and the session URLs each have a bucket with the session
-    limits of ``/offer``), then the same bearer token as ``/offer``."""
+    limits of ``/offer``), then the publish right, as ``/offer``."""
     request.app[RATE_LIMITS].check(bucket, request)
-    require_token(request, request.app[API].auth_token)
+    require_publish(request, request.app[API])
+
+
+def _guard_session(request: web.Request) -> None:
+    """The session URL: the publish token (a WHIP client sends the one it POSTed with), or
+    that session's own token, or the operate right."""
+    request.app[RATE_LIMITS].check("whip/{id}", request)
+    config = request.app[API]
+    if config.auth_token and has_publish_token(request, config):
+        return
+    if not config.auth_token:
+        return  # public publishing: the unguessable session URL is the capability (RFC 9725 §5)
+    require_session_access(request, config, request.app[TOKENS], request.match_info["session_id"])
 
 
 async def _text_body(request: web.Request, what: str) -> str:
@@ -137,13 +155,16 @@ async def options_endpoint(request: web.Request) -> web.Response:
     """What the endpoint takes; the ICE servers too for an authorized client (RFC 9725 §4.6
     allows it for clients that must configure them before creating their offer)."""
     pairs = [("Accept-Post", SDP), ("Allow", "OPTIONS, POST")]
-    try:
-        require_token(request, request.app[API].auth_token)
-    except ClientError:
-        pass  # no credentials for the unauthenticated; the OPTIONS still succeeds
-    else:
-        servers = ice_servers_for(request.app[API].peer.ice_servers, f"whip-{uuid.uuid4().hex[:12]}")
-        pairs += [("Link", link) for link in ice_server_links(servers)]
+    config = request.app[API]
+    if may_publish(request, config):  # no credentials for those who may not publish; the OPTIONS still succeeds
+        try:
+            request.app[RATE_LIMITS].check("ice-servers", request)  # generated credentials: under a rate limit
+        except ClientError:
+            pass
+        else:
+            servers = ice_servers_for(config.peer.ice_servers, f"whip-{uuid.uuid4().hex[:12]}",
+                                      static_credentials=has_publish_token(request, config))
+            pairs += [("Link", link) for link in ice_server_links(servers)]
     return web.Response(status=200, headers=_headers(pairs))
 
 
@@ -164,10 +185,15 @@ async def create_session(request: web.Request) -> web.Response:
     with answer_refusals(no_video_status=422):
         stream, answer = await answer_offer(registry, peer, sdp, kind=SOURCE_KIND,
                                             stream_settings=replace(registry.defaults(), model=model))
+    servers = ice_servers_for(peer.ice_servers, stream.id,
+                              static_credentials=has_publish_token(request, request.app[API]))
+    token, expires = request.app[TOKENS].issue(stream.id)  # the publisher's right to its own session
     headers = _headers([
         ("Location", session_url(stream.id)),
         ("ETag", entity_tag(stream.id)),
-        *(("Link", link) for link in ice_server_links(ice_servers_for(peer.ice_servers, stream.id))),
+        ("X-Session-Token", token),
+        ("X-Session-Token-Expires", str(expires)),
+        *(("Link", link) for link in ice_server_links(servers)),
     ])
     return web.Response(status=201, body=answer.sdp.encode(), content_type=SDP, headers=headers)
 
@@ -178,7 +204,7 @@ def _if_match(header: str, tag: str) -> bool:
 
 async def patch_session(request: web.Request) -> web.Response:
     """``PATCH /whip/{id}``: trickle ICE candidates (204); an ICE restart is refused (422)."""
-    _guard(request, "whip/{id}")
+    _guard_session(request)
     stream = _live_session(request)
     if request.content_type != SDPFRAG:
         raise ClientError(415, "unsupported_media_type", f"send ICE candidates as {SDPFRAG}",
@@ -206,7 +232,7 @@ async def patch_session(request: web.Request) -> web.Response:
 
 async def delete_session(request: web.Request) -> web.Response:
     """``DELETE /whip/{id}``: the stream's one close path; answered once its sockets are closed."""
-    _guard(request, "whip/{id}")
+    _guard_session(request)
     stream = _live_session(request)
     await stream.close("whip delete")
     return web.Response(status=200)

@@ -12,7 +12,11 @@ remote candidate, from the offer's SDP and from every trickled fragment alike, p
 - a name instead of an address (an mDNS ``*.local`` candidate, whose resolution is a
   multicast query onto the server's LAN) is dropped;
 - when every local ICE address is loopback, only loopback candidates are kept (nothing
-  else is reachable from there).
+  else is reachable from there);
+- on a server that only this machine's users reach (it listens on loopback, behind no
+  proxy and under no public name: ``make run``'s default), the clients' private, loopback
+  and mDNS candidates are theirs to use, so the first two rules do not apply
+  (``trust_local``): a browser on the same machine offers only such candidates.
 
 Dropped candidates are dropped silently towards ICE (RFC 9725 asks a WHIP server to ignore
 candidates it cannot use) and counted in the session's log line. The peer still connects
@@ -53,8 +57,9 @@ class RemoteCandidates:
     """One session's remote candidates: which to keep, and how many have come."""
 
     def __init__(self, policy: AddressPolicy, local_addresses: Sequence[str] = (),
-                 max_candidates: int = DEFAULT_MAX_REMOTE_CANDIDATES) -> None:
+                 max_candidates: int = DEFAULT_MAX_REMOTE_CANDIDATES, trust_local: bool = False) -> None:
         self._policy = policy
+        self._trust_local = trust_local
         self._loopback_only = is_loopback_only(local_addresses)
         self.max_candidates = max_candidates
         #: Candidates received so far (offer and trickle), kept or not.
@@ -70,10 +75,10 @@ class RemoteCandidates:
         try:
             address = ipaddress.ip_address(text.split("%", 1)[0])
         except ValueError:
-            return "a name, not an address (mDNS)"
+            return None if self._trust_local else "a name, not an address (mDNS)"
         if self._loopback_only and not address.is_loopback:
             return "unreachable from the loopback-only ICE addresses"
-        if not self._policy.allowed(address):
+        if not self._trust_local and not self._policy.allowed(address):
             return f"a {address_kind(address)} address (not in RTC_ICE_ALLOW_NETWORKS)"
         return None
 

@@ -101,10 +101,14 @@ class PeerConfig:
     candidate_policy: AddressPolicy = field(default_factory=AddressPolicy)
     #: Remote candidates per session at most, offer and trickle together.
     max_remote_candidates: int = DEFAULT_MAX_REMOTE_CANDIDATES
+    #: Only this machine's users reach the server (loopback, no proxy, no public name):
+    #: their private, loopback and mDNS candidates are kept (``candidates.py``).
+    trust_local_candidates: bool = False
 
     def remote_candidates(self) -> RemoteCandidates:
         """A new session's remote-candidate guard (``candidates.py``)."""
-        return RemoteCandidates(self.candidate_policy, self.ice_addresses, self.max_remote_candidates)
+        return RemoteCandidates(self.candidate_policy, self.ice_addresses, self.max_remote_candidates,
+                                trust_local=self.trust_local_candidates)
 
 
 #: Bytes a data channel may hold unsent before the sink skips messages: about four typical
@@ -357,7 +361,7 @@ async def answer_offer(registry: StreamRegistry, config: PeerConfig, offer_sdp: 
     if candidates.dropped:
         stream.log.info("offer: %d of %d remote candidates dropped (forbidden ranges, mDNS names)",
                         candidates.dropped, offered)
-    configuration = rtc_configuration(ice_servers(config.ice_servers, stream.id))
+    configuration = rtc_configuration(ice_servers(config.ice_servers, stream.id, static_credentials=True))
     source = PeerSource(stream, RTCPeerConnection(configuration=configuration), config.limits, kind,
                         audio=AUDIO_POLICY.get(kind, AudioPolicy.DRAIN), candidates=candidates)
     stream.attach(source)

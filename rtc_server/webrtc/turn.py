@@ -47,10 +47,23 @@ class IceServerConfig:
     turn_ttl: int = 3600
 
 
-def ice_servers(config: IceServerConfig, user: str) -> list[dict[str, Any]]:
-    """``RTC_ICE_SERVERS`` plus, with ``RTC_TURN_SECRET``, the TURN server with a fresh
-    credential for ``user`` (a page or a session id: it shows in coturn's log)."""
-    servers = [dict(server) for server in config.static]
+def without_static_credentials(server: dict[str, Any]) -> bool:
+    """Whether an ``RTC_ICE_SERVERS`` entry carries no password (STUN, or TURN without one)."""
+    return server.get("credential") is None and server.get("username") is None
+
+
+def ice_servers(config: IceServerConfig, user: str, *, static_credentials: bool) -> list[dict[str, Any]]:
+    """What a caller allowed to publish is told: ``RTC_ICE_SERVERS`` plus, with
+    ``RTC_TURN_SECRET``, the TURN server with a fresh credential for ``user`` (a page or a
+    session id: it shows in coturn's log).
+
+    The one rule for every route that hands them out (``/ice-servers``, WHIP's ``Link``):
+    ``static_credentials`` — the caller showed a publish or operator token — brings the
+    ``RTC_ICE_SERVERS`` entries that carry a password; without it (an anonymous caller of a
+    public server) they are left out, since a static password given to anyone is a password
+    for the whole world, valid until changed. The generated credential expires on its own.
+    """
+    servers = [dict(server) for server in config.static if static_credentials or without_static_credentials(server)]
     if config.turn_secret and config.turn_urls:
         username, credential = turn_credential(config.turn_secret, user, config.turn_ttl)
         servers.append({"urls": list(config.turn_urls), "username": username, "credential": credential})
