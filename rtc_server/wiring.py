@@ -17,6 +17,7 @@ from .ingest.policy import SourcePolicy
 from .ingest.source import PullConfig, PullLimits
 from .signaling.context import ApiConfig
 from .signaling.limits import RateLimit
+from .signaling.quotas import QuotaLimits
 from .streams.control import StreamSettings
 from .streams.stream import StreamLimits
 from .webrtc.peer import PeerConfig, PeerLimits
@@ -66,6 +67,11 @@ def session_rate_limit(settings: Settings) -> RateLimit:
 
 def predict_rate_limit(settings: Settings) -> RateLimit:
     return RateLimit(settings.predict_rate_limit, settings.predict_rate_burst)
+
+
+def quota_limits(settings: Settings) -> QuotaLimits:
+    """What one client (address, IPv6 /64) may hold at once."""
+    return QuotaLimits(sessions=settings.max_sessions_per_client, pulls=settings.max_pulls_per_client)
 
 
 def api_config(settings: Settings) -> ApiConfig:
