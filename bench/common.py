@@ -194,11 +194,13 @@ def start_server(model: Path, *, extra_args: Sequence[str] = (), env: dict[str, 
     exported from git, for ``bench.experiments``). ``env`` overrides the defaults below.
     """
     port = free_port()
-    # A load generator is one client address by design: no per-client rate limit, and
-    # room for every benchmark peer (RTC_MAX_SESSIONS defaults to 16).
+    # A load generator is one client address by design: no per-client rate limit or quota,
+    # and room for every benchmark peer (RTC_MAX_SESSIONS defaults to 16). Older trees
+    # (bench.experiments) ignore the variables they do not know.
     child_env = {**os.environ, "RTC_ICE_ADDRESSES": LOOPBACK, "RTC_ICE_ALLOW_NETWORKS": "127.0.0.0/8",
-                 "RTC_LOG_LEVEL": "WARNING",
-                 "RTC_RATE_LIMIT": "0", "RTC_PREDICT_RATE_LIMIT": "0", "RTC_MAX_SESSIONS": "64", **(env or {})}
+                 "RTC_LOG_LEVEL": "WARNING", "RTC_RATE_LIMIT": "0", "RTC_PREDICT_RATE_LIMIT": "0",
+                 "RTC_MAX_SESSIONS": "64", "RTC_MAX_SESSIONS_PER_CLIENT": "0", "RTC_MAX_PULLS_PER_CLIENT": "0",
+                 **(env or {})}
     fd, log_name = tempfile.mkstemp(prefix=f"bench-{module.replace('.', '-')}-{port}-", suffix=".log")
     started = time.perf_counter()
     with os.fdopen(fd, "wb") as log_file:

@@ -23,18 +23,30 @@ from . import wiring
 from .config import DEFAULT_MODEL, ConfigError, Settings
 from .engine.catalog import ModelCatalog
 from .engine.detector import Detector
+from .engine.images import ImageChecks
 from .engine.loader import LoadOptions, load_catalog
 from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_accelerator, plan_workers
 from .ingest.source import start_configured_sources
 from .ingest.spec import PullSpec, PullSpecError, parse_pull_spec
 from .metrics import Metrics
 from .signaling import setup_routes
-from .signaling.context import API, INFERENCE, RATE_LIMITS, REGISTRY, SNAPSHOTS, SUBSCRIPTIONS, TOKENS
+from .signaling.context import (
+    API,
+    IMAGE_CHECKS,
+    INFERENCE,
+    QUOTAS,
+    RATE_LIMITS,
+    REGISTRY,
+    SNAPSHOTS,
+    SUBSCRIPTIONS,
+    TOKENS,
+)
 from .signaling.cors import cors_middleware
 from .signaling.errors import ERROR_SINK, error_middleware
 from .signaling.hosts import host_middleware
 from .signaling.limits import RateLimits
 from .signaling.proxies import resolve_client
+from .signaling.quotas import ClientQuotas
 from .signaling.tokens import SessionTokens
 from .streams.registry import StreamRegistry, freeze_long_lived
 from .streams.sinks import Subscriber
@@ -150,7 +162,7 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     # The client first (behind trusted proxies: the address and scheme they name), then the
     # Host allow-list (421 for a name we do not serve: DNS rebinding), then CORS outside the
     # error middleware, so error answers carry CORS headers too.
-    middlewares = [resolve_client(settings.trusted_proxies), host_middleware(hosts),
+    middlewares = [resolve_client(settings.trusted_proxies, settings.proxy_header), host_middleware(hosts),
                    cors_middleware(settings.cors_origins, hosts), error_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     metrics = build_metrics(inference, release_counts)
@@ -161,8 +173,11 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     log_rights(settings, api.loopback_only)
     app[API] = api
     app[INFERENCE] = inference
+    app[IMAGE_CHECKS] = ImageChecks()  # /predict's header checks: 2 threads of their own, 4 at once
     app[REGISTRY] = registry
     app[RATE_LIMITS] = RateLimits(wiring.session_rate_limit(settings), wiring.predict_rate_limit(settings))
+    # Per-client quotas count the streams the registry still has: released however one ends.
+    app[QUOTAS] = ClientQuotas(wiring.quota_limits(settings), lambda stream_id: registry.get(stream_id) is not None)
     app[TOKENS] = SessionTokens(settings.token_secret, settings.token_ttl)
     app[SNAPSHOTS] = Snapshots(settings.snapshot_rate, settings.snapshot_quality)
     app[SUBSCRIPTIONS] = subscriptions
@@ -195,6 +210,7 @@ def log_rights(settings: Settings, loopback_only: bool) -> None:
 
 async def _close_snapshots(app: web.Application) -> None:
     app[SNAPSHOTS].close()
+    app[IMAGE_CHECKS].close()
 
 
 async def _warm_up(app: web.Application) -> None:

@@ -79,6 +79,9 @@ class Settings:
     #: when the TCP peer is one of them are ``Forwarded`` / ``X-Forwarded-For`` /
     #: ``X-Forwarded-Proto`` believed (rtc_server/signaling/proxies.py); empty: never.
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: The one header those proxies set, the only one believed: ``X-Forwarded-For`` (Google's
+    #: front ends, nginx, HAProxy; its scheme from ``X-Forwarded-Proto``) or ``Forwarded``.
+    proxy_header: str = "X-Forwarded-For"
     #: Largest request body (/predict images); /offer bodies are capped at 64 KiB regardless.
     max_body_bytes: int = 16 * 1024 * 1024
     #: Largest /predict image in pixels, read from the header before any decoding.
@@ -144,7 +147,14 @@ class Settings:
     # ----- streams: how many, how chatty, how fast -----------------------------------------------
     #: Live streams at most (WebRTC, WHIP and pull together); the next gets 503 + Retry-After. 0 = no cap.
     max_sessions: int = 16
-    #: Data-channel control messages per second per session (token bucket, burst 2x).
+    #: Live sessions (/offer and /whip together) one client may hold at once, keyed by its
+    #: address (an IPv6 client by its /64); the next gets 429 ``session_quota``. 0: no quota.
+    max_sessions_per_client: int = 4
+    #: Live pull streams (POST /streams) one client may hold at once; 429 ``pull_quota``
+    #: beyond. 0: no quota. Streams from ``sources`` belong to no client.
+    max_pulls_per_client: int = 4
+    #: Control messages per second per sender (the data channel, each WebSocket subscriber:
+    #: a token bucket each, burst 2x).
     message_rate: float = 20.0
     #: Detections per second per stream at most (0: as many as its share gives); a stream
     #: may ask for less (offer ``"max_fps"``, control ``{"type": "config", "max_fps": F}``).
@@ -195,6 +205,7 @@ class Settings:
     #: Milliseconds a ready frame may wait for a batch to fill (0: never wait).
     batch_wait_ms: float = 0.0
     #: /predict requests that may wait for the model; the next gets 503 ``overloaded`` at once.
+    #: 0: none may wait: a request runs if a worker is free for it now, else 503 at once.
     predict_queue: int = 4
     #: Seconds a /predict request may wait for the model before it gets 503 ``overloaded``.
     predict_max_wait: float = 1.5
@@ -282,6 +293,12 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"trusted_proxies: {exc}") from exc
         object.__setattr__(self, "trusted_proxies", networks)
+        # The names signaling/proxies.py reads (not imported: the health check loads this module).
+        headers = {"x-forwarded-for": "X-Forwarded-For", "forwarded": "Forwarded"}
+        header = headers.get(self.proxy_header.strip().lower())
+        if header is None:
+            raise ConfigError(f"proxy_header {self.proxy_header!r} is not one of {', '.join(headers.values())}")
+        object.__setattr__(self, "proxy_header", header)
         for name in ("max_body_bytes", "max_image_pixels"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must be positive")
@@ -330,8 +347,9 @@ class Settings:
             raise ConfigError(f"ice_allow_networks: {exc}") from exc
 
     def _validate_streams(self) -> None:
-        if self.max_sessions < 0:
-            raise ConfigError(f"max_sessions {self.max_sessions} must be >= 0")
+        for name in ("max_sessions", "max_sessions_per_client", "max_pulls_per_client"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must be >= 0")
         if self.message_rate <= 0:
             raise ConfigError("rate_limit must be >= 0 and message_rate > 0")
         if not 0.0 <= self.max_fps <= 240.0:
@@ -509,6 +527,9 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "static_dir": (Path, "folder of the web page"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
     "max_sessions": (int, "live streams at most (0: no cap); beyond it /offer, /whip and POST /streams answer 503"),
+    "max_sessions_per_client": (int, "live sessions (/offer + /whip) one client address (IPv6: its /64) may hold "
+                                     "(0: no quota); beyond it 429"),
+    "max_pulls_per_client": (int, "live pull streams (POST /streams) one client may hold (0: no quota); beyond it 429"),
     "rate_limit": (float, "requests/s per client to each session route: /offer, /whip, POST /streams, "
                           "/sessions (0: off; /predict has its own)"),
     "rate_burst": (int, "requests a client may burst before rate_limit applies"),
@@ -528,7 +549,7 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "ice_allow_networks": (_parse_addresses, "comma-separated CIDRs remote ICE candidates may be in though not "
                            "public (others get no STUN check)"),
     "max_remote_candidates": (int, "remote ICE candidates per session at most (offer and trickle together)"),
-    "message_rate": (float, "data-channel control messages/s per session"),
+    "message_rate": (float, "control messages/s per sender (data channel, each WebSocket subscriber)"),
     "cert": (Path, "TLS certificate (PEM) to serve HTTPS"),
     "key": (Path, "TLS private key (PEM) to serve HTTPS"),
     "log_format": (str, "'text' or 'json' (Cloud Logging fields)"),
@@ -538,6 +559,7 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "model_fetch_timeout": (float, "seconds a model download may stall or retry before start-up fails"),
     "trusted_proxies": (_parse_addresses, "comma-separated CIDRs of proxies whose X-Forwarded-*/Forwarded "
                         "headers are believed"),
+    "proxy_header": (str, "the one header the trusted proxies set: X-Forwarded-For (default) or Forwarded"),
     "turn_secret": (str, "TURN REST shared secret (coturn static-auth-secret): short-lived TURN credentials"),
     "turn_urls": (_parse_addresses, "comma-separated turn:/turns: URLs the generated credentials are for"),
     "turn_ttl": (int, "seconds a generated TURN credential stays valid"),
@@ -549,7 +571,8 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "max_batch": (int, "frames of different streams per inference call at most (0: from backend)"),
     "batch_wait_ms": (float, "ms a ready frame may wait for a batch to fill"),
     "max_fps": (float, "detections/s per stream at most (0: no cap)"),
-    "predict_queue": (int, "/predict requests that may wait; beyond it 503 overloaded"),
+    "predict_queue": (int, "/predict requests that may wait; beyond it 503 overloaded (0: run only if a "
+                            "worker is free now)"),
     "predict_max_wait": (float, "seconds a /predict request may wait before 503 overloaded"),
     "sources": (_parse_sources, "streams to pull from the start: comma-separated URLs or a JSON list"),
     "source_allow_networks": (_parse_addresses, "comma-separated CIDRs pull sources may be in though not public"),

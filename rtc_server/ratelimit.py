@@ -4,14 +4,36 @@ A bucket holds up to ``burst`` tokens and refills at ``rate`` per second; each r
 takes one. An empty bucket says how long until the next token, which becomes the
 ``Retry-After`` answer. ``KeyedBuckets`` keeps one bucket per client and forgets buckets
 that have refilled completely, so a stream of distinct addresses cannot grow it without
-bound.
+bound. ``client_key`` says who "one client" is: an IPv4 address, or an IPv6 address's /64
+(one host is routinely given a whole /64, so rotating within it must not escape a limit).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Callable
+
+#: The prefix that keys one IPv6 client: a subscriber or a host usually has a whole /64.
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_key(address: str | None) -> str:
+    """The rate-limit and quota key of a client address: an IPv4 address as it is, an IPv6
+    address as its /64 (``2001:db8:1:2::/64``; an IPv4-mapped one as the IPv4 address);
+    anything else (a Unix socket's empty peer) as itself, or ``unknown``."""
+    if not address:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
+    return str(ip)
 
 
 class TokenBucket:

@@ -20,6 +20,7 @@ from .signaling.auth import is_loopback_host
 from .signaling.context import ApiConfig
 from .signaling.hosts import HostPolicy
 from .signaling.limits import RateLimit
+from .signaling.quotas import QuotaLimits
 from .streams.control import StreamSettings
 from .streams.stream import StreamLimits
 from .webrtc.peer import PeerConfig, PeerLimits
@@ -89,6 +90,11 @@ def loopback_only(settings: Settings) -> bool:
     (``RTC_PUBLIC_HOSTS``) — behind Caddy on loopback the world is one hop away. Only then
     may the operator API go without ``RTC_OPERATOR_TOKEN``."""
     return is_loopback_host(settings.host) and not settings.trusted_proxies and not settings.public_hosts
+
+
+def quota_limits(settings: Settings) -> QuotaLimits:
+    """What one client (address, IPv6 /64) may hold at once."""
+    return QuotaLimits(sessions=settings.max_sessions_per_client, pulls=settings.max_pulls_per_client)
 
 
 def api_config(settings: Settings) -> ApiConfig:

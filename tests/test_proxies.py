@@ -51,9 +51,9 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(
     c = await new_client(aiohttp_client, aiohttp_server, make_app, trusted_proxies=LOOPBACK_PROXY)
     assert await offer_status(c, {"X-Forwarded-For": "198.51.100.1"}) == 400
     assert await offer_status(c, {"X-Forwarded-For": "198.51.100.2"}) == 400
-    assert await offer_status(c, {"Forwarded": 'for="[2001:db8::7]:4711";proto=https'}) == 400
+    assert await offer_status(c, {"X-Forwarded-For": "[2001:db8::7]:4711"}) == 400
     assert await offer_status(c, {"X-Forwarded-For": "198.51.100.1"}) == 429
-    assert await offer_status(c, {"Forwarded": 'for="[2001:db8::7]"'}) == 429
+    assert await offer_status(c, {"X-Forwarded-For": "2001:db8::7"}) == 429
     # A client cannot escape its bucket by prepending addresses: our proxy appends the real one.
     assert await offer_status(c, {"X-Forwarded-For": "203.0.113.99, 198.51.100.2"}) == 429
 
@@ -121,8 +121,10 @@ def _peer(remote: str, headers: dict[str, str]) -> web.Request:
     ("10.0.0.5", {}, ("10.0.0.5", "http")),
 ])
 def test_client_of_chains(remote: str, headers: dict[str, str], expected: tuple[str, str]) -> None:
-    trusted = load_settings([], {"RTC_TRUSTED_PROXIES": "10.0.0.0/8"}).trusted_proxies
-    assert client_of(_peer(remote, headers), trusted) == expected
+    header = "Forwarded" if "Forwarded" in headers else "X-Forwarded-For"  # RTC_PROXY_HEADER as the proxy sets
+    settings = load_settings([], {"RTC_TRUSTED_PROXIES": "10.0.0.0/8", "RTC_PROXY_HEADER": header.lower()})
+    assert settings.proxy_header == header
+    assert client_of(_peer(remote, headers), settings.trusted_proxies, settings.proxy_header) == expected
 
 
 def test_client_of_untrusted_peer_and_parsing() -> None:

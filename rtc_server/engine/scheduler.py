@@ -12,9 +12,10 @@ words are Triton's (``docs/user_guide/batcher.md``):
 - **dynamic batching**: one call may take up to ``max_batch`` images of different lanes
   with the same model and frame size, waiting at most ``batch_wait_s`` (Triton's
   ``max_queue_delay``) for a batch to fill;
-- the ``/predict`` lane has a **queue policy**: at most ``predict_queue`` requests wait;
-  beyond that, and after ``predict_max_wait_s`` in the queue, they are *rejected*
-  (``Overloaded``: the route answers 503 with ``Retry-After`` at once).
+- the ``/predict`` lane has a **queue policy**: at most ``predict_queue`` requests wait
+  (0: none waits, a request runs only if a worker is free for it now); beyond that, and
+  after ``predict_max_wait_s`` in the queue, they are *rejected* (``Overloaded``: the
+  route answers 503 with ``Retry-After`` at once).
 
 Why pull, not push: a frame queued when it arrives is frozen there while it waits its
 turn — with N streams behind one model it is N inferences old when it runs. Here nothing
@@ -132,6 +133,7 @@ class SchedulerConfig:
     #: How long a ready image may wait for a batch to fill (Triton's max_queue_delay).
     batch_wait_s: float = 0.0
     #: ``/predict`` requests that may wait for a worker; the next is rejected at once.
+    #: 0: none may wait (admitted only when a worker is free for it now).
     predict_queue: int = 4
     #: A ``/predict`` request still waiting after this long is rejected.
     predict_max_wait_s: float = 1.5
@@ -420,11 +422,21 @@ class Scheduler:
     # ----- /predict -------------------------------------------------------------------------
     def check_predict_room(self) -> None:
         """Raise ``Overloaded`` (and count it) if the ``/predict`` queue is full now; the
-        route asks before reading a body, ``detect`` asks again when it queues."""
-        if len(self._predict.queue) >= self.config.predict_queue:
+        route asks before reading a body, ``detect`` asks again when it queues.
+
+        ``predict_queue`` 0 means no waiting line: a request is admitted only when it can
+        run now (nothing queued, a free worker, ``/predict`` under its share), else refused."""
+        queued = len(self._predict.queue)
+        if self.config.predict_queue == 0:
+            state = self._predict_state
+            full = queued > 0 or not self._free or state.in_flight >= state.cap
+        else:
+            full = queued >= self.config.predict_queue
+        if full:
             self._predict_outcome("overloaded")
-            raise Overloaded(f"{len(self._predict.queue)} /predict requests are already waiting for the model "
-                             f"(RTC_PREDICT_QUEUE={self.config.predict_queue}); retry shortly",
+            what = (f"{queued} /predict requests are already waiting for the model" if queued
+                    else "every worker /predict may use is busy")
+            raise Overloaded(f"{what} (RTC_PREDICT_QUEUE={self.config.predict_queue}); retry shortly",
                              self.config.retry_after_s)
 
     async def detect(self, image: Image, thresholds: Thresholds, model: str | None = None, *,

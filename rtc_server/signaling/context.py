@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from rtc_server.engine.images import ImageChecks
 from rtc_server.engine.scheduler import Scheduler
 from rtc_server.engine.yolo import Thresholds
 from rtc_server.ingest.source import PullConfig
@@ -24,6 +25,7 @@ from rtc_server.streams.snapshot import Snapshots
 from rtc_server.webrtc.peer import PeerConfig
 
 from .limits import RateLimits
+from .quotas import ClientQuotas
 from .tokens import SessionTokens
 
 
@@ -70,7 +72,11 @@ API: web.AppKey[ApiConfig] = web.AppKey("api", ApiConfig)
 #: The process's one ``Scheduler`` (the door to the models; kept under its old key name).
 INFERENCE: web.AppKey[Scheduler] = web.AppKey("inference", Scheduler)
 REGISTRY: web.AppKey[StreamRegistry] = web.AppKey("registry", StreamRegistry)
+#: ``/predict``'s image checks: off the loop for large bodies, a bounded number at once.
+IMAGE_CHECKS: web.AppKey[ImageChecks] = web.AppKey("image_checks", ImageChecks)
 RATE_LIMITS: web.AppKey[RateLimits] = web.AppKey("rate_limits", RateLimits)
+#: What one client may hold at once: live sessions, pulls (``quotas.py``).
+QUOTAS: web.AppKey[ClientQuotas] = web.AppKey("quotas", ClientQuotas)
 # ----- consumers (issue 13) -----
 TOKENS: web.AppKey[SessionTokens] = web.AppKey("session_tokens", SessionTokens)
 SNAPSHOTS: web.AppKey[Snapshots] = web.AppKey("snapshots", Snapshots)

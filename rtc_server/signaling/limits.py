@@ -1,12 +1,13 @@
 """Request-level limits: per-client rate limiting and capped body reads.
 
-Rate limiting is a token bucket per (route, client address), answering 429 +
+Rate limiting is a token bucket per (route, client key), answering 429 +
 ``Retry-After`` beyond it. Session routes (``/offer``) allow ``rate_burst`` requests at
 once and ``rate_limit`` per second after that: a session is set up once. ``/predict`` has
 its own, higher ``predict_rate_*`` limits, because its clients are cameras POSTing a frame
 10-30 times a second (overload is refused by the inference side, not here). The address
 is ``request.remote``: the TCP peer, or behind ``RTC_TRUSTED_PROXIES`` the client those
-proxies name (rtc_server/signaling/proxies.py).
+proxies name (rtc_server/signaling/proxies.py); the key is that address, or for IPv6 its
+/64 (``rtc_server.ratelimit.client_key``), so rotating addresses within a /64 does not escape.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from rtc_server.ratelimit import KeyedBuckets, retry_after
+from rtc_server.ratelimit import KeyedBuckets, client_key, retry_after
 
 from .errors import ClientError
 
@@ -45,7 +46,7 @@ class RateLimits:
         bucket = self._buckets.get(route)
         if bucket is None:
             bucket = self._buckets[route] = KeyedBuckets(self._sessions.rate, self._sessions.burst)
-        wait = bucket.take(request.remote or "unknown")
+        wait = bucket.take(client_key(request.remote))
         if wait > 0:
             raise ClientError(429, "rate_limited", f"too many /{route} requests from your address; "
                               f"retry in {wait:.1f} s", {"Retry-After": retry_after(wait)})

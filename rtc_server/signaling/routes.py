@@ -15,15 +15,16 @@ from typing import Any
 
 from aiohttp import web
 
-from rtc_server.engine.images import EncodedImage, ImageDecodeError, ImageSizeError, check_image
+from rtc_server.engine.images import ChecksBusy, EncodedImage, ImageDecodeError, ImageSizeError
 from rtc_server.engine.scheduler import Abandoned, Overloaded, SchedulerClosed
 from rtc_server.metrics import CONTENT_TYPE
+from rtc_server.ratelimit import client_key
 from rtc_server.streams.messages import detection_message
 from rtc_server.webrtc.peer import answer_offer
 from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 
 from .auth import has_publish_token, require_operator, require_publish
-from .context import API, INFERENCE, RATE_LIMITS, REGISTRY, TOKENS
+from .context import API, IMAGE_CHECKS, INFERENCE, QUOTAS, RATE_LIMITS, REGISTRY, TOKENS
 from .errors import ClientError
 from .limits import MAX_OFFER_BYTES, read_capped
 from .models import check_model, list_models
@@ -54,9 +55,13 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+#: ``Retry-After`` while the models warm up (a few seconds at most on a CPU).
+NOT_READY_RETRY = {"Retry-After": "2"}
+
+
 def _require_ready(request: web.Request) -> None:
     if not request.app[INFERENCE].ready:
-        raise ClientError(503, "not_ready", "the model is still loading; retry shortly")
+        raise ClientError(503, "not_ready", "the model is still loading; retry shortly", NOT_READY_RETRY)
 
 
 async def offer(request: web.Request) -> web.Response:
@@ -76,10 +81,11 @@ async def offer(request: web.Request) -> web.Response:
                           "offer again without 'session_id'")
     model = check_model(request.app[INFERENCE].models, offer_.model)
     _require_ready(request)
-    with answer_refusals():
+    with request.app[QUOTAS].hold("sessions", client_key(request.remote)) as slot, answer_refusals():
         stream, answer = await answer_offer(
             registry, request.app[API].peer, offer_.sdp,
             stream_settings=replace(registry.defaults(), model=model, max_fps=offer_.max_fps))
+        slot.bind(stream.id)
     token, expires = request.app[TOKENS].issue(stream.id)  # for ?token= on events/ws/snapshot
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id,
                               "token": token, "token_expires": expires})
@@ -102,7 +108,9 @@ async def predict(request: web.Request) -> web.Response:
     Admission is the scheduler's: ``/predict`` has one share of the workers beside the live
     streams and a bounded queue. A full queue is a 503 ``overloaded`` with ``Retry-After``
     at once, before the body is even read; so is a request that waited
-    ``RTC_PREDICT_MAX_WAIT`` seconds. A request whose client has hung up is not run.
+    ``RTC_PREDICT_MAX_WAIT`` seconds, and one that finds every image-check slot taken (the
+    header check of a large body runs off the loop, under a bound). A request whose client
+    has hung up is not run.
     """
     received_at = time.perf_counter()
     _guard(request, "predict")
@@ -117,8 +125,10 @@ async def predict(request: web.Request) -> web.Response:
         raise _overloaded(exc) from exc
     config = request.app[API]
     data = await read_capped(request, config.max_body_bytes)
-    try:
-        width, height = check_image(data, config.max_image_pixels)
+    try:  # off the loop for a large body, under a bound (engine/images.py)
+        width, height = await request.app[IMAGE_CHECKS].check(data, config.max_image_pixels)
+    except ChecksBusy as exc:
+        raise ClientError(503, "overloaded", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
     except ImageSizeError as exc:
         raise ClientError(413 if exc.too_large else 400, "image_too_large" if exc.too_large else "image_too_small",
                           str(exc)) from exc

@@ -24,10 +24,11 @@ from aiohttp import web
 from rtc_server.ingest.policy import UrlRefused
 from rtc_server.ingest.source import PullSource, SourceOpenError, open_pull_stream
 from rtc_server.ingest.spec import PullSpecError, parse_pull_spec
+from rtc_server.ratelimit import client_key
 from rtc_server.streams.stream import Stream
 
 from .auth import require_operator
-from .context import API, INFERENCE, RATE_LIMITS, REGISTRY, TOKENS
+from .context import API, INFERENCE, QUOTAS, RATE_LIMITS, REGISTRY, TOKENS
 from .errors import ClientError
 from .limits import read_capped
 from .refusals import capacity_refusals
@@ -77,10 +78,11 @@ async def create_stream(request: web.Request) -> web.Response:
     except PullSpecError as exc:
         raise ClientError(400, "bad_stream", str(exc)) from exc
     if not inference.ready:
-        raise ClientError(503, "not_ready", "the model is still loading; retry shortly")
+        raise ClientError(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "2"})
     try:
-        with capacity_refusals():
+        with request.app[QUOTAS].hold("pulls", client_key(request.remote)) as slot, capacity_refusals():
             stream = await open_pull_stream(request.app[REGISTRY], request.app[API].pull, spec)
+            slot.bind(stream.id)
     except UrlRefused as exc:
         raise ClientError(400, "url_refused", exc.detail) from exc
     except SourceOpenError as exc:

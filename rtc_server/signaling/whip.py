@@ -52,6 +52,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from rtc_server.ratelimit import client_key
 from rtc_server.streams.stream import Stream
 from rtc_server.webrtc.candidates import TooManyCandidates
 from rtc_server.webrtc.peer import (
@@ -63,7 +64,7 @@ from rtc_server.webrtc.trickle import IceFragment
 from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 
 from .auth import has_publish_token, may_publish, require_publish, require_session_access
-from .context import API, INFERENCE, RATE_LIMITS, REGISTRY, TOKENS
+from .context import API, INFERENCE, QUOTAS, RATE_LIMITS, REGISTRY, TOKENS
 from .errors import ClientError
 from .limits import MAX_OFFER_BYTES, read_capped
 from .models import check_model
@@ -182,9 +183,11 @@ async def create_session(request: web.Request) -> web.Response:
     if not inference.ready:
         raise ClientError(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "2"})
     peer, registry = request.app[API].peer, request.app[REGISTRY]
-    with answer_refusals(no_video_status=422):
+    with request.app[QUOTAS].hold("sessions", client_key(request.remote)) as slot, \
+            answer_refusals(no_video_status=422):
         stream, answer = await answer_offer(registry, peer, sdp, kind=SOURCE_KIND,
                                             stream_settings=replace(registry.defaults(), model=model))
+        slot.bind(stream.id)
     servers = ice_servers_for(peer.ice_servers, stream.id,
                               static_credentials=has_publish_token(request, request.app[API]))
     token, expires = request.app[TOKENS].issue(stream.id)  # the publisher's right to its own session

@@ -87,6 +87,14 @@ class StreamLimits:
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
 
 
+@dataclass
+class _SenderLimit:
+    """One sender's control-message bucket, and whether it is flooding now."""
+
+    bucket: TokenBucket
+    flooding: bool = False
+
+
 @dataclass(frozen=True)
 class ReceivedFrame:
     frame_id: int
@@ -132,8 +140,9 @@ class Stream:
         self._sinks: list[Sink] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: asyncio.Task[None] | None = None
-        self._messages = TokenBucket(self.limits.message_rate, 2 * self.limits.message_rate)
-        self._flooding = False
+        #: Control-message buckets, one per sender (``origin``: the data channel, each
+        #: WebSocket subscriber; None for a caller with no channel), and whether it floods.
+        self._senders: dict[Sink | None, _SenderLimit] = {}
         self.processed = 0
         self._frame_failures = 0
         self._next_frame_id = 0
@@ -149,6 +158,7 @@ class Stream:
     def remove_sink(self, sink: Sink) -> None:
         if sink in self._sinks:
             self._sinks.remove(sink)
+        self._senders.pop(sink, None)
 
     @property
     def sinks(self) -> tuple[Sink, ...]:
@@ -294,18 +304,25 @@ class Stream:
         ``origin`` is the sink of that channel, if any: a ``config`` ack goes back to it as
         the reply and to every other sink (subscribers see settings change) as a message.
 
-        At most ``message_rate`` per second: a flood is answered with one ``rate_limited``
-        error and logged once; the messages beyond the rate are dropped (None) and counted.
-        The flood counts as over once the client has been quiet long enough for the whole
-        burst to refill.
+        At most ``message_rate`` per second *per sender* (each ``origin`` has a bucket of its
+        own, so a session-token holder flooding a WebSocket cannot starve the owner's data
+        channel): a flood is answered with one ``rate_limited`` error and logged once; the
+        messages beyond the rate are dropped (None) and counted. The flood counts as over
+        once the sender has been quiet long enough for the whole burst to refill.
         """
-        if self._flooding and self._messages.full:
-            self._flooding = False
-        if self._messages.take() > 0:
+        sender = self._senders.get(origin)
+        if sender is None:
+            if origin is not None and origin not in self._sinks:
+                return None  # a channel that already left: nothing to answer on
+            rate = self.limits.message_rate
+            sender = self._senders[origin] = _SenderLimit(TokenBucket(rate, 2 * rate))
+        if sender.flooding and sender.bucket.full:
+            sender.flooding = False
+        if sender.bucket.take() > 0:
             self._metrics.count_error("session_rate_limited")
-            if self._flooding:
+            if sender.flooding:
                 return None
-            self._flooding = True
+            sender.flooding = True
             self.log.warning("control messages over %.0f/s: dropping until the client slows down",
                              self.limits.message_rate)
             return error_message("rate_limited", f"at most {self.limits.message_rate:g} "
