@@ -80,9 +80,11 @@ def test_session_tokens_are_scoped_signed_and_expire() -> None:
     assert tokens.valid(token, "abc")
     assert not tokens.valid(token, "abd")  # another session
     assert not SessionTokens("another-secret-16+", clock=lambda: now[0]).valid(token, "abc")  # another key
-    stamp, _, signature = token.partition(".")
-    assert not tokens.valid(f"{int(stamp) + 1000}.{signature}", "abc")  # a forged expiry
-    for junk in ("", ".", "abc", "12.", ".sig", "１２.sig", "²." + signature, "9" * 40 + "." + signature):
+    session_id, stamp, signature = token.rsplit(".", 2)  # <session id>.<expires>.<signature>
+    assert session_id == "abc"
+    assert not tokens.valid(f"abc.{int(stamp) + 1000}.{signature}", "abc")  # a forged expiry
+    for junk in ("", ".", "..", "abc", "abc.12.", "abc..sig", "abc.１２.sig", f"abc.².{signature}",
+                 f"abc.{'9' * 40}.{signature}", f"{stamp}.{signature}"):
         assert not tokens.valid(junk, "abc"), junk
     now[0] += 61
     assert not tokens.valid(token, "abc")  # expired
