@@ -30,8 +30,12 @@ endif
 run: model
 	$(PY) -m rtc_server --host $(HOST) --port $(PORT) $(if $(strip $(RTC_MODEL)),,--model $(MODEL))
 
+# Every core: pytest-xdist workers, tests of one group (tests/conftest.py XDIST_GROUPS: the
+# container, browser, GStreamer, quantize tests, modules with module-scoped fixtures) on one
+# worker. PYTEST_XDIST= (empty) runs it in one process as before.
+PYTEST_XDIST ?= -n auto --dist loadgroup
 test: model gpu-venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # The gpu extra's onnxruntime (CUDA and TensorRT providers) for tests/test_gpu_extra.py,
 # which checks on a CPU machine that it imports cleanly and that a provider which cannot

@@ -21,8 +21,43 @@ from rtc_server.engine.detector import Detector
 from rtc_server.webrtc.ice import use_host_addresses
 
 from .helpers import COCO128, FIXTURES, ROOT, SHARED, ServerProcess, cannot_run
+from .stub_detector import StubDetector
 
 __all__ = ["COCO128", "FIXTURES", "ROOT", "SHARED"]  # kept importable for older imports
+
+
+# ----- pytest-xdist: what runs together on one worker -------------------------------------
+#: ``make test`` runs the suite on several workers (``-n auto --dist loadgroup``); tests of a
+#: group run one after another on one worker. The heavy groups each hold something no two
+#: workers should start at once (a private dockerd; Chromium; GStreamer's RTSP server and
+#: WHIP client; NNCF's calibration), and a module whose fixtures are module-scoped (a
+#: server, a browser, derived models) stays whole so they are built once.
+#: ``tests/test_suite_rules.py`` checks that every module with such a fixture is listed.
+XDIST_GROUPS = {
+    "test_container.py": "container",
+    "test_browser.py": "browser",
+    "test_browser_models.py": "browser",
+    "test_browser_sessions.py": "browser",
+    "test_whip_gstreamer.py": "gstreamer",
+    "test_pull.py": "gstreamer",
+    "test_quantize.py": "quantize",
+    "test_backends.py": "backends",
+    "test_deploy_manifests.py": "deploy_manifests",
+    "test_fuzz.py": "fuzz",
+    "test_gpu_extra.py": "gpu_extra",
+    "test_model_sources.py": "model_sources",
+    "test_models.py": "models",
+    "test_parity.py": "parity",
+    "test_pull_policy.py": "pull_policy",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = XDIST_GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -95,6 +130,31 @@ def make_app(settings: Settings, detector: Detector) -> Callable[..., web.Applic
     def factory(detector_override: Detector | None = None, **overrides: object) -> web.Application:
         s = Settings(**{**settings.__dict__, **overrides})
         return create_app(s, detector_override or detector)
+
+    return factory
+
+
+# ----- the stub detector: plumbing tests run without the model ------------------------------
+@pytest.fixture
+def stub() -> StubDetector:
+    """A fresh ``StubDetector`` (fixed boxes, instant, ungated) for this test."""
+    return StubDetector()
+
+
+@pytest.fixture
+def stub_settings() -> Settings:
+    """Loopback settings that name no model file: the app serves whatever detector it is handed."""
+    return Settings(model=Path("yolo11n.onnx"), ice_addresses=("127.0.0.1",), port=8080)
+
+
+@pytest.fixture
+def stub_app(stub_settings: Settings, stub: StubDetector) -> Callable[..., web.Application]:
+    """``make_app`` with the stub: ``stub_app(**settings)``, or ``stub_app(detector_override=d)``
+    for another double (a gated ``StubDetector``). No model is loaded, so these tests also
+    run on a fresh clone without one."""
+    def factory(detector_override: Detector | None = None, **overrides: object) -> web.Application:
+        s = Settings(**{**stub_settings.__dict__, **overrides})
+        return create_app(s, detector_override or stub)
 
     return factory
 
