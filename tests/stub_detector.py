@@ -96,6 +96,9 @@ class StubDetector:
         self._gate = threading.Semaphore(0)
         #: Every call's images by their marker pixel, and their sizes (width, height).
         self.calls: list[list[Marker]] = []
+        #: The calls that were held, by marker, in the order they began.
+        self.held: list[list[Marker]] = []
+        self._claimed = 0
         self.sizes: list[list[tuple[int, int]]] = []
         #: Set while a call is inside ``detect`` (held or sleeping).
         self.running = threading.Event()
@@ -104,12 +107,16 @@ class StubDetector:
     # ----- the Detector protocol ---------------------------------------------------------------
     def detect(self, images: Sequence[np.ndarray], thresholds: Sequence[Thresholds]) -> list[DetectionResult]:
         started = time.perf_counter()
+        markers = [marker_of(i) for i in images]
+        held = self._hold(images)
         with self._lock:
-            self.calls.append([marker_of(i) for i in images])
+            self.calls.append(markers)
             self.sizes.append([(int(i.shape[1]), int(i.shape[0])) for i in images])
+            if held:
+                self.held.append(markers)
         self.running.set()
         try:
-            if self._hold(images):
+            if held:
                 self._entered.release()
                 if not self._gate.acquire(timeout=60):  # a guard against a hung test only
                     raise TimeoutError("the test never released this call")
@@ -124,10 +131,12 @@ class StubDetector:
 
     # ----- the gate ------------------------------------------------------------------------------
     async def entered(self, timeout: float = 30.0) -> list[Marker]:
-        """Wait until a held call has begun; the frames (markers) it got."""
+        """Wait until the next held call (in the order they began) has begun; the frames
+        (markers) it got."""
         assert await asyncio.to_thread(self._entered.acquire, True, timeout), "no call reached the detector"
         with self._lock:
-            return self.calls[-1]
+            self._claimed += 1
+            return self.held[self._claimed - 1]
 
     def release(self, calls: int = 1) -> None:
         """Let ``calls`` held calls (present or future) finish."""
@@ -135,8 +144,9 @@ class StubDetector:
             self._gate.release()
 
     # ----- what it finds -----------------------------------------------------------------------
-    def detections(self, width: int, height: int, thresholds: Thresholds = Thresholds()) -> list[Detection]:
+    def detections(self, width: int, height: int, thresholds: Thresholds | None = None) -> list[Detection]:
         """Exactly what ``detect`` reports for a ``width x height`` image under ``thresholds``."""
+        thresholds = thresholds or Thresholds()
         out = []
         for b in self.boxes:
             if b.score < thresholds.conf or (thresholds.classes is not None and b.class_id not in thresholds.classes):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -64,13 +65,13 @@ async def test_a_held_detector_answers_about_the_newest_frame(
         assert stream is not None
         for _ in range(5):
             await held.entered()
-            arrived = stream.counts.received
-            await wait_for(lambda: stream.counts.received >= arrived + 10)  # frames pile up while held
+            arrived = stream.counts.received + 10
+            await wait_for(lambda n=arrived: stream.counts.received >= n)  # frames pile up while held
             held.release()
         messages = [await client.next_message() for _ in range(5)]
         held.release(16)  # whatever runs while the client hangs up
 
-    for k, (m, after) in enumerate(zip(messages, messages[1:], strict=False), start=1):
+    for k, (m, after) in enumerate(itertools.pairwise(messages), start=1):
         frames = m["frames"]
         assert frames["processed"] == k, frames
         assert frames["dropped"] == frames["received"] - frames["processed"] - 1, frames
