@@ -23,7 +23,6 @@ from signaling.context import REGISTRY
 
 from .helpers import FIXTURES, ROOT, ServerFactory, ServerProcess, self_signed, serve, wait_for, wait_ready
 
-
 #: What the server logs when a shutdown phase runs into its deadline instead of finishing:
 #: a session's source that did not stop (``Stream._close``), a task that would not end.
 DEADLINE_LOGS = ("did not stop within", "session_close_timeout", "Task was destroyed", "timed out")
