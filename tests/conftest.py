@@ -52,6 +52,17 @@ XDIST_GROUPS = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, the controller loads the model once before any worker starts: auto's
+    choice and OpenVINO's compiled blobs are then written by one process (workers and the
+    servers they spawn only read them), and each worker's session-scoped load is a cache hit."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    path = model_path()
+    if path is not None:
+        load_detector(Settings(model=path))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
