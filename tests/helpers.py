@@ -2,7 +2,8 @@
 parsing, the server as its own process, self-signed certificates, and ``cannot_run``.
 
 Test modules import from here (and from the non-test support modules ``sdp``,
-``containers``, ``browser_env``, ``nat_probe``, ``model_wheels``, ``pull_media``), never from one another:
+``containers``, ``browser_env``, ``nat_probe``, ``model_wheels``, ``pull_media``, and the test
+double ``stub_detector``), never from one another:
 ``tests/test_suite_rules.py`` checks that.
 """
 
