@@ -27,48 +27,65 @@ __all__ = ["COCO128", "FIXTURES", "ROOT", "SHARED"]  # kept importable for older
 
 
 # ----- pytest-xdist: what runs together on one worker -------------------------------------
-#: ``make test`` runs the suite on several workers (``-n auto --dist loadgroup``); tests of a
-#: group run one after another on one worker. The heavy groups each hold something no two
-#: workers should start at once (a private dockerd; Chromium; GStreamer's RTSP server and
-#: WHIP client; NNCF's calibration), and a module whose fixtures are module-scoped (a
-#: server, a browser, derived models) stays whole so they are built once.
+#: ``make test`` runs the suite on several workers (``-n auto --dist loadgroup``); the tests
+#: of a group run one after another on one worker. The heavy groups each hold something no
+#: two workers should start at once (a private dockerd; Chromium; GStreamer's RTSP server
+#: and WHIP client; NNCF's calibration), and a module whose fixtures are module-scoped (a
+#: server, a browser, derived models) stays whole so they are built once. Groups go out in
+#: this order, the longest first (so the longest does not start last); then every other
+#: test, one at a time, to whichever worker is free.
 #: ``tests/test_suite_rules.py`` checks that every module with such a fixture is listed.
 XDIST_GROUPS = {
     "test_container.py": "container",
     "test_browser.py": "browser",
-    "test_browser_models.py": "browser",
     "test_browser_sessions.py": "browser",
-    "test_whip_gstreamer.py": "gstreamer",
-    "test_pull.py": "gstreamer",
+    "test_browser_models.py": "browser",
     "test_quantize.py": "quantize",
     "test_backends.py": "backends",
-    "test_deploy_manifests.py": "deploy_manifests",
-    "test_fuzz.py": "fuzz",
-    "test_gpu_extra.py": "gpu_extra",
+    "test_pull.py": "gstreamer",
+    "test_whip_gstreamer.py": "gstreamer",
     "test_model_sources.py": "model_sources",
-    "test_models.py": "models",
     "test_parity.py": "parity",
     "test_pull_policy.py": "pull_policy",
+    "test_fuzz.py": "fuzz",
+    "test_models.py": "models",
+    "test_gpu_extra.py": "gpu_extra",
+    "test_deploy_manifests.py": "deploy_manifests",
 }
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Under xdist, the controller loads the model once before any worker starts: auto's
-    choice and OpenVINO's compiled blobs are then written by one process (workers and the
-    servers they spawn only read them), and each worker's session-scoped load is a cache hit."""
-    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
-        return
-    path = model_path()
-    if path is not None:
-        load_detector(Settings(model=path))
+def xdist_group(nodeid: str) -> str | None:
+    """The group of a test by its node id (``tests/test_x.py::test_y[...]``), None for none."""
+    return XDIST_GROUPS.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1])
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = XDIST_GROUPS.get(item.path.name)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: no error without it (-p no:xdist)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup`` by ``XDIST_GROUPS``. xdist's own loadgroup reads
+    ``@pytest.mark.xdist_group`` through a node-id suffix that pytest 9.2 no longer lets it
+    set (seen here: every group split across workers), so the grouping is done by scope."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    order = {group: rank for rank, group in enumerate(dict.fromkeys(XDIST_GROUPS.values()))}
+
+    class GroupScheduling(LoadScopeScheduling):
+        def __init__(self, config: pytest.Config, log: object = None) -> None:
+            super().__init__(config, log)  # type: ignore[arg-type]
+            config.option.loadscopereorder = False  # our order, not by test count
+
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid) or nodeid
+
+        def schedule(self) -> None:
+            if self.collection is None:  # the first distribution: groups first, longest first
+                for node, collection in self.registered_collections.items():
+                    self.registered_collections[node] = sorted(
+                        collection, key=lambda nodeid: order.get(xdist_group(nodeid) or "", len(order)))
+            super().schedule()
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
