@@ -30,21 +30,45 @@ endif
 run: model
 	$(PY) -m rtc_server --host $(HOST) --port $(PORT) $(if $(strip $(RTC_MODEL)),,--model $(MODEL))
 
+# Every core: pytest-xdist workers, tests of one group (tests/conftest.py XDIST_GROUPS: the
+# container, browser, GStreamer, quantize tests, modules with module-scoped fixtures) on one
+# worker. PYTEST_XDIST= (empty) runs it in one process as before.
+PYTEST_XDIST ?= -n auto --dist loadgroup
 test: model gpu-venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # The gpu extra's onnxruntime (CUDA and TensorRT providers) for tests/test_gpu_extra.py,
 # which checks on a CPU machine that it imports cleanly and that a provider which cannot
-# load stops the server. Its own site-packages come first, the project's .venv after (a
-# .pth), so `import onnxruntime` there is the GPU wheel and everything else the project's.
-# A failed download leaves it absent: those tests then say so (and fail under CI's strict mode).
+# load stops the server. Its packages (.venv-gpu/gpu-packages) come first on its path, the
+# project's .venv after (a .pth), so `import onnxruntime` there is the GPU wheel and
+# everything else the project's. A failed download leaves it absent: those tests then say
+# so (and fail under CI's strict mode).
+#
+# GPU_CACHE (CI sets it, .ci/run): a folder outside the clone where those 255 MB of packages
+# are kept under a key of what decides them (requirements.lock, setup.cfg, the Python), built
+# once (under a temporary name, then renamed) and linked as .venv-gpu/gpu-packages by every
+# later clone; a changed key builds anew. Empty (the default): installed into the clone.
 GPU_VENV ?= .venv-gpu
+GPU_CACHE ?=
+GPU_WHEEL = 'onnxruntime-gpu>=1.20'
 $(GPU_VENV)/.installed: $(VENV)/.installed
 	rm -rf $(GPU_VENV)
-	$(PYTHON) -m venv $(GPU_VENV)
-	$(GPU_VENV)/bin/python -m pip install --quiet 'onnxruntime-gpu>=1.20'
+	$(PYTHON) -m venv --without-pip $(GPU_VENV)
+	set -e; packages="$(GPU_VENV)/gpu-packages"; \
+	if [ -n "$(GPU_CACHE)" ]; then \
+	  key="$$(cat requirements.lock setup.cfg | sha256sum | cut -c1-16)-$$($(PY) -c 'import sys; print("py%d%d" % sys.version_info[:2])')"; \
+	  packages="$(GPU_CACHE)/gpu-packages-$$key"; \
+	fi; \
+	if [ ! -e "$$packages/.complete" ]; then \
+	  rm -rf "$$packages.tmp.$$$$"; mkdir -p "$$(dirname "$$packages")"; \
+	  $(PY) -m pip install --quiet --target "$$packages.tmp.$$$$" $(GPU_WHEEL); \
+	  touch "$$packages.tmp.$$$$/.complete"; rm -rf "$$packages"; mv "$$packages.tmp.$$$$" "$$packages"; \
+	fi; \
+	[ -e $(GPU_VENV)/gpu-packages ] || ln -s "$$(realpath "$$packages")" $(GPU_VENV)/gpu-packages; \
+	site="$$($(GPU_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")"; \
+	echo "$$(realpath -s $(GPU_VENV))/gpu-packages" > "$$site/rtc-yolo-project.pth"; \
 	echo "import site; site.addsitedir('$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")')" \
-	  > "$$($(GPU_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/rtc-yolo-project.pth"
+	  >> "$$site/rtc-yolo-project.pth"
 	touch $@
 
 gpu-venv: $(VENV)/.installed

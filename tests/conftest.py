@@ -22,8 +22,71 @@ from rtc_server.engine.detector import Detector
 from rtc_server.webrtc.ice import use_host_addresses
 
 from .helpers import COCO128, FIXTURES, ROOT, SHARED, ServerProcess, cannot_run
+from .stub_detector import StubDetector
 
 __all__ = ["COCO128", "FIXTURES", "ROOT", "SHARED"]  # kept importable for older imports
+
+
+# ----- pytest-xdist: what runs together on one worker -------------------------------------
+#: ``make test`` runs the suite on several workers (``-n auto --dist loadgroup``); the tests
+#: of a group run one after another on one worker. The heavy groups each hold something no
+#: two workers should start at once (a private dockerd; Chromium; GStreamer's RTSP server
+#: and WHIP client; NNCF's calibration), and a module whose fixtures are module-scoped (a
+#: server, a browser, derived models) stays whole so they are built once. Groups go out in
+#: this order, the longest first (so the longest does not start last); then every other
+#: test, one at a time, to whichever worker is free.
+#: ``tests/test_suite_rules.py`` checks that every module with such a fixture is listed.
+XDIST_GROUPS = {
+    "test_container.py": "container",
+    "test_browser.py": "browser",
+    "test_browser_sessions.py": "browser",
+    "test_browser_models.py": "browser",
+    "test_quantize.py": "quantize",
+    "test_backends.py": "backends",
+    "test_pull.py": "gstreamer",
+    "test_whip_gstreamer.py": "gstreamer",
+    "test_model_sources.py": "model_sources",
+    "test_parity.py": "parity",
+    "test_pull_policy.py": "pull_policy",
+    "test_fuzz.py": "fuzz",
+    "test_models.py": "models",
+    "test_gpu_extra.py": "gpu_extra",
+    "test_deploy_manifests.py": "deploy_manifests",
+}
+
+
+def xdist_group(nodeid: str) -> str | None:
+    """The group of a test by its node id (``tests/test_x.py::test_y[...]``), None for none."""
+    return XDIST_GROUPS.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1])
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: no error without it (-p no:xdist)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup`` by ``XDIST_GROUPS``. xdist's own loadgroup reads
+    ``@pytest.mark.xdist_group`` through a node-id suffix that pytest 9.2 no longer lets it
+    set (seen here: every group split across workers), so the grouping is done by scope."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    order = {group: rank for rank, group in enumerate(dict.fromkeys(XDIST_GROUPS.values()))}
+
+    class GroupScheduling(LoadScopeScheduling):
+        def __init__(self, config: pytest.Config, log: object = None) -> None:
+            super().__init__(config, log)  # type: ignore[arg-type]
+            config.option.loadscopereorder = False  # our order, not by test count
+
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid) or nodeid
+
+        def schedule(self) -> None:
+            if self.collection is None:  # the first distribution: groups first, longest first
+                for node, collection in self.registered_collections.items():
+                    self.registered_collections[node] = sorted(
+                        collection, key=lambda nodeid: order.get(xdist_group(nodeid) or "", len(order)))
+            super().schedule()
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -98,6 +161,31 @@ def make_app(settings: Settings, detector: Detector) -> Callable[..., web.Applic
     def factory(detector_override: Detector | None = None, **overrides: object) -> web.Application:
         s = Settings(**{**settings.__dict__, **overrides})
         return create_app(s, detector_override or detector)
+
+    return factory
+
+
+# ----- the stub detector: plumbing tests run without the model ------------------------------
+@pytest.fixture
+def stub() -> StubDetector:
+    """A fresh ``StubDetector`` (fixed boxes, instant, ungated) for this test."""
+    return StubDetector()
+
+
+@pytest.fixture
+def stub_settings() -> Settings:
+    """Loopback settings that name no model file: the app serves whatever detector it is handed."""
+    return Settings(model=Path("yolo11n.onnx"), ice_addresses=("127.0.0.1",), port=8080)
+
+
+@pytest.fixture
+def stub_app(stub_settings: Settings, stub: StubDetector) -> Callable[..., web.Application]:
+    """``make_app`` with the stub: ``stub_app(**settings)``, or ``stub_app(detector_override=d)``
+    for another double (a gated ``StubDetector``). No model is loaded, so these tests also
+    run on a fresh clone without one."""
+    def factory(detector_override: Detector | None = None, **overrides: object) -> web.Application:
+        s = Settings(**{**stub_settings.__dict__, **overrides})
+        return create_app(s, detector_override or stub)
 
     return factory
 

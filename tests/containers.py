@@ -7,7 +7,11 @@ a root machine with overlay mounts can still build and run the project's Dockerf
   from the Debian mirror apt already uses, imported with ``docker import``; the rootfs
   tarball is cached per day outside the repository so a second run skips the ~35 s step;
 * a private ``dockerd`` with its own data root and socket, no bridge and no iptables
-  (containers use host networking), stopped by its PID at the end;
+  (containers use host networking), stopped by its PID at the end; its data root (images,
+  BuildKit's layer cache) is thrown away, unless ``RTC_CONTAINER_LAYERS`` names a folder
+  to keep it in between runs (CI's cache, ``.ci/run``), one per key of the Dockerfile and
+  requirements.lock: a later build then reuses the layers whose inputs did not change, as
+  Docker's own cache would on a developer's machine;
 * BuildKit through the distro client ``/usr/bin/docker`` (the legacy builder rejects
   ``RUN --mount``), with this machine's CA bundle handed to pip as the secret ``pipca``.
 
@@ -18,6 +22,7 @@ See ``../shared/notes/containers-here.md`` for the measured route.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import re
 import shutil
@@ -32,6 +37,25 @@ BASE_TAG = "local/py311-base:bookworm"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CACHE = Path(os.environ.get("RTC_CONTAINER_CACHE", Path.home() / ".cache" / "rtc-yolo"))
 INSTALL_HINT = "apt-get install -y docker.io debootstrap (.ci/run does it)"
+#: A folder to keep the private daemon's data root in between runs (None: a fresh one each run).
+LAYERS = os.environ.get("RTC_CONTAINER_LAYERS") or None
+
+
+def kept_data_root(context: Path) -> Path | None:
+    """The data root kept under ``LAYERS`` for this Dockerfile and lock (older keys' are
+    removed: a changed Dockerfile or lock starts from nothing); None when nothing is kept."""
+    if LAYERS is None:
+        return None
+    digest = hashlib.sha256()
+    for name in ("Dockerfile", "requirements.lock"):
+        digest.update((context / name).read_bytes())
+    folder = Path(LAYERS)
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = folder / f"data-{digest.hexdigest()[:16]}"
+    for old in folder.glob("data-*"):
+        if old != wanted:
+            shutil.rmtree(old, ignore_errors=True)
+    return wanted
 
 
 def unavailable() -> str | None:
@@ -90,9 +114,11 @@ def _run(command: Sequence[str], timeout: float, env: dict[str, str] | None = No
 class PrivateDocker:
     """A ``dockerd`` of our own: own data root, socket and PID; nothing else is touched."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_root: Path | None = None) -> None:
         # A short path: the socket's path must fit in sun_path (108 bytes).
         self.root = Path(tempfile.mkdtemp(prefix="rtcd-", dir="/tmp"))
+        #: Images and build cache: under ``root`` (removed at the end), or a kept folder.
+        self.data_root = data_root or self.root / "data"
         self.socket = self.root / "docker.sock"
         self.log_path = self.root / "dockerd.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -104,7 +130,7 @@ class PrivateDocker:
     def start(self, timeout: float = 30.0) -> None:
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(
-                ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
+                ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.root / "exec"),
                  "--pidfile", str(self.root / "dockerd.pid"), "--host", f"unix://{self.socket}",
                  "--bridge=none", "--iptables=false", "--ip6tables=false", "--storage-driver=overlay2"],
                 stdout=log, stderr=subprocess.STDOUT,
@@ -129,9 +155,15 @@ class PrivateDocker:
         return subprocess.run(command, capture_output=True, timeout=timeout, env=self.env, input=stdin)
 
     def import_base(self) -> str:
-        """Import today's debootstrap rootfs as ``BASE_TAG``; returns the tag."""
+        """Import today's debootstrap rootfs as ``BASE_TAG``; returns the tag. A kept data
+        root that has it already (its comment names the tarball) keeps that image: imported
+        again it would get a new id, and every layer built on it would be built anew."""
         tarball = base_rootfs_tarball()
-        self.docker("import", "--change", "ENV LANG=C.UTF-8", str(tarball), BASE_TAG, timeout=300)
+        found = self.docker("image", "inspect", "-f", "{{.Comment}}", BASE_TAG, check=False)
+        if found.returncode == 0 and found.stdout.decode().strip() == tarball.name:
+            return BASE_TAG
+        self.docker("import", "--change", "ENV LANG=C.UTF-8", "--message", tarball.name, str(tarball), BASE_TAG,
+                    timeout=300)
         return BASE_TAG
 
     def build(self, context: Path, tag: str, build_args: dict[str, str] | None = None,
@@ -157,9 +189,10 @@ class PrivateDocker:
                 self._proc.kill()
                 self._proc.wait(timeout=10)
         # dockerd leaves its netns bind mount (and, if killed, overlays) behind: unmount
-        # whatever is still mounted under our root, deepest first, then delete it.
-        prefix = str(self.root) + "/"
+        # whatever is still mounted under our root (and a kept data root), deepest first,
+        # then delete our root.
+        prefixes = (str(self.root) + "/", str(self.data_root) + "/")
         mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-        for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        for point in sorted((m for m in mounts if m.startswith(prefixes)), key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)

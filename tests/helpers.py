@@ -2,7 +2,8 @@
 parsing, the server as its own process, self-signed certificates, and ``cannot_run``.
 
 Test modules import from here (and from the non-test support modules ``sdp``,
-``containers``, ``browser_env``, ``nat_probe``, ``model_wheels``, ``pull_media``), never from one another:
+``containers``, ``browser_env``, ``nat_probe``, ``model_wheels``, ``pull_media``, and the test
+double ``stub_detector``), never from one another:
 ``tests/test_suite_rules.py`` checks that.
 """
 
@@ -74,11 +75,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def free_udp_range(size: int, start: int = 20000) -> tuple[int, int]:
-    """``size`` consecutive UDP ports on 127.0.0.1 that are free right now.
+#: Where ``free_udp_range`` looks: below the kernel's ephemeral range (32768+) and below the
+#: fixed ranges of tests/test_container.py (31100+), a slice of its own for each pytest-xdist
+#: worker, so two workers never pick the same free range at the same moment and both bind it.
+UDP_SEARCH = (20000, 30500)
 
-    Below the kernel's ephemeral range (32768+): no other socket lands there by chance."""
-    for low in range(start, 32000, size):
+
+def xdist_worker() -> int:
+    """This process's pytest-xdist worker number (``gw3`` -> 3); 0 without xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name[2:].isdigit() else 0
+
+
+def free_udp_range(size: int, start: int | None = None) -> tuple[int, int]:
+    """``size`` consecutive UDP ports on 127.0.0.1 that are free right now, in this worker's
+    slice of ``UDP_SEARCH`` (or from ``start``)."""
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    span = (UDP_SEARCH[1] - UDP_SEARCH[0]) // workers
+    low_end = UDP_SEARCH[0] + span * (xdist_worker() % workers) if start is None else start
+    for low in range(low_end, low_end + span - size if start is None else 32000, size):
         socks = []
         try:
             for port in range(low, low + size):

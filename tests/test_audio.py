@@ -35,9 +35,9 @@ def media_section(sdp: str, kind: str) -> str:
 
 
 async def test_offer_declines_audio_so_nothing_is_decoded(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], bus_frame: np.ndarray
 ) -> None:
-    app = make_app()
+    app = stub_app()
     url = await serve(aiohttp_server, app)
     client = DetectionClient(url, ImageTrack(bus_frame, fps=30), audio=ToneTrack())
     await client.connect()
@@ -58,9 +58,9 @@ async def test_offer_declines_audio_so_nothing_is_decoded(
 
 
 async def test_whip_receives_audio_and_drains_it(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], bus_frame: np.ndarray
 ) -> None:
-    app = make_app()
+    app = stub_app()
     url = await serve(aiohttp_server, app)
     client = WhipClient(f"{url}/whip", ImageTrack(bus_frame, fps=30), audio=ToneTrack())
     await client.connect()

@@ -26,8 +26,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture
-async def client(aiohttp_client: ClientFactory, make_app: Callable[..., web.Application]) -> TestClient:
-    c = await aiohttp_client(make_app(rate_limit=0, predict_rate_limit=0))
+async def client(aiohttp_client: ClientFactory, stub_app: Callable[..., web.Application]) -> TestClient:
+    c = await aiohttp_client(stub_app(rate_limit=0, predict_rate_limit=0))
     await wait_ready(c)
     return c
 
@@ -178,8 +178,8 @@ async def test_predict_odd_size_image_works(client: TestClient) -> None:
 
 
 async def test_predict_body_over_the_cap_is_413_json(aiohttp_client: ClientFactory,
-                                                       make_app: Callable[..., web.Application]) -> None:
-    c = await aiohttp_client(make_app(max_body_bytes=50_000, rate_limit=0, predict_rate_limit=0))
+                                                       stub_app: Callable[..., web.Application]) -> None:
+    c = await aiohttp_client(stub_app(max_body_bytes=50_000, rate_limit=0, predict_rate_limit=0))
     await wait_ready(c)
     response = await c.post("/predict", data=(FIXTURES / "bus.jpg").read_bytes(),
                             headers={"Content-Type": "image/jpeg"})

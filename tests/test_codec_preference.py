@@ -55,7 +55,7 @@ async def test_answer_picks_h264_when_offered_and_video_flows(
 
 
 async def test_offer_without_video_is_still_refused(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application]
 ) -> None:
     """The pre-made video transceiver must not make a data-only offer look like video."""
     import aiohttp
@@ -63,7 +63,7 @@ async def test_offer_without_video_is_still_refused(
 
     from rtc_server.signaling.context import REGISTRY
 
-    app = make_app()
+    app = stub_app()
     url = await serve(aiohttp_server, app)
     pc = RTCPeerConnection(rtc_configuration(()))
     pc.createDataChannel("detections")

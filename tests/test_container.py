@@ -23,7 +23,7 @@ import pytest
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.models.fetch import DEFAULT_SOURCE
 from rtc_server.webrtc.ice import use_host_addresses
-from tests.containers import BASE_TAG, PrivateDocker, unavailable
+from tests.containers import BASE_TAG, PrivateDocker, kept_data_root, unavailable
 from tests.helpers import FIXTURES, ROOT, cannot_run, free_port, http_get, wait_ready_sync
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -37,7 +37,7 @@ def docker() -> Iterator[PrivateDocker]:
     reason = unavailable()
     if reason:
         cannot_run(f"cannot run a private Docker daemon here: {reason}")
-    daemon = PrivateDocker()
+    daemon = PrivateDocker(kept_data_root(ROOT))
     try:
         daemon.start()
         yield daemon

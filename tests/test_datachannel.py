@@ -37,9 +37,9 @@ def stop_acknowledging(client: DetectionClient) -> None:
 
 
 async def test_congested_channel_skips_messages_and_stays_bounded(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], bus_frame: np.ndarray
 ) -> None:
-    app = make_app()
+    app = stub_app()
     url = await serve(aiohttp_server, app)
     client = DetectionClient(url, ImageTrack(bus_frame, fps=30))
     await client.connect()

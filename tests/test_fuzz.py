@@ -29,6 +29,7 @@ from rtc_server.signaling.context import INFERENCE, REGISTRY
 from rtc_server.streams.control import Config, ControlError, Ping, Report, StreamSettings, parse_control
 
 from .sdp import make_offer
+from .stub_detector import StubDetector
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                 derandomize=True)
@@ -91,14 +92,15 @@ class ThreadedServer:
 
 
 @pytest.fixture(scope="module")
-def server(detector, model_file) -> Iterator[ThreadedServer]:  # type: ignore[no-untyped-def]
+def server() -> Iterator[ThreadedServer]:
+    """The app on the stub detector: fuzzing is about what the HTTP face survives, not detections."""
     from rtc_server.app import create_app
     from rtc_server.config import Settings
 
-    settings_ = Settings(model=model_file, ice_addresses=("127.0.0.1",), ice_allow_networks=("127.0.0.0/8",),
-                         rate_limit=0, predict_rate_limit=0,
-                         max_sessions=0, connect_timeout=2.0)
-    s = ThreadedServer(create_app(settings_, detector))
+    settings_ = Settings(model=Path("yolo11n.onnx"), ice_addresses=("127.0.0.1",), ice_allow_networks=("127.0.0.0/8",),
+                         rate_limit=0,
+                         predict_rate_limit=0, max_sessions=0, connect_timeout=2.0)
+    s = ThreadedServer(create_app(settings_, StubDetector()))
     yield s
     s.stop()
 

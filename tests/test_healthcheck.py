@@ -36,9 +36,9 @@ def test_healthcheck_speaks_https_to_a_server_with_a_certificate(tmp_path: Path,
 
 
 async def test_healthy_server_and_missing_server(
-    aiohttp_server: Callable[..., asyncio.Future[object]], make_app: Callable[..., web.Application]
+    aiohttp_server: Callable[..., asyncio.Future[object]], stub_app: Callable[..., web.Application]
 ) -> None:
-    server = await aiohttp_server(make_app(), host="127.0.0.1")
+    server = await aiohttp_server(stub_app(), host="127.0.0.1")
     port = server.port  # type: ignore[attr-defined]
     env = {"PORT": str(port), "RTC_HOST": "0.0.0.0"}
     assert await asyncio.to_thread(main, [], env) == 0

@@ -9,11 +9,21 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from .helpers import FIXTURES, ClientFactory, wait_ready
+from .stub_detector import StubDetector
 
 
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory, make_app: Callable[..., web.Application]) -> TestClient:
+    """The app on the real model: /predict's end-to-end tests."""
     c = await aiohttp_client(make_app())
+    await wait_ready(c)
+    return c
+
+
+@pytest.fixture
+async def stub_client(aiohttp_client: ClientFactory, stub_app: Callable[..., web.Application]) -> TestClient:
+    """The app on the stub detector: errors, probes, the page."""
+    c = await aiohttp_client(stub_app())
     await wait_ready(c)
     return c
 
@@ -50,13 +60,13 @@ async def test_predict_accepts_png(client: TestClient, bus_rgb) -> None:  # type
     ((FIXTURES / "bus.jpg").read_bytes()[:2000], "image/jpeg", 400, "bad_image"),
     ((FIXTURES / "bus.jpg").read_bytes(), "text/plain", 415, "unsupported_media_type"),
 ])
-async def test_predict_bad_input_is_a_json_4xx(client: TestClient, body: bytes, content_type: str,
+async def test_predict_bad_input_is_a_json_4xx(stub_client: TestClient, body: bytes, content_type: str,
                                                status: int, error: str) -> None:
-    response = await client.post("/predict", data=body, headers={"Content-Type": content_type})
+    response = await stub_client.post("/predict", data=body, headers={"Content-Type": content_type})
     assert response.status == status
     assert response.content_type == "application/json"
     assert (await response.json())["error"] == error
-    assert (await client.get("/healthz")).status == 200
+    assert (await stub_client.get("/healthz")).status == 200
 
 
 @pytest.mark.parametrize("payload,error", [
@@ -66,44 +76,44 @@ async def test_predict_bad_input_is_a_json_4xx(client: TestClient, body: bytes, 
     ('{"type": "offer", "sdp": "hello"}', "bad_offer"),
     ('{"type": "offer"}', "bad_offer"),
 ])
-async def test_offer_bad_input_is_a_json_400(client: TestClient, payload: str, error: str) -> None:
-    response = await client.post("/offer", data=payload, headers={"Content-Type": "application/json"})
+async def test_offer_bad_input_is_a_json_400(stub_client: TestClient, payload: str, error: str) -> None:
+    response = await stub_client.post("/offer", data=payload, headers={"Content-Type": "application/json"})
     assert response.status == 400
     assert (await response.json())["error"] == error
 
 
-async def test_framework_errors_are_json(client: TestClient) -> None:
-    for response, status in ((await client.get("/nowhere"), 404), (await client.get("/offer"), 405)):
+async def test_framework_errors_are_json(stub_client: TestClient) -> None:
+    for response, status in ((await stub_client.get("/nowhere"), 404), (await stub_client.get("/offer"), 405)):
         assert response.status == status
         assert response.content_type == "application/json"
         assert set(await response.json()) == {"error", "detail"}
 
 
-async def test_probes_and_page(client: TestClient) -> None:
-    assert (await client.get("/healthz")).status == 200
-    ready = await (await client.get("/readyz")).json()
+async def test_probes_and_page(stub_client: TestClient) -> None:
+    assert (await stub_client.get("/healthz")).status == 200
+    ready = await (await stub_client.get("/readyz")).json()
     assert ready["status"] == "ready" and ready["model"]["name"] == "yolo11n"
-    page = await client.get("/")
+    page = await stub_client.get("/")
     assert page.status == 200 and "<button" in await page.text()
-    assert (await client.get("/static/app.js")).status == 200
+    assert (await stub_client.get("/static/app.js")).status == 200
 
 
-async def test_readyz_is_503_until_warm(aiohttp_client: ClientFactory, make_app: Callable[..., web.Application],
-                                        detector) -> None:  # type: ignore[no-untyped-def]
+async def test_readyz_is_503_until_warm(aiohttp_client: ClientFactory, stub_app: Callable[..., web.Application],
+                                        stub: StubDetector) -> None:
     import threading
 
     release = threading.Event()
 
     class SlowWarmup:
-        info = detector.info
+        info = stub.info
 
         def detect(self, images, thresholds):  # type: ignore[no-untyped-def]
-            return detector.detect(images, thresholds)
+            return stub.detect(images, thresholds)
 
         def warmup(self) -> None:
             release.wait(10)
 
-    c = await aiohttp_client(make_app(detector_override=SlowWarmup()))
+    c = await aiohttp_client(stub_app(detector_override=SlowWarmup()))
     assert (await c.get("/readyz")).status == 503
     assert (await c.get("/healthz")).status == 200
     release.set()
@@ -111,14 +121,14 @@ async def test_readyz_is_503_until_warm(aiohttp_client: ClientFactory, make_app:
 
 
 async def test_ice_servers_are_served_to_the_page(aiohttp_client: ClientFactory,
-                                                 make_app: Callable[..., web.Application]) -> None:
+                                                 stub_app: Callable[..., web.Application]) -> None:
     turn = {"urls": "turn:turn.example.com:443?transport=tcp", "username": "u", "credential": "p"}
     stun = {"urls": "stun:stun.example.com:3478"}
-    c = await aiohttp_client(make_app(ice_servers=(stun, turn)))
+    c = await aiohttp_client(stub_app(ice_servers=(stun, turn)))
     # Issue 20: a static TURN password never goes to an anonymous caller (tests/test_rights.py).
     assert await (await c.get("/ice-servers")).json() == {"ice_servers": [stun]}
-    c1 = await aiohttp_client(make_app(ice_servers=(stun, turn), auth_token=("t",)))
+    c1 = await aiohttp_client(stub_app(ice_servers=(stun, turn), auth_token=("t",)))
     assert await (await c1.get("/ice-servers", headers={"Authorization": "Bearer t"})).json() == \
         {"ice_servers": [stun, turn]}
-    c2 = await aiohttp_client(make_app())
+    c2 = await aiohttp_client(stub_app())
     assert await (await c2.get("/ice-servers")).json() == {"ice_servers": []}

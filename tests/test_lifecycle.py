@@ -121,10 +121,10 @@ async def test_a_second_signal_ends_the_drain_at_once(tmp_path: Path, model_file
 
 
 async def test_readiness_with_capacity_says_full_at_max_sessions(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], bus_frame: np.ndarray
 ) -> None:
     """New offers should go to pods with a free slot; /readyz keeps its meaning (can serve)."""
-    app = make_app(max_sessions=1)
+    app = stub_app(max_sessions=1)
     url = await serve(aiohttp_server, app)
     async with aiohttp.ClientSession() as http:
         async def ready(path: str) -> tuple[int, dict]:

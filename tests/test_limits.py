@@ -19,9 +19,9 @@ from .sdp import make_offer
 JPEG = {"Content-Type": "image/jpeg"}
 
 
-async def new_client(aiohttp_client: ClientFactory, make_app: Callable[..., web.Application],
+async def new_client(aiohttp_client: ClientFactory, stub_app: Callable[..., web.Application],
                      **overrides: object) -> TestClient:
-    c = await aiohttp_client(make_app(**overrides))
+    c = await aiohttp_client(stub_app(**overrides))
     await wait_ready(c)
     return c
 
@@ -31,9 +31,9 @@ async def offer(c: TestClient, sdp: str, headers: dict[str, str] | None = None):
 
 
 async def test_session_cap_is_503_with_retry_after_and_a_freed_slot_is_usable_at_once(
-    aiohttp_client: ClientFactory, make_app: Callable[..., web.Application]
+    aiohttp_client: ClientFactory, stub_app: Callable[..., web.Application]
 ) -> None:
-    c = await new_client(aiohttp_client, make_app, max_sessions=2, rate_limit=0)
+    c = await new_client(aiohttp_client, stub_app, max_sessions=2, rate_limit=0)
     sdp = await make_offer()
     ids = []
     for _ in range(2):
@@ -55,9 +55,9 @@ async def test_session_cap_is_503_with_retry_after_and_a_freed_slot_is_usable_at
 
 
 async def test_rate_limit_per_client_and_route(aiohttp_client: ClientFactory,
-                                               make_app: Callable[..., web.Application]) -> None:
+                                               stub_app: Callable[..., web.Application]) -> None:
     # No refill within the test: /offer's and /predict's buckets each allow their burst only.
-    c = await new_client(aiohttp_client, make_app, rate_limit=0.01, rate_burst=2,
+    c = await new_client(aiohttp_client, stub_app, rate_limit=0.01, rate_burst=2,
                          predict_rate_limit=0.01, predict_rate_burst=3)
     statuses = [(await c.post("/predict", data=b"junk", headers=JPEG)).status for _ in range(3)]
     assert statuses == [400, 400, 400]  # within the burst: answered on their merits
@@ -71,12 +71,12 @@ async def test_rate_limit_per_client_and_route(aiohttp_client: ClientFactory,
 
 
 async def test_default_predict_limit_serves_a_camera_posting_30_fps(
-    aiohttp_client: ClientFactory, make_app: Callable[..., web.Application]
+    aiohttp_client: ClientFactory, stub_app: Callable[..., web.Application]
 ) -> None:
     """The seed's own client POSTs camera frames at 10-30 fps: three seconds of that at the
     default limits is never refused (the old shared 5/s, burst 20, refused from frame 21)."""
     defaults = Settings()
-    c = await new_client(aiohttp_client, make_app, predict_rate_limit=defaults.predict_rate_limit,
+    c = await new_client(aiohttp_client, stub_app, predict_rate_limit=defaults.predict_rate_limit,
                          predict_rate_burst=defaults.predict_rate_burst, rate_limit=defaults.rate_limit,
                          rate_burst=defaults.rate_burst)
     loop = asyncio.get_running_loop()
@@ -88,8 +88,8 @@ async def test_default_predict_limit_serves_a_camera_posting_30_fps(
 
 
 async def test_auth_token_guards_offer_and_predict(aiohttp_client: ClientFactory,
-                                                   make_app: Callable[..., web.Application]) -> None:
-    c = await new_client(aiohttp_client, make_app, auth_token=("alpha-token", "beta-token"), rate_limit=0)
+                                                   stub_app: Callable[..., web.Application]) -> None:
+    c = await new_client(aiohttp_client, stub_app, auth_token=("alpha-token", "beta-token"), rate_limit=0)
     sdp = await make_offer()
     for headers in (None, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic YWxwaGE="},
                     {"Authorization": "Bearer "}, {"Authorization": "Bearer alpha-token-and-more"}):
@@ -109,23 +109,23 @@ async def test_auth_token_guards_offer_and_predict(aiohttp_client: ClientFactory
     await c.app[REGISTRY].close_all()
 
 
-async def test_metrics_auth_is_opt_in(aiohttp_client: ClientFactory, make_app: Callable[..., web.Application]) -> None:
-    c = await new_client(aiohttp_client, make_app, auth_token=("s3cret",), metrics_auth=True)
+async def test_metrics_auth_is_opt_in(aiohttp_client: ClientFactory, stub_app: Callable[..., web.Application]) -> None:
+    c = await new_client(aiohttp_client, stub_app, auth_token=("s3cret",), metrics_auth=True)
     assert (await c.get("/metrics")).status == 401
     assert (await c.get("/metrics", headers={"Authorization": "Bearer s3cret"})).status == 200
     assert (await c.get("/healthz")).status == 200 and (await c.get("/readyz")).status == 200
 
 
 async def test_authenticated_client_streams(aiohttp_server: ServerFactory,
-                                            make_app: Callable[..., web.Application], bus_frame: np.ndarray) -> None:
-    url = await serve(aiohttp_server, make_app(auth_token=("tok",)))
+                                            stub_app: Callable[..., web.Application], bus_frame: np.ndarray) -> None:
+    url = await serve(aiohttp_server, stub_app(auth_token=("tok",)))
     async with DetectionClient(url, ImageTrack(bus_frame, fps=15), token="tok") as client:
         assert (await client.next_message())["type"] == "detections"
 
 
 async def test_cors_default_is_same_origin_only(aiohttp_client: ClientFactory,
-                                                make_app: Callable[..., web.Application]) -> None:
-    c = await new_client(aiohttp_client, make_app, rate_limit=0)
+                                                stub_app: Callable[..., web.Application]) -> None:
+    c = await new_client(aiohttp_client, stub_app, rate_limit=0)
     evil = {"Origin": "http://evil.example"}
     preflight = await c.options("/offer", headers={**evil, "Access-Control-Request-Method": "POST"})
     assert preflight.status == 403 and (await preflight.json())["error"] == "origin_not_allowed"
@@ -138,8 +138,8 @@ async def test_cors_default_is_same_origin_only(aiohttp_client: ClientFactory,
 
 
 async def test_cors_listed_origin_gets_preflight_and_headers(aiohttp_client: ClientFactory,
-                                                             make_app: Callable[..., web.Application]) -> None:
-    c = await new_client(aiohttp_client, make_app, rate_limit=0, cors_origins=("https://app.example",))
+                                                             stub_app: Callable[..., web.Application]) -> None:
+    c = await new_client(aiohttp_client, stub_app, rate_limit=0, cors_origins=("https://app.example",))
     origin = {"Origin": "https://app.example"}
     preflight = await c.options("/predict", headers={**origin, "Access-Control-Request-Method": "POST",
                                                      "Access-Control-Request-Headers": "authorization,content-type"})

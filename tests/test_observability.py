@@ -40,8 +40,8 @@ def entries(stream: io.StringIO) -> list[dict[str, object]]:
 
 
 async def test_http_errors_are_counted_by_kind(aiohttp_client: ClientFactory,
-                                               make_app: Callable[..., web.Application]) -> None:
-    c: TestClient = await aiohttp_client(make_app(rate_limit=0, predict_rate_limit=0))
+                                               stub_app: Callable[..., web.Application]) -> None:
+    c: TestClient = await aiohttp_client(stub_app(rate_limit=0, predict_rate_limit=0))
     await wait_ready(c)
     for _ in range(3):
         await c.post("/predict", data=b"junk", headers={"Content-Type": "image/jpeg"})
@@ -54,10 +54,10 @@ async def test_http_errors_are_counted_by_kind(aiohttp_client: ClientFactory,
 
 
 async def test_session_log_lines_carry_the_session_id_and_frames_are_not_logged(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray,
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], bus_frame: np.ndarray,
     json_log: io.StringIO,
 ) -> None:
-    app = make_app()
+    app = stub_app()
     url = await serve(aiohttp_server, app)
     async with DetectionClient(url, ImageTrack(bus_frame, fps=30)) as client:
         await client.next_message()

@@ -21,9 +21,9 @@ LOOPBACK_PROXY = ("127.0.0.1/32",)
 
 
 async def new_client(aiohttp_client: ClientFactory, aiohttp_server: ServerFactory,
-                     make_app: Callable[..., web.Application], **overrides: object) -> TestClient:
+                     stub_app: Callable[..., web.Application], **overrides: object) -> TestClient:
     # One /offer per client and no refill within the test: the second request of a client is 429.
-    server = await aiohttp_server(make_app(rate_limit=0.001, rate_burst=1, **overrides),
+    server = await aiohttp_server(stub_app(rate_limit=0.001, rate_burst=1, **overrides),
                                   access_log_class=AccessLogger)  # the composition root's access log
     c = await aiohttp_client(server)
     await wait_ready(c)
@@ -36,9 +36,9 @@ async def offer_status(c: TestClient, headers: dict[str, str]) -> int:
 
 
 async def test_without_trusted_proxies_forwarding_headers_change_nothing(
-    aiohttp_client: ClientFactory, aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
+    aiohttp_client: ClientFactory, aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application]
 ) -> None:
-    c = await new_client(aiohttp_client, aiohttp_server, make_app)
+    c = await new_client(aiohttp_client, aiohttp_server, stub_app)
     assert await offer_status(c, {"X-Forwarded-For": "198.51.100.1"}) == 400
     # Another "client" per the header, but the same TCP peer: the same bucket.
     assert await offer_status(c, {"X-Forwarded-For": "198.51.100.2"}) == 429
@@ -46,9 +46,9 @@ async def test_without_trusted_proxies_forwarding_headers_change_nothing(
 
 
 async def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(
-    aiohttp_client: ClientFactory, aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
+    aiohttp_client: ClientFactory, aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application]
 ) -> None:
-    c = await new_client(aiohttp_client, aiohttp_server, make_app, trusted_proxies=LOOPBACK_PROXY)
+    c = await new_client(aiohttp_client, aiohttp_server, stub_app, trusted_proxies=LOOPBACK_PROXY)
     assert await offer_status(c, {"X-Forwarded-For": "198.51.100.1"}) == 400
     assert await offer_status(c, {"X-Forwarded-For": "198.51.100.2"}) == 400
     assert await offer_status(c, {"X-Forwarded-For": "[2001:db8::7]:4711"}) == 400
@@ -59,20 +59,20 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(
 
 
 async def test_a_spoofed_header_from_an_untrusted_peer_changes_nothing(
-    aiohttp_client: ClientFactory, aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
+    aiohttp_client: ClientFactory, aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application]
 ) -> None:
     # The TCP peer is 127.0.0.1, which is not in the trusted network.
-    c = await new_client(aiohttp_client, aiohttp_server, make_app, trusted_proxies=("10.0.0.0/8",))
+    c = await new_client(aiohttp_client, aiohttp_server, stub_app, trusted_proxies=("10.0.0.0/8",))
     assert await offer_status(c, {"X-Forwarded-For": "198.51.100.1"}) == 400
     assert await offer_status(c, {"X-Forwarded-For": "198.51.100.2"}) == 429
 
 
 async def test_same_origin_uses_the_scheme_the_trusted_proxy_reports(
-    aiohttp_client: ClientFactory, aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
+    aiohttp_client: ClientFactory, aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application]
 ) -> None:
     """A TLS-terminating proxy: the page is https://host, the server sees plain HTTP."""
     jpeg = {"Content-Type": "image/jpeg"}
-    behind = await new_client(aiohttp_client, aiohttp_server, make_app, trusted_proxies=LOOPBACK_PROXY)
+    behind = await new_client(aiohttp_client, aiohttp_server, stub_app, trusted_proxies=LOOPBACK_PROXY)
     host = f"{behind.host}:{behind.port}"
     https = {"Origin": f"https://{host}", "X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.1"}
     assert (await behind.post("/predict", data=b"junk", headers={**jpeg, **https})).status == 400  # same origin
@@ -80,7 +80,7 @@ async def test_same_origin_uses_the_scheme_the_trusted_proxy_reports(
     mixed = {**https, "Origin": f"http://{host}"}
     assert (await behind.post("/predict", data=b"junk", headers={**jpeg, **mixed})).status == 403
     # Not behind a trusted proxy: X-Forwarded-Proto is not believed, the scheme is http.
-    direct = await new_client(aiohttp_client, aiohttp_server, make_app)
+    direct = await new_client(aiohttp_client, aiohttp_server, stub_app)
     host = f"{direct.host}:{direct.port}"
     spoofed = {"Origin": f"https://{host}", "X-Forwarded-Proto": "https"}
     assert (await direct.post("/predict", data=b"junk", headers={**jpeg, **spoofed})).status == 403
@@ -88,10 +88,10 @@ async def test_same_origin_uses_the_scheme_the_trusted_proxy_reports(
 
 
 async def test_logs_name_the_client_not_the_proxy(
-    aiohttp_client: ClientFactory, aiohttp_server: ServerFactory, make_app: Callable[..., web.Application],
+    aiohttp_client: ClientFactory, aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    c = await new_client(aiohttp_client, aiohttp_server, make_app, trusted_proxies=LOOPBACK_PROXY)
+    c = await new_client(aiohttp_client, aiohttp_server, stub_app, trusted_proxies=LOOPBACK_PROXY)
     with caplog.at_level(logging.INFO):
         await offer_status(c, {"X-Forwarded-For": "198.51.100.44"})
         await offer_status(c, {"X-Forwarded-For": "198.51.100.44"})

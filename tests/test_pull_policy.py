@@ -229,11 +229,11 @@ async def post_stream(http: aiohttp.ClientSession, url: str, body: Any, **kwargs
     "gopher://CANARY_HOST/",
 ])
 async def test_ssrf_attempts_are_refused_with_400_and_reach_nothing(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], canary: Canary, target: str) -> None:
+        aiohttp_server: Any, stub_app: Callable[..., web.Application], canary: Canary, target: str) -> None:
     port = canary.url.rsplit(":", 1)[1]
     url_ = (target.replace("CANARY_HOST", f"127.0.0.1:{port}").replace("CANARY", canary.url)
             .replace("PORT", port))
-    app = make_app()  # no RTC_SOURCE_ALLOW_NETWORKS: loopback is off limits
+    app = stub_app()  # no RTC_SOURCE_ALLOW_NETWORKS: loopback is off limits
     url = await serve(aiohttp_server, app)
     async with aiohttp.ClientSession() as http:
         status, answer = await post_stream(http, url, {"url": url_})
@@ -248,10 +248,10 @@ async def test_ssrf_attempts_are_refused_with_400_and_reach_nothing(
     ("redirect?to=file:///etc/passwd", "scheme 'file' is not allowed"),
 ])
 async def test_what_an_allowed_source_points_at_is_checked_too(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], canary: Canary, path: str, why: str) -> None:
+        aiohttp_server: Any, stub_app: Callable[..., web.Application], canary: Canary, path: str, why: str) -> None:
     """An HLS playlist's segments and an HTTP redirect go through the same policy: the
     playlist's server is allowed (loopback listed), what it points at is not."""
-    app = make_app(source_allow_networks=LOOPBACK)
+    app = stub_app(source_allow_networks=LOOPBACK)
     url = await serve(aiohttp_server, app)
     async with aiohttp.ClientSession() as http:
         status, answer = await post_stream(http, url, {"url": f"{canary.url}/{path}"})
@@ -262,9 +262,9 @@ async def test_what_an_allowed_source_points_at_is_checked_too(
     assert 'rtc_pull_open_failures_total{kind="refused"} 1.0' in text
 
 
-async def test_bad_requests_and_unreachable_sources(aiohttp_server: Any, make_app: Callable[..., web.Application],
+async def test_bad_requests_and_unreachable_sources(aiohttp_server: Any, stub_app: Callable[..., web.Application],
                                                    canary: Canary) -> None:
-    app = make_app(source_allow_networks=LOOPBACK)
+    app = stub_app(source_allow_networks=LOOPBACK)
     url = await serve(aiohttp_server, app)
     async with aiohttp.ClientSession() as http:
         assert (await post_stream(http, url, {"url": canary.url + "/bus.ts", "model": "nope"}))[0] == 400
@@ -289,10 +289,10 @@ async def test_bad_requests_and_unreachable_sources(aiohttp_server: Any, make_ap
 
 
 @pytest.mark.parametrize("scheme", ["rtsp", "http"])
-async def test_a_silent_source_times_out(aiohttp_server: Any, make_app: Callable[..., web.Application],
+async def test_a_silent_source_times_out(aiohttp_server: Any, stub_app: Callable[..., web.Application],
                                          scheme: str) -> None:
     """A server that accepts the connection and never answers (a hung camera)."""
-    app = make_app(source_allow_networks=LOOPBACK, source_open_timeout=1.0, source_read_timeout=1.0)
+    app = stub_app(source_allow_networks=LOOPBACK, source_open_timeout=1.0, source_read_timeout=1.0)
     url = await serve(aiohttp_server, app)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -305,8 +305,8 @@ async def test_a_silent_source_times_out(aiohttp_server: Any, make_app: Callable
 
 
 async def test_a_download_cut_short_is_a_drop_not_the_end_of_the_clip(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], canary: Canary) -> None:
-    app = make_app(source_allow_networks=LOOPBACK)
+        aiohttp_server: Any, stub_app: Callable[..., web.Application], canary: Canary) -> None:
+    app = stub_app(source_allow_networks=LOOPBACK)
     url = await serve(aiohttp_server, app)
     async with aiohttp.ClientSession() as http:
         status, answer = await post_stream(http, url, {"url": canary.url + "/truncated.ts"})
@@ -321,8 +321,8 @@ async def test_a_download_cut_short_is_a_drop_not_the_end_of_the_clip(
 
 
 async def test_streams_need_the_token_and_count_against_max_sessions(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], canary: Canary) -> None:
-    app = make_app(source_allow_networks=LOOPBACK, max_sessions=1, auth_token=("t0ken",))
+        aiohttp_server: Any, stub_app: Callable[..., web.Application], canary: Canary) -> None:
+    app = stub_app(source_allow_networks=LOOPBACK, max_sessions=1, auth_token=("t0ken",))
     url = await serve(aiohttp_server, app)
     body = {"url": canary.url + "/bus.ts", "loop": True}
     auth = {"Authorization": "Bearer t0ken"}
@@ -344,10 +344,10 @@ async def test_streams_need_the_token_and_count_against_max_sessions(
 
 
 async def test_rtc_sources_start_with_the_server_and_wait_for_their_source(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], canary: Canary) -> None:
+        aiohttp_server: Any, stub_app: Callable[..., web.Application], canary: Canary) -> None:
     """A camera that comes up after the server: the configured stream keeps retrying."""
     port = free_port()
-    app = make_app(source_allow_networks=LOOPBACK, sources=({"url": f"http://127.0.0.1:{port}/bus.ts", "loop": True},))
+    app = stub_app(source_allow_networks=LOOPBACK, sources=({"url": f"http://127.0.0.1:{port}/bus.ts", "loop": True},))
     url = await serve(aiohttp_server, app)
     registry = app[REGISTRY]
     (stream,) = list(registry)
@@ -363,7 +363,7 @@ async def test_rtc_sources_start_with_the_server_and_wait_for_their_source(
         text = await (await http.get(f"{url}/metrics")).text()
     assert 'rtc_pull_open_failures_total{kind="connection"}' in text
     with pytest.raises(ConfigError, match="model"):
-        make_app(sources=({"url": "rtsp://8.8.8.8/x", "model": "missing"},))
+        stub_app(sources=({"url": "rtsp://8.8.8.8/x", "model": "missing"},))
 
 
 class FakeNames:
@@ -386,11 +386,11 @@ class FakeNames:
 
 
 async def test_the_connection_goes_to_the_checked_address_and_a_changed_answer_is_refused(
-        aiohttp_server: Any, make_app: Callable[..., web.Application], canary: Canary,
+        aiohttp_server: Any, stub_app: Callable[..., web.Application], canary: Canary,
         monkeypatch: pytest.MonkeyPatch) -> None:
     port = canary.url.rsplit(":", 1)[1]
     names = FakeNames(monkeypatch, {"camera.test": ["127.0.0.1"], "rebind.test": ["127.0.0.1", "10.1.2.3"]})
-    app = make_app(source_allow_networks=LOOPBACK)
+    app = stub_app(source_allow_networks=LOOPBACK)
     url = await serve(aiohttp_server, app)
     async with aiohttp.ClientSession() as http:
         status, answer = await post_stream(http, url, {"url": f"http://camera.test:{port}/bus.ts", "loop": True})

@@ -1,17 +1,19 @@
 """The scheduler: round-robin over streams, the newest frame at dispatch, batches of ready
 streams, per-stream sampling, and ``/predict``'s bounded share.
 
-The model is the real one. To make the order of dispatches observable without timing,
-``GatedDetector`` wraps it (a test double of the detector, not of the scheduler): it
-records which frames each call got (a marker pixel says which stream and which frame)
-and holds the call until the test lets it go, so the test decides when a worker is busy.
+What runs is the stub detector (``tests/stub_detector.py``): the order of dispatches, not
+what the model finds, is under test here (batches against single frames on the real model:
+``tests/test_backends.py``). To make the order observable without timing, the stub is
+gated: it records which frames each call got (a marker pixel says which stream and which
+frame) and holds the call until the test lets it go, so the test decides when a worker is
+busy. Pacing (``max_fps``, the batch wait) runs on a ``TestClock`` the test moves forward,
+so it is checked without waiting for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
@@ -27,16 +29,14 @@ from drivers.client import DetectionClient, ImageTrack
 from rtc_server.app import build_registry
 from rtc_server.config import Settings
 from rtc_server.engine.catalog import ModelCatalog
-from rtc_server.engine.detector import DetectionResult, Detector
 from rtc_server.engine.scheduler import Scheduler, SchedulerConfig, plan_workers
-from rtc_server.engine.yolo import Thresholds
 from rtc_server.signaling.context import INFERENCE
 from rtc_server.streams.registry import StreamRegistry
 from rtc_server.streams.stream import Stream
 from tests.conftest import FIXTURES
 from tests.helpers import ListSink, ServerFactory, serve, wait_for
 
-Marker = tuple[int, int]
+from .stub_detector import Marker, StubDetector
 
 
 def marked(frame: np.ndarray, stream: int, count: int) -> np.ndarray:
@@ -46,50 +46,30 @@ def marked(frame: np.ndarray, stream: int, count: int) -> np.ndarray:
     return out
 
 
-def marker_of(image: np.ndarray) -> Marker:
-    return int(image[0, 0, 0]), int(image[0, 0, 1])
+class TestClock:
+    """The scheduler's clock in these tests: ``perf_counter`` (the scale of the streams'
+    arrival stamps) plus an offset that only the test moves, forward, with ``advance``."""
 
+    __test__ = False  # not a test class
 
-class GatedDetector:
-    """The real detector; every call it holds is recorded, then waits for ``release()``."""
+    def __init__(self) -> None:
+        self.offset = 0.0
 
-    def __init__(self, inner: Detector, hold: Callable[[Sequence[np.ndarray]], bool] = lambda images: True) -> None:
-        self._inner = inner
-        self.info = inner.info
-        self._hold = hold
-        self.calls: list[list[Marker]] = []
-        self.sizes: list[list[tuple[int, int]]] = []
-        self._entered = threading.Semaphore(0)
-        self._gate = threading.Semaphore(0)
-        self._lock = threading.Lock()
+    def __call__(self) -> float:
+        return time.perf_counter() + self.offset
 
-    def detect(self, images: Sequence[np.ndarray], thresholds: Sequence[Thresholds]) -> list[DetectionResult]:
-        held = self._hold(images)
-        if held:
-            with self._lock:
-                self.calls.append([marker_of(i) for i in images])
-                self.sizes.append([(i.shape[1], i.shape[0]) for i in images])
-            self._entered.release()
-            if not self._gate.acquire(timeout=60):
-                raise TimeoutError("the test never released this call")
-        return self._inner.detect(images, thresholds)
-
-    def warmup(self) -> None:
-        self._inner.warmup()
-
-    async def entered(self) -> list[Marker]:
-        """Wait until a held call has begun; the frames it got."""
-        assert await asyncio.to_thread(self._entered.acquire, True, 30), "no call reached the detector"
-        with self._lock:
-            return self.calls[-1]
-
-    def release(self) -> None:
-        self._gate.release()
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 @pytest.fixture
-def gated(detector: Detector) -> GatedDetector:
-    return GatedDetector(detector)
+def gated() -> StubDetector:
+    return StubDetector(gated=True)
+
+
+@pytest.fixture
+def clock() -> TestClock:
+    return TestClock()
 
 
 async def open_streams(registry: StreamRegistry, count: int, **max_fps: float) -> list[tuple[Stream, ListSink]]:
@@ -104,11 +84,11 @@ async def open_streams(registry: StreamRegistry, count: int, **max_fps: float) -
 
 
 @pytest.fixture
-async def lanes(gated: GatedDetector, model_file: Path,
+async def lanes(gated: StubDetector, clock: TestClock,
                 request: pytest.FixtureRequest) -> AsyncIterator[tuple[Scheduler, StreamRegistry]]:
     config = getattr(request, "param", SchedulerConfig())
-    scheduler = Scheduler(ModelCatalog.of(gated), config)
-    registry = build_registry(Settings(model=model_file, max_sessions=8), scheduler)
+    scheduler = Scheduler(ModelCatalog.of(gated), config, clock=clock)
+    registry = build_registry(Settings(model=Path("yolo11n.onnx"), max_sessions=8), scheduler)
     yield scheduler, registry
     for _ in range(16):  # let any held call finish so the workers can stop
         gated.release()
@@ -117,7 +97,7 @@ async def lanes(gated: GatedDetector, model_file: Path,
 
 
 async def test_round_robin_serves_ready_streams_in_turn(lanes: tuple[Scheduler, StreamRegistry],
-                                                       gated: GatedDetector, bus_frame: np.ndarray) -> None:
+                                                       gated: StubDetector, bus_frame: np.ndarray) -> None:
     """Three streams that always have a frame get the one worker strictly in turn, each
     time with the frame pushed last before its dispatch."""
     _, registry = lanes
@@ -139,7 +119,7 @@ async def test_round_robin_serves_ready_streams_in_turn(lanes: tuple[Scheduler, 
 
 
 async def test_newest_frame_at_dispatch_replaces_frames_pushed_while_busy(
-        lanes: tuple[Scheduler, StreamRegistry], gated: GatedDetector, bus_frame: np.ndarray) -> None:
+        lanes: tuple[Scheduler, StreamRegistry], gated: StubDetector, bus_frame: np.ndarray) -> None:
     """While the worker runs stream A's frame, B's frames 0, 1, 2 arrive: only 2 runs, and
     A's frames pushed meanwhile are replaced the same way — never queued."""
     _, registry = lanes
@@ -162,14 +142,14 @@ async def test_newest_frame_at_dispatch_replaces_frames_pushed_while_busy(
     first_b = b_sink.detections()[0]
     assert first_b["frame_id"] == 2 and first_b["frames"]["dropped"] == 2
     assert [m["frame_id"] for m in a_sink.detections()] == [0, 2]
-    assert {"bus", "person"} <= {d["label"] for d in first_b["detections"]}
+    assert first_b["detections"] == [d.to_dict() for d in gated.detections(640, 480)]
 
 
 @pytest.mark.parametrize("lanes", [SchedulerConfig(max_batch=4)], indirect=True)
 async def test_ready_streams_of_one_model_and_size_share_one_call(
-        lanes: tuple[Scheduler, StreamRegistry], gated: GatedDetector, bus_frame: np.ndarray) -> None:
-    """Four streams ready at once run as one batch of four through the real model (dynamic
-    batch under onnxruntime); a stream with another frame size is not mixed in."""
+        lanes: tuple[Scheduler, StreamRegistry], gated: StubDetector, bus_frame: np.ndarray) -> None:
+    """Four streams ready at once run as one batch of four (the detector gets all four in one
+    call, each its own result); a stream with another frame size is not mixed in."""
     _, registry = lanes
     streams = await open_streams(registry, 5)
     small = np.ascontiguousarray(bus_frame[::2, ::2])  # 320x240
@@ -192,49 +172,56 @@ async def test_ready_streams_of_one_model_and_size_share_one_call(
     for _, sink in streams[1:4]:
         (message,) = sink.detections()
         assert message["timing"]["batch_size"] == 4
-        # Same frame content, batch of 4 vs 1: the same detections.
-        assert [d["label"] for d in message["detections"]] == [d["label"] for d in alone["detections"]]
-        boxes = np.array([d["box"] for d in message["detections"]])
-        # The frames differ by their marks; in bf16 (what auto runs on an AVX512_BF16 CPU)
-        # that moves a box edge by up to a pixel or two, in f32 by less than one.
-        tolerance = 1.0 if gated.info.precision == "f32" else 2.5
-        assert np.abs(boxes - np.array([d["box"] for d in alone["detections"]])).max() < tolerance
-    assert streams[4][1].detections()[0]["timing"]["batch_size"] == 1
+        # Each image of the batch got its own result back: the same detections as alone.
+        assert message["detections"] == alone["detections"] == [d.to_dict() for d in gated.detections(640, 480)]
+    small_result = streams[4][1].detections()[0]
+    assert small_result["timing"]["batch_size"] == 1
+    assert small_result["detections"] == [d.to_dict() for d in gated.detections(320, 240)]
     assert 'rtc_batch_size_bucket{le="4.0"} 3.0' in registry.metrics.render().decode()
 
 
 @pytest.mark.parametrize("lanes", [SchedulerConfig(max_batch=2, batch_wait_s=3.0)], indirect=True)
 async def test_a_ready_frame_waits_for_a_batch_to_fill_at_most_batch_wait(
-        lanes: tuple[Scheduler, StreamRegistry], gated: GatedDetector, bus_frame: np.ndarray) -> None:
+        lanes: tuple[Scheduler, StreamRegistry], gated: StubDetector, clock: TestClock,
+        bus_frame: np.ndarray) -> None:
     """With a batch wait, a lone ready frame is held while another stream could join; the
-    other's frame fills the batch and both go at once. Alone, it goes when the wait ends."""
-    _, registry = lanes
+    other's frame fills the batch and both go at once. Alone, it goes when the wait ends
+    (on the scheduler's clock, which the test moves: nothing here waits 3 s).
+
+    A push dispatches synchronously when it can (``Stream.push`` -> ``Scheduler.notify``),
+    so "not dispatched" is read from the scheduler's own count right after it."""
+    scheduler, registry = lanes
     (a, a_sink), (b, _) = await open_streams(registry, 2)
     a.push(marked(bus_frame, 0, 0), None)
-    await asyncio.sleep(0.3)
-    assert gated.calls == []  # held: B might have a frame any moment
+    assert scheduler.load()["in_flight"] == 0  # held: B might have a frame any moment
     b.push(marked(bus_frame, 1, 0), None)
-    assert sorted(await gated.entered()) == [(0, 0), (1, 0)]  # filled: dispatched at once
+    assert scheduler.load()["in_flight"] == 1  # filled: dispatched at once
+    assert sorted(await gated.entered()) == [(0, 0), (1, 0)]
     gated.release()
     await wait_for(lambda: len(a_sink.detections()) == 1)
     for count in range(1, 5):  # A's frames keep coming (as from a camera); B sends nothing
         a.push(marked(bus_frame, 0, count), None)
-        await asyncio.sleep(0.1)
-    assert await gated.entered() == [(0, 4)]  # alone once the wait ran out, newest frame
+    clock.advance(2.5)
+    scheduler.notify()
+    assert scheduler.load()["in_flight"] == 0 and len(gated.held) == 1  # still within the wait
+    clock.advance(0.6)  # 3.1 s since A's frame 1 arrived: the wait has run out
+    scheduler.notify()
+    assert scheduler.load()["in_flight"] == 1
+    assert await gated.entered() == [(0, 4)]  # alone, the newest frame
     gated.release()
     assert a_sink.detections()[0]["timing"]["batch_size"] == 2
 
 
 async def test_max_fps_holds_a_stream_back_and_the_others_get_its_share(
-        lanes: tuple[Scheduler, StreamRegistry], gated: GatedDetector, bus_frame: np.ndarray) -> None:
-    """Stream A may have one detection per 10 s. While it waits, B is served every time
-    even though A always has a frame; when B has nothing, A's frame runs once it is due.
-    (10 s: room for four real inferences of B on a crowded machine before A is due.)"""
-    _, registry = lanes
-    (a, a_sink), (b, _) = await open_streams(registry, 2, a=0.1)
+        lanes: tuple[Scheduler, StreamRegistry], gated: StubDetector, clock: TestClock,
+        bus_frame: np.ndarray) -> None:
+    """Stream A may have one detection per 10 s (of the scheduler's clock, which the test
+    moves). While it waits, B is served every time even though A always has a frame; when
+    B has nothing, A's frame runs once it is due — not before 1 / max_fps, and then at once."""
+    scheduler, registry = lanes
+    (a, a_sink), (b, b_sink) = await open_streams(registry, 2, a=0.1)
     a.push(marked(bus_frame, 0, 0), None)
     assert await gated.entered() == [(0, 0)]
-    a_first = time.perf_counter()
     dispatched = []
     for count in range(4):
         a.push(marked(bus_frame, 0, count + 1), None)
@@ -243,9 +230,16 @@ async def test_max_fps_holds_a_stream_back_and_the_others_get_its_share(
         dispatched += await gated.entered()
     assert [s for s, _ in dispatched] == [1, 1, 1, 1]  # A had a frame each time, but was not due
     gated.release()  # B has nothing new now: the next call is A's, when it is due
+    await wait_for(lambda: len(b_sink.detections()) == 4)
+    # Well under 1 s of real time has passed since A's dispatch (stub calls, no waits): 9 s
+    # on the scheduler's clock is before A is due, 10.5 s after.
+    clock.advance(9.0)
+    scheduler.notify()
+    assert scheduler.load()["in_flight"] == 0 and len(gated.held) == 5, gated.held
+    clock.advance(1.5)
+    scheduler.notify()
+    assert scheduler.load()["in_flight"] == 1
     assert await gated.entered() == [(0, 4)]
-    # The scheduler's own guarantee (a lower bound, not a speed): not before 1 / max_fps.
-    assert time.perf_counter() - a_first >= 0.1 ** -1 * 0.95
     gated.release()
     await wait_for(lambda: len(a_sink.detections()) == 2)
     assert a_sink.detections()[1]["frames"]["dropped"] == 3
@@ -272,14 +266,13 @@ async def post_image(http: aiohttp.ClientSession, url: str, body: bytes) -> tupl
 
 
 async def test_predict_beyond_its_queue_is_503_at_once_while_streams_go_on(
-        aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], detector: Detector,
-        bus_frame: np.ndarray) -> None:
+        aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], bus_frame: np.ndarray) -> None:
     """Two workers, one live stream: /predict's fair share is one worker, so a held
     /predict call never takes the stream's. Two more requests wait (RTC_PREDICT_QUEUE=2);
     every request beyond is answered 503 ``overloaded`` with Retry-After at once — while
     the one in flight is still held — and the stream keeps getting detections."""
-    gated = GatedDetector(detector, hold=predict_sized)
-    app = make_app(detector_override=gated, workers=2, predict_queue=2, predict_max_wait=60.0, rate_limit=0)
+    gated = StubDetector(hold=predict_sized)
+    app = stub_app(detector_override=gated, workers=2, predict_queue=2, predict_max_wait=60.0, rate_limit=0)
     url = await serve(aiohttp_server, app)
     body = (FIXTURES / "bus.jpg").read_bytes()
     async with DetectionClient(url, ImageTrack(bus_frame, fps=15)) as client, aiohttp.ClientSession() as http:
@@ -302,7 +295,8 @@ async def test_predict_beyond_its_queue_is_503_at_once_while_streams_go_on(
             gated.release()
         answers = await asyncio.gather(*admitted)
         assert [status for status, _, _ in answers] == [200, 200, 200]
-        assert all({"bus", "person"} <= {d["label"] for d in a["detections"]} for _, a, _ in answers)
+        expected = [d.to_dict() for d in gated.detections(810, 1080)]
+        assert all(a["detections"] == expected for _, a, _ in answers), answers
         async with http.get(f"{url}/metrics") as response:
             text = await response.text()
     assert 'rtc_predict_requests_total{outcome="overloaded"} 4.0' in text
@@ -331,12 +325,11 @@ async def served_as_in_production(app: web.Application) -> AsyncIterator[str]:
 
 @pytest.mark.parametrize("cancellation", [False, True], ids=["as-run_app", "handler-cancellation"])
 async def test_a_predict_whose_client_went_away_is_not_run(
-        aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], detector: Detector,
-        cancellation: bool) -> None:
+        aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], cancellation: bool) -> None:
     """A queued /predict whose client hangs up is dropped when its turn comes (checked on
     the request's transport), or leaves the queue when its handler is cancelled."""
-    gated = GatedDetector(detector, hold=predict_sized)
-    app = make_app(detector_override=gated, predict_queue=4, predict_max_wait=60.0, rate_limit=0)
+    gated = StubDetector(hold=predict_sized)
+    app = stub_app(detector_override=gated, predict_queue=4, predict_max_wait=60.0, rate_limit=0)
     body = (FIXTURES / "bus.jpg").read_bytes()
     async with contextlib.AsyncExitStack() as stack:
         if cancellation:
@@ -365,7 +358,7 @@ async def test_a_predict_whose_client_went_away_is_not_run(
         await gated.entered()  # the next call run is the third request's: the second was skipped
         gated.release()
         assert (await first)[0] == 200 and (await last)[0] == 200
-        assert len(gated.calls) == 2
+        assert len(gated.calls) == 2 and len(gated.held) == 2
         async with http.get(f"{url}/metrics") as response:
             assert 'rtc_predict_requests_total{outcome="abandoned"} 1.0' in await response.text()
 
@@ -375,11 +368,11 @@ def count_between(client: DetectionClient, start: float, end: float) -> int:
 
 
 async def test_max_fps_from_the_offer_and_the_control_message(
-        aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray) -> None:
+        aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], bus_frame: np.ndarray) -> None:
     """Peer A asks for one detection per 2 s in its offer; peer B asks for nothing and gets
     the spare; then B asks for 3/s with a control message. Counts over a window are bounded
     by the rates asked (the scheduler never dispatches a stream sooner than 1 / max_fps)."""
-    url = await serve(aiohttp_server, make_app())
+    url = await serve(aiohttp_server, stub_app())
     async with DetectionClient(url, ImageTrack(bus_frame, fps=15), max_fps=0.5) as a, \
             DetectionClient(url, ImageTrack(bus_frame, fps=15)) as b:
         await a.next_message()
@@ -401,8 +394,8 @@ async def test_max_fps_from_the_offer_and_the_control_message(
 
 
 async def test_readyz_shows_the_load_and_metrics_the_scheduler(
-        aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray) -> None:
-    url = await serve(aiohttp_server, make_app())
+        aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], bus_frame: np.ndarray) -> None:
+    url = await serve(aiohttp_server, stub_app())
     async with DetectionClient(url, ImageTrack(bus_frame, fps=15)) as client, aiohttp.ClientSession() as http:
         for _ in range(5):
             await client.next_message()
@@ -420,8 +413,8 @@ async def test_readyz_shows_the_load_and_metrics_the_scheduler(
 
 @pytest.mark.parametrize("value", [0, -1, 241, "5", True, [5]])
 async def test_an_offer_with_a_bad_max_fps_is_a_400(aiohttp_server: ServerFactory,
-                                                    make_app: Callable[..., web.Application], value: object) -> None:
-    url = await serve(aiohttp_server, make_app())
+                                                    stub_app: Callable[..., web.Application], value: object) -> None:
+    url = await serve(aiohttp_server, stub_app())
     client = DetectionClient(url, ImageTrack(np.zeros((48, 64, 3), np.uint8)))
     try:
         await client.pc.setLocalDescription(await client.pc.createOffer())

@@ -75,3 +75,15 @@ def test_cannot_run_fails_under_strict_and_skips_otherwise(strict: str, tmp_path
         assert "no browser here" in proc.stdout
     else:
         assert proc.returncode == 0 and "1 skipped" in proc.stdout, proc.stdout
+
+
+def test_modules_with_module_scoped_fixtures_stay_whole_under_xdist() -> None:
+    """A module-scoped fixture (a server, a browser, derived models) is built once per worker
+    that runs one of its tests: such modules are in ``conftest.XDIST_GROUPS``, one worker each."""
+    from .conftest import XDIST_GROUPS
+
+    offenders = [path.name for path in sorted(TESTS.glob("test_*.py"))
+                 if re.search(r'scope="(module|class|package)"', path.read_text()) and path.name not in XDIST_GROUPS]
+    assert not offenders, f"add them to tests/conftest.py XDIST_GROUPS: {offenders}"
+    missing = [name for name in XDIST_GROUPS if not (TESTS / name).is_file()]
+    assert not missing, f"XDIST_GROUPS names modules that do not exist: {missing}"

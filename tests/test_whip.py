@@ -68,12 +68,12 @@ async def test_whip_session_streams_detections_and_delete_frees_it(
 
 
 async def test_trickled_candidates_are_applied(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray,
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], bus_frame: np.ndarray,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An offer without candidates, then every candidate in one PATCH after the 201 (what a
     trickling WHIP client does): 204, the candidates reach the ICE agent, the session works."""
-    app = make_app()
+    app = stub_app()
     url = await serve(aiohttp_server, app)
     client = WhipClient(f"{url}/whip", ImageTrack(bus_frame, fps=30), trickle=True)
     caplog.set_level("INFO", logger="rtc_server.webrtc.peer")
@@ -90,9 +90,9 @@ async def test_trickled_candidates_are_applied(
 
 
 async def test_whip_errors_follow_the_rfc(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], bus_frame: np.ndarray
 ) -> None:
-    app = make_app(max_sessions=1)
+    app = stub_app(max_sessions=1)
     url = await serve(aiohttp_server, app)
     video_only, audio_only = await offer_sdp("video"), await offer_sdp("audio")
     async with aiohttp.ClientSession() as http:
@@ -157,9 +157,9 @@ async def test_whip_errors_follow_the_rfc(
 
 
 async def test_whip_takes_the_same_token_as_offer(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], bus_frame: np.ndarray
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], bus_frame: np.ndarray
 ) -> None:
-    app = make_app(auth_token=("s3cret",))
+    app = stub_app(auth_token=("s3cret",))
     url = await serve(aiohttp_server, app)
     async with aiohttp.ClientSession() as http:
         anonymous = await http.post(f"{url}/whip", data=await offer_sdp("video"), headers=SDP)
@@ -175,9 +175,9 @@ async def test_whip_takes_the_same_token_as_offer(
 
 
 async def test_cors_lets_a_listed_origin_run_a_whip_session(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application]
 ) -> None:
-    app = make_app(cors_origins=("https://app.example",))
+    app = stub_app(cors_origins=("https://app.example",))
     url = await serve(aiohttp_server, app)
     origin = {"Origin": "https://app.example"}
     async with aiohttp.ClientSession() as http:
@@ -196,7 +196,7 @@ async def test_cors_lets_a_listed_origin_run_a_whip_session(
 
 
 async def test_ice_servers_are_link_headers(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application]
 ) -> None:
     servers = ({"urls": "stun:stun.example.net"},
                {"urls": ["turn:turn.example.net?transport=udp", "turns:turn.example.net?transport=tcp"],
@@ -210,7 +210,7 @@ async def test_ice_servers_are_link_headers(
         'credential-type="password"',
     ]
     # served on OPTIONS (no gathering involved: the 201 carries the same list)
-    app = make_app(ice_servers=servers, auth_token=("t",))
+    app = stub_app(ice_servers=servers, auth_token=("t",))
     url = await serve(aiohttp_server, app)
     async with aiohttp.ClientSession() as http:
         authorized = await http.options(f"{url}/whip", headers={"Authorization": "Bearer t"})

@@ -88,13 +88,13 @@ async def test_ffmpeg_whip_muxer_with_a_p256_certificate_gets_detections(
 
 
 async def test_ffmpeg_default_certificate_cannot_work_and_the_server_says_why(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], caplog: pytest.LogCaptureFixture
+    aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], caplog: pytest.LogCaptureFixture
 ) -> None:
     """PyAV's FFmpeg (GnuTLS) makes a P-224 certificate; OpenSSL 4 (the cryptography wheel's)
     has P-224 compiled out of TLS, so no setting on our side can accept it. If this test
     starts failing because the session works, the DTLS stack changed: update docs/whip.md."""
     caplog.set_level("WARNING", logger="rtc_server.webrtc.dtls")
-    app = make_app()
+    app = stub_app()
     url = await serve(aiohttp_server, app)
     ffmpeg = await start_ffmpeg(url, 2)
     events, stderr = await events_of(ffmpeg)

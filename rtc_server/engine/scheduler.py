@@ -151,10 +151,11 @@ class SchedulerConfig:
 class BusyMeter:
     """Worker-seconds spent in inference calls: in total, and as a share of a recent window."""
 
-    def __init__(self, window_s: float = 10.0) -> None:
+    def __init__(self, window_s: float = 10.0, clock: Callable[[], float] = time.perf_counter) -> None:
         self.window_s = window_s
         self.total_s = 0.0
-        self._since = time.perf_counter()
+        self._clock = clock
+        self._since = clock()
         self._done: deque[tuple[float, float]] = deque()
         self._running: dict[int, float] = {}
 
@@ -164,7 +165,7 @@ class BusyMeter:
     def seconds(self, now: float | None = None) -> float:
         """Busy worker-seconds so far, the calls still running included up to ``now``:
         monotonic, so a counter; exact at any instant (no whole-call jumps at the end)."""
-        now = time.perf_counter() if now is None else now
+        now = self._clock() if now is None else now
         return self.total_s + sum(now - start for start in self._running.values())
 
     def stop(self, worker: int, t: float) -> float:
@@ -177,7 +178,7 @@ class BusyMeter:
 
     def ratio(self, workers: int, now: float | None = None) -> float:
         """Busy share of ``workers`` over the last ``window_s`` (or since start), 0..1."""
-        now = time.perf_counter() if now is None else now
+        now = self._clock() if now is None else now
         low = now - self.window_s
         busy = sum(end - max(start, low) for start, end in self._done if end > low)
         busy += sum(now - max(start, low) for start in self._running.values())
@@ -292,10 +293,16 @@ class _Batch:
 
 class Scheduler:
     def __init__(self, models: ModelCatalog, config: SchedulerConfig | None = None, *,
-                 instances: Sequence[ModelCatalog] = (), observer: SchedulerObserver | None = None) -> None:
+                 instances: Sequence[ModelCatalog] = (), observer: SchedulerObserver | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         """``models``: the catalog (worker 0's instances). ``instances``: one catalog per
         worker with that worker's own model instances; workers without one share ``models``
-        (detectors are thread-safe, so that is correct, only less parallel)."""
+        (detectors are thread-safe, so that is correct, only less parallel).
+
+        ``clock``: the scheduler's time in seconds (``max_fps`` pacing, batch waits, load),
+        on the same scale as the ``arrived_at`` stamps lanes hand over (``perf_counter``).
+        A test passes one it moves forward itself, so pacing is checked without waiting."""
+        self._clock = clock
         self.models = models
         self.config = config or SchedulerConfig()
         workers = self.config.workers
@@ -308,13 +315,13 @@ class Scheduler:
         self._states: dict[int, _LaneState] = {}
         self._cursor = 0
         self._predict = _PredictLane(self._predict_outcome)
-        self._predict_state = _LaneState(self._predict, cap=workers)
+        self._predict_state = _LaneState(self._predict, cap=workers, registered_at=clock())
         self._states[id(self._predict)] = self._predict_state
         self._lanes.append(self._predict_state)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._closed = False
-        self.busy = BusyMeter()
+        self.busy = BusyMeter(clock=clock)
 
     # ----- the seam the server uses ---------------------------------------------------------
     @property
@@ -407,7 +414,7 @@ class Scheduler:
         self._pump()
 
     def _register(self, lane: Lane) -> None:
-        state = _LaneState(lane)
+        state = _LaneState(lane, registered_at=self._clock())
         self._states[id(lane)] = state
         self._lanes.append(state)
         self._share_out()
@@ -454,7 +461,7 @@ class Scheduler:
         config = self.config
         self.check_predict_room()
         loop = asyncio.get_running_loop()
-        item = _PredictItem(Request(image, thresholds, model, time.perf_counter()), loop.create_future(), wanted)
+        item = _PredictItem(Request(image, thresholds, model, self._clock()), loop.create_future(), wanted)
         item.expiry = loop.call_later(config.predict_max_wait_s, self._expire, item)
         self._predict.queue.append(item)
         self._pump()
@@ -501,7 +508,7 @@ class Scheduler:
 
     def lane_rates(self, window_s: float = 10.0) -> dict[str, float]:
         """Detections per second delivered to each lane over the last ``window_s``."""
-        now = time.perf_counter()
+        now = self._clock()
         return {s.lane.name: s.rate(now, window_s) for s in self._lanes}
 
     def load(self) -> dict[str, Any]:
@@ -525,7 +532,7 @@ class Scheduler:
         if self._closed:
             return
         while self._free:
-            now = time.perf_counter()
+            now = self._clock()
             batch, wake_at = self._next_batch(now)
             if batch is None:
                 self._wake_at(wake_at)
@@ -540,7 +547,7 @@ class Scheduler:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
         self._timer_at = when
-        self._timer = loop.call_later(max(0.0, when - time.perf_counter()), self._on_timer)
+        self._timer = loop.call_later(max(0.0, when - self._clock()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, math.inf
@@ -623,7 +630,7 @@ class Scheduler:
 
     def _finished(self, worker: int, taken: list[tuple[_LaneState, Request]],
                   future: asyncio.Future[list[DetectionResult | Exception]]) -> None:
-        now = time.perf_counter()
+        now = self._clock()
         self.busy.stop(worker, now)
         self._free.append(worker)
         try:
