@@ -52,6 +52,8 @@ XDIST_GROUPS = {
     "test_models.py": "models",
     "test_gpu_extra.py": "gpu_extra",
     "test_deploy_manifests.py": "deploy_manifests",
+    "test_hostile_pull.py": "hostile_pull",
+    "test_hostile_http.py": "hostile_http",
 }
 
 

@@ -39,7 +39,7 @@ from tests.helpers import ServerFactory, ServerProcess, cannot_run, free_port, s
 from tests.hostile_media import HealthProbe
 from tests.pull_media import make_clip
 from tests.sdp import make_offer
-from tests.test_scheduler import GatedDetector
+from tests.stub_detector import StubDetector
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MAX_LOOP_S = 0.5
@@ -464,10 +464,10 @@ async def test_not_ready_503s_say_when_to_retry(
 
 # ----- 7. RTC_PREDICT_QUEUE=0: no waiting line, not "always refused" ----------------------------------------
 async def test_predict_queue_zero_runs_when_a_worker_is_free(
-        aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], detector: Detector) -> None:
+        aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]) -> None:
     """0 means none waits: a request runs if a worker is free for it now (issue 20: every
     request got 503), and one that finds the worker busy is 503 ``overloaded`` at once."""
-    gated = GatedDetector(detector, hold=lambda images: images[0].shape[1] == 810)
+    gated = StubDetector(hold=lambda images: images[0].shape[1] == 810)  # bus.jpg's calls only
     app = make_app(detector_override=gated, workers=1, predict_queue=0, rate_limit=0, predict_rate_limit=0)
     url = await serve(aiohttp_server, app)
     body = (FIXTURES / "bus.jpg").read_bytes()

@@ -255,15 +255,17 @@ async def test_dns_rebinding_host_is_misdirected(
             headers = {"Host": f"evil.test:{port}", "Origin": f"http://evil.test:{port}"}
             body = await refused(await http.request(method, url + path, headers=headers), 421, "misdirected_request")
             assert "evil.test" in body["detail"]
-        for host in ("evil.test", "cams.example.evil.test", f"edge.example:{port}", "127.0.0.2", "[::2]:80"):
+        for host in ("evil.test", "cams.example.evil.test", f"edge.example:{port}", "[::2]:80", "127.0.0.1.evil.test"):
             await refused(await http.get(url + "/sessions", headers={"Host": host}), 421, "misdirected_request")
         # The probes answer any Host (a kubelet sends the pod's IP).
         for path in ("/healthz", "/readyz"):
             async with http.get(url + path, headers={"Host": "10.1.2.3:8080"}) as r:
                 assert r.status == 200
         # Names it serves: loopback (any port), configured ones; same-origin pages pass CORS.
-        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "[::1]:9", "cams.example", "CAMS.example:1234",
-                     "edge.example:8443"):
+        # Any loopback address is a loopback name (a DNS name never is one): a GStreamer client
+        # in a namespace reaches a server on 127.0.0.3.
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "[::1]:9", "127.0.0.2", "cams.example",
+                     "CAMS.example:1234", "edge.example:8443"):
             headers = {"Host": host, "Origin": f"http://{host}", **bearer(OPERATOR)}
             async with http.get(url + "/sessions", headers=headers) as r:
                 assert r.status == 200, (host, await r.text())

@@ -4,8 +4,8 @@ DNS rebinding: a page on ``http://evil.test`` whose name the attacker re-points 
 victim's ``127.0.0.1`` (or at a server inside their network) is, to the browser, same-origin
 with ``evil.test``, so it can read our answers. The browser sends ``Host: evil.test`` and
 ``Origin: http://evil.test``; a check that compares the two, both the attacker's, passes.
-So the server answers only to names it knows: the loopback names (``localhost``,
-``127.0.0.1``, ``[::1]``, with any port) and the configured public names
+So the server answers only to names it knows: the loopback names (``localhost`` and any
+loopback address, ``127.0.0.0/8`` or ``[::1]``, with any port) and the configured public names
 (``RTC_PUBLIC_HOSTS``: ``host`` for any port, ``host:port`` for that port only). Any other
 ``Host`` gets **421 Misdirected Request** (RFC 9110 §15.5.20: "this server is not
 configured to answer for that name") as a JSON error, before any handler runs.
@@ -18,6 +18,7 @@ Exempt: the probes (``/healthz``, ``/readyz``), which orchestrators call with a 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -80,9 +81,17 @@ class HostPolicy:
             name, port = split_host(host)
         except ValueError:
             return False
-        if name in LOOPBACK_NAMES:
+        if name in LOOPBACK_NAMES or _is_loopback_address(name):
             return True
         return (name, None) in self.public or (port is not None and (name, port) in self.public)
+
+
+def _is_loopback_address(name: str) -> bool:
+    """``127.0.0.0/8`` and ``::1`` as literals: an attacker's DNS name never is one."""
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def host_middleware(policy: HostPolicy) -> Middleware:
