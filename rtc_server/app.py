@@ -20,17 +20,19 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from aiohttp import web
 
 from . import wiring
+from .cluster.durable import DurableStreams
 from .config import DEFAULT_MODEL, ConfigError, Settings
 from .engine.catalog import ModelCatalog
 from .engine.detector import Detector
 from .engine.loader import LoadOptions, load_catalog
 from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_accelerator, plan_workers
-from .ingest.source import start_configured_sources
+from .ingest.source import PullConfig, open_pull_stream, start_configured_sources
 from .ingest.spec import PullSpec, PullSpecError, parse_pull_spec
 from .metrics import Metrics
 from .signaling import setup_routes
 from .signaling.context import API, INFERENCE, RATE_LIMITS, REGISTRY, SNAPSHOTS, SUBSCRIPTIONS, TOKENS
 from .signaling.cors import cors_middleware
+from .signaling.durable import KEEPER
 from .signaling.errors import ERROR_SINK, error_middleware
 from .signaling.limits import RateLimits
 from .signaling.proxies import resolve_client
@@ -51,6 +53,8 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 #: Called with a message when the server cannot go on (a model failed its warm-up).
 FATAL: web.AppKey[Callable[[str], None]] = web.AppKey("fatal")
+#: The durable pull streams: the store, the leases (issue 22).
+DURABLE: web.AppKey[DurableStreams] = web.AppKey("durable", DurableStreams)
 
 
 def worker_plan(settings: Settings) -> WorkerPlan:
@@ -134,6 +138,29 @@ def configured_sources(settings: Settings, models: Sequence[str]) -> list[PullSp
     return specs
 
 
+def build_durable_streams(settings: Settings, registry: StreamRegistry, pull: PullConfig,
+                          models: Callable[[], Sequence[str]]) -> DurableStreams:
+    """The store and the leases, with the two things they may do to the registry: run a
+    stored pull stream here under its id (in the background, retrying, as ``RTC_SOURCES``),
+    and stop one here. Every stream that closes is reported, so that one that ended by
+    itself is forgotten."""
+
+    async def open_stream(stream_id: str, spec: dict[str, object]) -> None:
+        if registry.get(stream_id) is not None:
+            return
+        await open_pull_stream(registry, pull, parse_pull_spec(spec, models()), wait=False, stream_id=stream_id)
+
+    async def close_stream(stream_id: str, reason: str) -> None:
+        stream = registry.get(stream_id)
+        if stream is not None:
+            await stream.close(reason)
+
+    durable = DurableStreams(wiring.store_config(settings), wiring.lease_config(settings), open_stream, close_stream,
+                             event_retention=settings.event_retention)
+    registry.closed_listeners.append(lambda stream: durable.stream_closed(stream.id, stream.source_kind))
+    return durable
+
+
 def create_app(settings: Settings, models: ModelCatalog | Detector | None = None,
                on_fatal: Callable[[str], None] | None = None) -> web.Application:
     """The wired app. ``models``: a loaded catalog, one detector, or None to load the
@@ -163,13 +190,33 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     app[SUBSCRIPTIONS] = subscriptions
     app[ERROR_SINK] = metrics.count_error
     app[FATAL] = on_fatal or (lambda reason: None)
+    durable = build_durable_streams(settings, registry, api.pull, lambda: inference.models.names)
+    app[DURABLE] = durable
+    app[KEEPER] = durable
     setup_routes(app)
+    # The store first: it opens before anything starts (unreachable: the process exits 1)
+    # and closes last, releasing the leases once every stream here is closed.
+    app.cleanup_ctx.append(_durability)
+    app.on_shutdown.append(_stop_leases)
     app.cleanup_ctx.append(_lifetime)
     app.on_cleanup.append(_close_snapshots)  # after _lifetime's cleanup: no stream is left to snapshot
     # RTC_SOURCES (issue 13): pull streams started with the server, their models checked now.
     sources = configured_sources(settings, inference.models.names)
     app.on_startup.append(start_configured_sources(registry, api.pull, sources))
     return app
+
+
+async def _durability(app: web.Application) -> AsyncIterator[None]:
+    durable = app[DURABLE]
+    await durable.open()  # StoreConfigError / StoreUnavailable: start-up fails, saying why
+    durable.start()
+    yield
+    await durable.close()
+
+
+async def _stop_leases(app: web.Application) -> None:
+    """Before the streams are closed: start none, and make each close a hand-over."""
+    await app[DURABLE].stop()
 
 
 async def _close_snapshots(app: web.Application) -> None:

@@ -10,6 +10,9 @@ object with a lifetime is built here (``app.py`` does that), so every mapping ca
 
 from __future__ import annotations
 
+import socket
+
+from .cluster.leases import LeaseConfig
 from .config import Settings
 from .engine.yolo import Thresholds
 from .ingest.limits import InputCaps
@@ -17,6 +20,7 @@ from .ingest.policy import SourcePolicy
 from .ingest.source import PullConfig, PullLimits
 from .signaling.context import ApiConfig
 from .signaling.limits import RateLimit
+from .store import StoreConfig
 from .streams.control import StreamSettings
 from .streams.stream import StreamLimits
 from .webrtc.peer import PeerConfig, PeerLimits
@@ -75,3 +79,26 @@ def api_config(settings: Settings) -> ApiConfig:
         max_image_pixels=settings.max_image_pixels, thresholds=thresholds(settings), keepalive=settings.keepalive,
         subscriber_queue=settings.subscriber_queue, max_subscribers=settings.max_subscribers,
         snapshot_rate=settings.snapshot_rate, peer=peer_config(settings), pull=pull_config(settings))
+
+
+def store_config(settings: Settings) -> StoreConfig:
+    """``RTC_DATABASE_URL``, else the embedded SQLite file under ``RTC_DATA_DIR``."""
+    if settings.database_url:
+        return StoreConfig(url=settings.database_url)
+    return StoreConfig.for_data_dir(settings.data_dir)
+
+
+#: Pull streams a replica takes when ``max_sessions`` is 0 (no cap).
+UNCAPPED_STREAMS = 10_000
+
+
+def replica_id(settings: Settings) -> str:
+    """This replica's name in the lease protocol: its internal URL (unique among live
+    replicas), else host name and port — stable across restarts of one process, so that a
+    restart takes back its own unexpired leases at once."""
+    return settings.internal_url or f"{socket.gethostname()}:{settings.port}"
+
+
+def lease_config(settings: Settings) -> LeaseConfig:
+    return LeaseConfig(replica_id=replica_id(settings), capacity=settings.max_sessions or UNCAPPED_STREAMS,
+                       lease_seconds=settings.lease_seconds, internal_url=settings.internal_url or None)

@@ -80,8 +80,9 @@ def bus_frame(bus_rgb: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def settings(model_file: Path) -> Settings:
-    return Settings(model=model_file, ice_addresses=("127.0.0.1",), port=8080)
+def settings(model_file: Path, tmp_path: Path) -> Settings:
+    # Each test its own store (issue 22): a stream one test POSTs never comes back in another.
+    return Settings(model=model_file, ice_addresses=("127.0.0.1",), port=8080, data_dir=tmp_path / "data")
 
 
 @pytest.fixture(scope="session")

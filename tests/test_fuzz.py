@@ -91,12 +91,12 @@ class ThreadedServer:
 
 
 @pytest.fixture(scope="module")
-def server(detector, model_file) -> Iterator[ThreadedServer]:  # type: ignore[no-untyped-def]
+def server(detector, model_file, tmp_path_factory) -> Iterator[ThreadedServer]:  # type: ignore[no-untyped-def]
     from rtc_server.app import create_app
     from rtc_server.config import Settings
 
     settings_ = Settings(model=model_file, ice_addresses=("127.0.0.1",), rate_limit=0, predict_rate_limit=0,
-                         max_sessions=0, connect_timeout=2.0)
+                         max_sessions=0, connect_timeout=2.0, data_dir=tmp_path_factory.mktemp("data"))
     s = ThreadedServer(create_app(settings_, detector))
     yield s
     s.stop()
