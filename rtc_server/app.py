@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 
 from . import wiring
+from .cluster.directory import Directory
 from .cluster.durable import DurableStreams
+from .cluster.forward import forwarding_middleware
 from .config import DEFAULT_MODEL, ConfigError, Settings
 from .engine.catalog import ModelCatalog
 from .engine.detector import Detector
@@ -30,7 +34,8 @@ from .ingest.source import PullConfig, open_pull_stream, start_configured_source
 from .ingest.spec import PullSpec, PullSpecError, parse_pull_spec
 from .metrics import Metrics
 from .signaling import setup_routes
-from .signaling.context import API, INFERENCE, RATE_LIMITS, REGISTRY, SNAPSHOTS, SUBSCRIPTIONS, TOKENS
+from .signaling.auth import require_session_access, require_token
+from .signaling.context import API, INFERENCE, RATE_LIMITS, REGISTRY, SNAPSHOTS, SUBSCRIPTIONS, TOKENS, ApiConfig
 from .signaling.cors import cors_middleware
 from .signaling.durable import KEEPER
 from .signaling.errors import ERROR_SINK, error_middleware
@@ -53,6 +58,8 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 #: Called with a message when the server cannot go on (a model failed its warm-up).
 FATAL: web.AppKey[Callable[[str], None]] = web.AppKey("fatal")
+#: Cluster mode: the directory and the forwarding (issue 22); absent for one process.
+CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
 #: The durable pull streams: the store, the leases (issue 22).
 DURABLE: web.AppKey[DurableStreams] = web.AppKey("durable", DurableStreams)
 
@@ -161,6 +168,39 @@ def build_durable_streams(settings: Settings, registry: StreamRegistry, pull: Pu
     return durable
 
 
+@dataclass
+class Cluster:
+    """Cluster mode (``RTC_INTERNAL_URL`` set): the live directory and the forwarding middleware."""
+
+    directory: Directory
+    middleware: Callable[..., Awaitable[web.StreamResponse]]
+    client: aiohttp.ClientSession | None = None
+
+
+def build_cluster(settings: Settings, registry: StreamRegistry, durable: DurableStreams, api: ApiConfig,
+                  tokens: SessionTokens) -> Cluster:
+    """Every session entered in the directory as it opens and closes; requests for another
+    replica's session forwarded to it after the caller's rights are checked here."""
+    directory = Directory(lambda: durable.store, wiring.replica_id(settings), settings.internal_url,
+                          settings.lease_seconds)
+    registry.opened_listeners.append(lambda stream: directory.opened(stream.id, stream.source_kind))
+    registry.closed_listeners.append(lambda stream: directory.closed(stream.id))
+
+    def authorize(request: web.Request, session_id: str) -> None:
+        if request.path.endswith(("/events", "/ws", "/snapshot.jpg")):
+            require_session_access(request, api.auth_token, tokens, session_id)
+        else:
+            require_token(request, api.auth_token)
+
+    def client() -> aiohttp.ClientSession:
+        assert cluster.client is not None, "the cluster's client opens with the app"
+        return cluster.client
+
+    cluster = Cluster(directory, forwarding_middleware(directory, settings.internal_secret,
+                                                       lambda sid: registry.get(sid) is not None, authorize, client))
+    return cluster
+
+
 def create_app(settings: Settings, models: ModelCatalog | Detector | None = None,
                on_fatal: Callable[[str], None] | None = None) -> web.Application:
     """The wired app. ``models``: a loaded catalog, one detector, or None to load the
@@ -175,28 +215,35 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     # The client first (behind trusted proxies: the address and scheme they name), then CORS
     # outside the error middleware, so error answers carry CORS headers too.
     middlewares = [resolve_client(settings.trusted_proxies), cors_middleware(settings.cors_origins), error_middleware]
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     metrics = build_metrics(inference, release_counts)
     registry = build_registry(settings, inference, metrics)
+    api = wiring.api_config(settings)
+    tokens = SessionTokens(wiring.token_secret(settings), settings.token_ttl)
+    durable = build_durable_streams(settings, registry, api.pull, lambda: inference.models.names)
+    cluster = build_cluster(settings, registry, durable, api, tokens) if settings.internal_url else None
+    if cluster is not None:  # any replica answers: after the error middleware, so refusals are JSON
+        middlewares.append(cluster.middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     subscriptions: set[Subscriber] = set()
     metrics.count_subscribers(lambda: len(subscriptions))
-    api = wiring.api_config(settings)
     app[API] = api
     app[INFERENCE] = inference
     app[REGISTRY] = registry
     app[RATE_LIMITS] = RateLimits(wiring.session_rate_limit(settings), wiring.predict_rate_limit(settings))
-    app[TOKENS] = SessionTokens(settings.token_secret, settings.token_ttl)
+    app[TOKENS] = tokens
     app[SNAPSHOTS] = Snapshots(settings.snapshot_rate, settings.snapshot_quality)
     app[SUBSCRIPTIONS] = subscriptions
     app[ERROR_SINK] = metrics.count_error
     app[FATAL] = on_fatal or (lambda reason: None)
-    durable = build_durable_streams(settings, registry, api.pull, lambda: inference.models.names)
     app[DURABLE] = durable
     app[KEEPER] = durable
     setup_routes(app)
     # The store first: it opens before anything starts (unreachable: the process exits 1)
     # and closes last, releasing the leases once every stream here is closed.
     app.cleanup_ctx.append(_durability)
+    if cluster is not None:
+        app[CLUSTER] = cluster
+        app.cleanup_ctx.append(_cluster_client)
     app.on_shutdown.append(_stop_leases)
     app.cleanup_ctx.append(_lifetime)
     app.on_cleanup.append(_close_snapshots)  # after _lifetime's cleanup: no stream is left to snapshot
@@ -216,7 +263,17 @@ async def _durability(app: web.Application) -> AsyncIterator[None]:
 
 async def _stop_leases(app: web.Application) -> None:
     """Before the streams are closed: start none, and make each close a hand-over."""
+    if CLUSTER in app:
+        app[CLUSTER].directory.stopping = True
     await app[DURABLE].stop()
+
+
+async def _cluster_client(app: web.Application) -> AsyncIterator[None]:
+    cluster = app[CLUSTER]
+    cluster.client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=3.0))
+    yield
+    await cluster.directory.settle(timeout=5.0)
+    await cluster.client.close()
 
 
 async def _close_snapshots(app: web.Application) -> None:

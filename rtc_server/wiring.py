@@ -10,6 +10,8 @@ object with a lifetime is built here (``app.py`` does that), so every mapping ca
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import socket
 
 from .cluster.leases import LeaseConfig
@@ -102,3 +104,12 @@ def replica_id(settings: Settings) -> str:
 def lease_config(settings: Settings) -> LeaseConfig:
     return LeaseConfig(replica_id=replica_id(settings), capacity=settings.max_sessions or UNCAPPED_STREAMS,
                        lease_seconds=settings.lease_seconds, internal_url=settings.internal_url or None)
+
+
+def token_secret(settings: Settings) -> str:
+    """The key of session tokens: ``RTC_TOKEN_SECRET``; else, with replicas, one derived from
+    ``RTC_INTERNAL_SECRET`` (a token any replica issued opens the session on every replica);
+    else empty (a random key per process)."""
+    if settings.token_secret or not settings.internal_secret:
+        return settings.token_secret
+    return hmac.new(settings.internal_secret.encode(), b"rtc-yolo session tokens", hashlib.sha256).hexdigest()

@@ -9,19 +9,23 @@ tests (``tests/postgres.py``), a real HTTP media server, SSE read off the wire.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from .helpers import ServerProcess, wait_ready
+from .helpers import ServerProcess, cannot_run, free_port, wait_ready
 from .postgres import Postgres, postgres  # noqa: F401 - the session fixture
 from .pull_media import MediaProcess, make_clip, media_server
-from .test_durable import first_detection, listed_streams
+from .test_durable import first_detection
 
 LEASE_SECONDS = 4.0
+SECRET = "internal-secret-for-tests-0123456789"
 
 
 @pytest.fixture
@@ -39,8 +43,11 @@ async def owners(replicas: list[ServerProcess]) -> dict[str, int]:
     for index, replica in enumerate(replicas):
         if replica.proc is None or replica.proc.poll() is not None:  # killed or stopped
             continue
-        try:
-            listed = await listed_streams(replica.url)
+        try:  # its own streams only (the internal hop's view; one process ignores the header)
+            async with aiohttp.ClientSession() as http, \
+                    http.get(f"{replica.url}/streams", headers={"X-RTC-Internal": SECRET}) as response:
+                assert response.status == 200, await response.text()
+                listed = (await response.json())["streams"]
         except aiohttp.ClientConnectionError as exc:
             raise AssertionError(f"replica {index} does not answer ({exc}), exit {replica.proc.poll()}; "
                                  f"its log:\n{replica.log[-3000:]}") from exc
@@ -107,3 +114,119 @@ async def test_streams_spread_fail_over_on_kill_9_and_hand_over_on_sigterm(
     assert handover < LEASE_SECONDS, handover
     for stream_id in ids:
         await first_detection(replicas[staying].url, stream_id)
+
+
+# ----- any replica answers: three replicas behind a round-robin HAProxy ----------------------------
+HAPROXY = "/usr/sbin/haproxy"
+
+
+class Haproxy:
+    """Debian's HAProxy 2.6, round-robin over ``backends`` on a free loopback port (no
+    affinity: consecutive requests land on consecutive replicas)."""
+
+    def __init__(self, folder: Path, backends: list[int]) -> None:
+        if not Path(HAPROXY).exists():
+            cannot_run("haproxy is not installed (Debian: apt-get install haproxy)")
+        self.port = free_port()
+        servers = "\n".join(f"    server r{i} 127.0.0.1:{port}" for i, port in enumerate(backends))
+        self.config = folder / "haproxy.cfg"
+        self.config.write_text(f"""global
+    maxconn 256
+defaults
+    mode http
+    balance roundrobin
+    option http-server-close
+    timeout connect 3s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 60s
+frontend public
+    bind 127.0.0.1:{self.port}
+    default_backend replicas
+backend replicas
+{servers}
+""")
+        self.process = subprocess.Popen([HAPROXY, "-f", str(self.config), "-db"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def first_ws_detection(url: str, stream_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    async with asyncio.timeout(timeout), aiohttp.ClientSession() as http, \
+            http.ws_connect(f"{url}/sessions/{stream_id}/ws") as ws:
+        async for message in ws:
+            assert message.type == aiohttp.WSMsgType.TEXT, message
+            data = json.loads(message.data)
+            if data.get("type") == "detections":
+                return dict(data)
+    raise AssertionError("the WebSocket closed without a detection")
+
+
+async def test_any_replica_answers_for_any_session_through_a_round_robin_load_balancer(
+        spawn: Callable[..., ServerProcess], postgres: Postgres, http_media: MediaProcess,  # noqa: F811
+        model_file: Path, tmp_path: Path) -> None:
+    """Every listing shows every stream and session, naming its replica; SSE, WebSocket and
+    PATCH work for every stream on every call (each call lands on the next replica). Fails
+    without the directory and forwarding: a listing shows one replica's third, and two calls
+    in three reach a replica without the session (404)."""
+    url = postgres.create_database()
+    ports = [free_port() for _ in range(3)]
+    replicas = [spawn({"RTC_MODEL": str(model_file), "RTC_DATABASE_URL": url, "RTC_LEASE_SECONDS": "4",
+                       "RTC_SOURCE_ALLOW_NETWORKS": "127.0.0.0/8", "RTC_MAX_FPS": "3", "RTC_THREADS": "1",
+                       "RTC_WORKERS": "1", "RTC_RATE_LIMIT": "0", "RTC_PORT": str(port),
+                       "RTC_INTERNAL_URL": f"http://127.0.0.1:{port}", "RTC_INTERNAL_SECRET": SECRET})
+                for port in ports]
+    for replica in replicas:
+        replica.port = int(replica.env["RTC_PORT"])
+    for replica in replicas:
+        await wait_ready(replica.url, replica, timeout=120)
+    balancer = Haproxy(tmp_path, ports)
+    try:
+        await wait_ready(balancer.url)
+        ids = []
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):
+                body = {"url": f"http://127.0.0.1:{http_media.port}/bus.mp4", "loop": True}
+                async with http.post(f"{balancer.url}/streams", json=body) as response:
+                    answer = await response.json()
+                    assert response.status == 201, answer
+                    ids.append(answer["id"])
+            spread = await wait_owners(replicas, lambda f: len(f) == 3 and len(set(f.values())) == 3, timeout=30)
+            owner_url = {sid: f"http://127.0.0.1:{ports[i]}" for sid, i in spread.items()}
+
+            for _ in range(6):  # every listing, whichever replica answers it, shows everything
+                async with http.get(f"{balancer.url}/streams") as response:
+                    streams = (await response.json())["streams"]
+                assert {s["id"]: s["replica"] for s in streams} == owner_url, streams
+                async with http.get(f"{balancer.url}/sessions") as response:
+                    sessions = (await response.json())["sessions"]
+                assert {s["id"]: s["replica"] for s in sessions} == owner_url, sessions
+
+            for stream_id in ids:
+                for call in range(3):  # three calls: one on each replica
+                    await first_detection(balancer.url, stream_id)
+                    await first_ws_detection(balancer.url, stream_id)
+                    conf = 0.3 + call / 10
+                    async with http.patch(f"{balancer.url}/sessions/{stream_id}", json={"conf": conf}) as response:
+                        ack = await response.json()
+                        assert response.status == 200, ack
+                        assert ack["conf"] == pytest.approx(conf), ack
+
+            # The internal hop: a wrong secret is refused; the right one gets one replica's own view.
+            async with http.get(f"{replicas[0].url}/streams", headers={"X-RTC-Internal": "not-the-secret"}) as r:
+                assert r.status == 403
+            async with http.get(f"{replicas[0].url}/streams", headers={"X-RTC-Internal": SECRET}) as r:
+                assert [s["id"] for s in (await r.json())["streams"]] == [s for s, i in spread.items() if i == 0]
+    finally:
+        balancer.close()

@@ -66,6 +66,8 @@ class StreamRegistry:
         #: Called with each stream that has closed (after it left the registry); the root
         #: adds one that forgets a durable stream which ended by itself.
         self.closed_listeners: list[Callable[[Stream], None]] = []
+        #: Called with each new stream (the root's live directory of sessions, issue 22).
+        self.opened_listeners: list[Callable[[Stream], None]] = []
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -111,6 +113,11 @@ class StreamRegistry:
         )
         self._streams[stream.id] = stream
         self.metrics.sessions_total.inc()
+        for listener in list(self.opened_listeners):
+            try:
+                listener(stream)
+            except Exception:
+                log.exception("an opened-stream listener failed")
         return stream
 
     def _forget(self, stream: Stream) -> None:
