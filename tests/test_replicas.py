@@ -230,3 +230,48 @@ async def test_any_replica_answers_for_any_session_through_a_round_robin_load_ba
                 assert [s["id"] for s in (await r.json())["streams"]] == [s for s, i in spread.items() if i == 0]
     finally:
         balancer.close()
+
+
+# ----- the database down later -----------------------------------------------------------------------
+async def test_with_the_database_down_live_streams_go_on_writes_get_503_and_the_server_reconnects(
+        spawn: Callable[..., ServerProcess], postgres: Postgres, http_media: MediaProcess,  # noqa: F811
+        model_file: Path) -> None:
+    """``pg_ctl stop`` under a running server: its stream goes on (detections on SSE), ``POST
+    /streams`` answers 503 with ``Retry-After``; ``pg_ctl start``: the same process writes
+    again, by itself. Fails if a write is not mapped (a 500), or if the server never reconnects."""
+    url = postgres.create_database()
+    server = spawn({"RTC_MODEL": str(model_file), "RTC_DATABASE_URL": url, "RTC_LEASE_SECONDS": "30",
+                    "RTC_SOURCE_ALLOW_NETWORKS": "127.0.0.0/8", "RTC_MAX_FPS": "3", "RTC_RATE_LIMIT": "0"})
+    await wait_ready(server.url, server, timeout=120)
+    body = {"url": f"http://127.0.0.1:{http_media.port}/bus.mp4", "loop": True}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{server.url}/streams", json=body) as response:
+            assert response.status == 201, await response.text()
+            live = (await response.json())["id"]
+        postgres.stop()
+        try:
+            started = time.monotonic()
+            async with http.post(f"{server.url}/streams", json=body) as response:
+                answer = await response.json()
+                assert (response.status, answer["error"]) == (503, "store_unavailable"), answer
+                assert int(response.headers["Retry-After"]) > 0
+            print(f"POST /streams with the database down: 503 in {time.monotonic() - started:.1f} s")
+            await first_detection(server.url, live)  # the live stream goes on
+        finally:
+            postgres.start()
+        deadline = time.monotonic() + 30
+        while True:  # the same process writes again once the database is back
+            async with http.post(f"{server.url}/streams", json=body) as response:
+                if response.status == 201:
+                    again = (await response.json())["id"]
+                    break
+                assert response.status == 503, await response.text()
+            assert time.monotonic() < deadline, "the server did not reconnect to the database"
+            await asyncio.sleep(0.5)
+        assert {live, again} <= {s["id"] for s in await owned(server)}
+        assert server.stop() == 0
+
+
+async def owned(server: ServerProcess) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}/streams") as response:
+        return list((await response.json())["streams"])
