@@ -14,7 +14,9 @@ every part; the process-wide aiortc/aioice adaptations are installed here and no
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,11 +39,12 @@ from .signaling import setup_routes
 from .signaling.auth import require_session_access, require_token
 from .signaling.context import API, INFERENCE, RATE_LIMITS, REGISTRY, SNAPSHOTS, SUBSCRIPTIONS, TOKENS, ApiConfig
 from .signaling.cors import cors_middleware
-from .signaling.durable import KEEPER
+from .signaling.durable import KEEPER, store_unavailable
 from .signaling.errors import ERROR_SINK, error_middleware
 from .signaling.limits import RateLimits
 from .signaling.proxies import resolve_client
 from .signaling.tokens import SessionTokens
+from .store import StoreUnavailable
 from .streams.registry import StreamRegistry
 from .streams.sinks import Subscriber
 from .streams.snapshot import Snapshots
@@ -201,6 +204,36 @@ def build_cluster(settings: Settings, registry: StreamRegistry, durable: Durable
     return cluster
 
 
+#: ``PATCH /sessions/{id}``: the settings of a kept pull stream are written back.
+_PATCHED_SESSION = re.compile(r"^/sessions/([0-9A-Za-z_-]{1,128})$")
+_SETTING_KEYS = ("conf", "iou", "classes", "model", "max_fps")
+
+
+def keep_settings(durable: DurableStreams) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """After a successful ``PATCH /sessions/{id}`` of a pull stream held here, write the
+    settings in force (the ack) into its stored spec: a restart or a failover brings it back
+    as it is now. The handler stays as it is; a database away is a 503 (the change is live
+    already, a retry is harmless)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                         ) -> web.StreamResponse:
+        response = await handler(request)
+        match = _PATCHED_SESSION.match(request.path)
+        if request.method != "PATCH" or match is None or response.status != 200 \
+                or not isinstance(response, web.Response) or not isinstance(response.body, bytes) \
+                or not durable.is_kept(match.group(1)):
+            return response
+        ack = json.loads(response.body)
+        try:
+            await durable.settings_changed(match.group(1), {k: ack.get(k) for k in _SETTING_KEYS})
+        except StoreUnavailable as exc:
+            raise store_unavailable(exc) from exc
+        return response
+
+    return middleware
+
+
 def create_app(settings: Settings, models: ModelCatalog | Detector | None = None,
                on_fatal: Callable[[str], None] | None = None) -> web.Application:
     """The wired app. ``models``: a loaded catalog, one detector, or None to load the
@@ -223,6 +256,7 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     cluster = build_cluster(settings, registry, durable, api, tokens) if settings.internal_url else None
     if cluster is not None:  # any replica answers: after the error middleware, so refusals are JSON
         middlewares.append(cluster.middleware)
+    middlewares.append(keep_settings(durable))  # on the owner, after any forwarding
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     subscriptions: set[Subscriber] = set()
     metrics.count_subscribers(lambda: len(subscriptions))

@@ -139,12 +139,19 @@ async def test_a_pulled_stream_comes_back_with_its_id_after_a_restart(
         assert response.status == 201, answer
     stream_id = answer["id"]
     assert (await first_detection(server.url, stream_id))["type"] == "detections"
+    async with aiohttp.ClientSession() as http, \
+            http.patch(f"{server.url}/sessions/{stream_id}", json={"conf": 0.45, "classes": [0, 5]}) as response:
+        assert response.status == 200, await response.text()  # kept: a restart brings it back as it is now
 
     assert server.stop() == 0, server.log[-2000:]
     assert "released 1 stream" in server.log
     server.start()
     [restored] = await wait_listed(server.url, [stream_id])
     assert restored["url"] == body["url"] and restored["loop"] is True
+    async with aiohttp.ClientSession() as http, \
+            http.patch(f"{server.url}/sessions/{stream_id}", json={}) as response:  # {}: a query
+        ack = await response.json()
+    assert (ack["conf"], ack["classes"]) == (0.45, [0, 5]), ack
     detection = await first_detection(server.url, stream_id)
     assert {d["label"] for d in detection["detections"]} & {"bus", "person"}, detection
 

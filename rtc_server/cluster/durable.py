@@ -15,9 +15,10 @@ Lifetime: ``open`` (start-up: the store is opened and migrated; ``StoreConfigErr
 started) → ``close`` (after they are closed: every lease is released in one transaction,
 so another replica takes them at once, and the store is closed).
 
-What is written, and when: a stream's row on ``keep`` (``POST /streams``) and ``forget``
-(``DELETE``, or the stream ended by itself: a file that is over, a URL now refused); the
-lease rows each renew interval (``docs/store.md``). Never per frame.
+What is written, and when: a stream's row on ``keep`` (``POST /streams``), on
+``settings_changed`` (``PATCH /sessions/{id}``) and ``forget`` (``DELETE``, or the stream ended
+by itself: a file that is over, a URL now refused); the lease rows each renew interval
+(``docs/store.md``). Never per frame.
 """
 
 from __future__ import annotations
@@ -112,6 +113,22 @@ class DurableStreams:
         elsewhere) stops the stream at its next renewal. False if it was not stored."""
         self._handing_over.discard(stream_id)
         return await self._leases().forget(stream_id)
+
+    async def settings_changed(self, stream_id: str, settings: dict[str, Any]) -> None:
+        """A kept stream's settings changed (``PATCH /sessions/{id}``): write them into its spec,
+        so that a restart or another replica brings it back as it is now (None: the key goes)."""
+        store = self._leases().store
+        record = await store.get_stream(stream_id)
+        if record is None:
+            return
+        spec = dict(record.spec)
+        for key, value in settings.items():
+            if value is None:
+                spec.pop(key, None)
+            else:
+                spec[key] = value
+        if spec != record.spec:
+            await store.update_stream(stream_id, spec)
 
     def is_kept(self, stream_id: str) -> bool:
         """Whether this replica holds ``stream_id``'s lease."""
