@@ -9,6 +9,7 @@ tests (``tests/postgres.py``), a real HTTP media server, SSE read off the wire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import time
@@ -17,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
+
+from drivers.client import DetectionClient, ImageTrack
 
 from .helpers import ServerProcess, cannot_run, free_port, wait_ready
 from .postgres import Postgres, postgres  # noqa: F401 - the session fixture
@@ -175,8 +179,9 @@ async def first_ws_detection(url: str, stream_id: str, timeout: float = 60.0) ->
 
 async def test_any_replica_answers_for_any_session_through_a_round_robin_load_balancer(
         spawn: Callable[..., ServerProcess], postgres: Postgres, http_media: MediaProcess,  # noqa: F811
-        model_file: Path, tmp_path: Path) -> None:
-    """Every listing shows every stream and session, naming its replica; SSE, WebSocket and
+        model_file: Path, tmp_path: Path, bus_frame: np.ndarray) -> None:
+    """Every listing shows every stream and session (a WebRTC ``/offer`` session among them),
+    naming its replica; SSE, WebSocket and
     PATCH work for every stream on every call (each call lands on the next replica). Fails
     without the directory and forwarding: a listing shows one replica's third, and two calls
     in three reach a replica without the session (404)."""
@@ -192,7 +197,8 @@ async def test_any_replica_answers_for_any_session_through_a_round_robin_load_ba
     for replica in replicas:
         await wait_ready(replica.url, replica, timeout=120)
     balancer = Haproxy(tmp_path, ports)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(balancer.close)
         await wait_ready(balancer.url)
         ids = []
         async with aiohttp.ClientSession() as http:
@@ -204,14 +210,29 @@ async def test_any_replica_answers_for_any_session_through_a_round_robin_load_ba
                     ids.append(answer["id"])
             spread = await wait_owners(replicas, lambda f: len(f) == 3 and len(set(f.values())) == 3, timeout=30)
             owner_url = {sid: f"http://127.0.0.1:{ports[i]}" for sid, i in spread.items()}
+            # A WebRTC session too: its offer through the balancer, its media straight to the
+            # replica that answered (loopback UDP).
+            peer = DetectionClient(balancer.url, ImageTrack(bus_frame, fps=10))
+            await peer.connect()
+            stack.push_async_callback(peer.close)
+            assert peer.session_id is not None
+            await peer.next_message()
 
+            listed = []
             for _ in range(6):  # every listing, whichever replica answers it, shows everything
                 async with http.get(f"{balancer.url}/streams") as response:
                     streams = (await response.json())["streams"]
                 assert {s["id"]: s["replica"] for s in streams} == owner_url, streams
                 async with http.get(f"{balancer.url}/sessions") as response:
                     sessions = (await response.json())["sessions"]
-                assert {s["id"]: s["replica"] for s in sessions} == owner_url, sessions
+                listed.append({s["id"]: s["replica"] for s in sessions})
+            offer_owner = listed[0].get(peer.session_id)
+            assert offer_owner in {f"http://127.0.0.1:{p}" for p in ports}, listed[0]
+            assert all(seen == {**owner_url, peer.session_id: offer_owner} for seen in listed), listed
+            for _ in range(3):  # the WebRTC session's settings and events from every replica
+                async with http.patch(f"{balancer.url}/sessions/{peer.session_id}", json={"conf": 0.5}) as response:
+                    assert response.status == 200, await response.text()
+                await first_detection(balancer.url, peer.session_id)
 
             for stream_id in ids:
                 for call in range(3):  # three calls: one on each replica
@@ -228,8 +249,6 @@ async def test_any_replica_answers_for_any_session_through_a_round_robin_load_ba
                 assert r.status == 403
             async with http.get(f"{replicas[0].url}/streams", headers={"X-RTC-Internal": SECRET}) as r:
                 assert [s["id"] for s in (await r.json())["streams"]] == [s for s, i in spread.items() if i == 0]
-    finally:
-        balancer.close()
 
 
 # ----- the database down later -----------------------------------------------------------------------
