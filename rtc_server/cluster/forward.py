@@ -38,13 +38,16 @@ from .directory import Directory
 log = logging.getLogger(__name__)
 
 INTERNAL_HEADER = "X-RTC-Internal"
+#: The caller's address as the first hop saw it (after its trusted proxies): the owner's rate
+#: limits and logs see the real client, not the replica that forwarded the request.
+CLIENT_HEADER = "X-RTC-Client"
 #: Session-scoped paths: the session id is group 1.
 SESSION_PATHS = re.compile(
     r"^/(?:sessions|streams|whip)/([0-9A-Za-z_-]{1,128})(?:/(?:events|ws|token|snapshot\.jpg))?$")
 #: Listings merged across replicas: path -> the key of the list in the JSON answer.
 LISTINGS = {"/sessions": "sessions", "/streams": "streams"}
 #: Request headers that go along to the owner.
-FORWARDED_REQUEST = ("Authorization", "Content-Type", "Accept", "If-Match", "X-Forwarded-For", "X-Forwarded-Proto")
+FORWARDED_REQUEST = ("Authorization", "Content-Type", "Accept", "If-Match")
 #: Response headers that come back from the owner.
 FORWARDED_RESPONSE = ("Content-Type", "Cache-Control", "Retry-After", "WWW-Authenticate", "Location", "ETag",
                       "Link", "Allow", "X-Accel-Buffering")
@@ -65,6 +68,9 @@ def forwarding_middleware(directory: Directory, secret: str, is_local: IsLocal, 
             if not hmac.compare_digest(internal.encode(), secret.encode()):
                 return web.json_response({"error": "forbidden", "detail": "the internal hop's secret is not valid"},
                                          status=403)
+            client_address = request.headers.get(CLIENT_HEADER)
+            if client_address:
+                request = request.clone(remote=client_address)
             return await handler(request)  # from another replica: answer here, never forward again
         if request.method == "GET" and request.path in LISTINGS:
             return await _merged_listing(request, handler, directory, secret, client())
@@ -87,6 +93,8 @@ def forwarding_middleware(directory: Directory, secret: str, is_local: IsLocal, 
 def _upstream_headers(request: web.Request, secret: str) -> dict[str, str]:
     headers = {name: request.headers[name] for name in FORWARDED_REQUEST if name in request.headers}
     headers[INTERNAL_HEADER] = secret
+    if request.remote:
+        headers[CLIENT_HEADER] = request.remote
     return headers
 
 
