@@ -20,10 +20,11 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+from aiohttp import web
 
 from drivers.client import DetectionClient, ImageTrack
 
-from .helpers import ServerProcess, cannot_run, free_port, wait_ready
+from .helpers import ServerFactory, ServerProcess, cannot_run, free_port, serve, wait_ready
 from .postgres import Postgres, postgres  # noqa: F401 - the session fixture
 from .pull_media import MediaProcess, make_clip, media_server
 from .test_durable import first_detection
@@ -294,3 +295,26 @@ async def test_with_the_database_down_live_streams_go_on_writes_get_503_and_the_
 async def owned(server: ServerProcess) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.get(f"{server.url}/streams") as response:
         return list((await response.json())["streams"])
+
+
+# ----- the internal hop, in one process ----------------------------------------------------------------
+async def test_the_internal_hop_needs_the_secret_and_carries_the_real_client(
+        aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]) -> None:
+    """A wrong secret is refused (403). With the right one, the owner's per-client rate limit
+    sees the client the first hop named (X-RTC-Client), not the forwarding replica; without
+    it, that header is not believed. Fails if the owner trusted X-RTC-Client from anyone, or
+    rate-limited every forwarded request as one client."""
+    app = make_app(internal_url="http://127.0.0.1:9", internal_secret=SECRET, rate_limit=0.001, rate_burst=1)
+    url = await serve(aiohttp_server, app)
+
+    async def status(**headers: str) -> int:
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/sessions", headers=headers) as response:
+            return response.status
+
+    assert await status(**{"X-RTC-Internal": "wrong-secret"}) == 403
+    hop = {"X-RTC-Internal": SECRET}
+    assert await status(**hop, **{"X-RTC-Client": "198.51.100.1"}) == 200
+    assert await status(**hop, **{"X-RTC-Client": "198.51.100.1"}) == 429  # that client's bucket
+    assert await status(**hop, **{"X-RTC-Client": "198.51.100.2"}) == 200  # another client's
+    assert await status(**{"X-RTC-Client": "198.51.100.3"}) == 200  # no secret: the TCP peer's bucket
+    assert await status(**{"X-RTC-Client": "198.51.100.4"}) == 429  # ... the same one: not believed
