@@ -59,13 +59,15 @@ FROM ${BASE}
 ARG MODEL_NAME=yolo11n
 SHELL ["/bin/sh", "-eu", "-c"]
 RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home rtc; \
-    install -d -o 10001 -g 10001 /var/cache/rtc-yolo
+    install -d -o 10001 -g 10001 /var/cache/rtc-yolo /data
 COPY --from=build /opt/venv /opt/venv
 COPY --from=model /model /app/models
 # RTC_HOST: listen on every interface of the container (the app's default is loopback).
 # PORT: Cloud Run sets it; the server honours it (RTC_PORT wins if both are set).
 # RTC_MODEL_CACHE: where https:// and gs:// models are downloaded to (a volume, e.g. an
 #   emptyDir, when the root filesystem is read-only).
+# RTC_DATA_DIR: the embedded SQLite store (pull streams kept across restarts) on the /data
+#   volume; replicas set RTC_DATABASE_URL instead (docs/deploy.md).
 # PYTHONFAULTHANDLER: a crash in native code (a runtime, a codec) logs every thread's Python
 #   stack instead of a bare exit 139.
 ENV PATH=/opt/venv/bin:$PATH \
@@ -76,7 +78,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8080 \
     RTC_MODEL=/app/models/${MODEL_NAME}.onnx \
     RTC_MODEL_CACHE=/var/cache/rtc-yolo/models \
-    RTC_BACKEND_CACHE=/var/cache/rtc-yolo/backends
+    RTC_BACKEND_CACHE=/var/cache/rtc-yolo/backends \
+    RTC_DATA_DIR=/data
+VOLUME ["/data"]
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8080

@@ -19,8 +19,10 @@ import asyncio
 import json
 import resource
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -139,7 +141,8 @@ def stats_costs() -> dict[str, float]:
 
 async def run(args: argparse.Namespace) -> dict:
     # One client address by design: no per-client rate limit, no subscriber cap.
-    app = create_app(Settings(model=find_model(), max_subscribers=0, rate_limit=0, threads=1, log_level="WARNING"))
+    app = create_app(Settings(model=find_model(), max_subscribers=0, rate_limit=0, threads=1, log_level="WARNING",
+                                data_dir=Path(tempfile.mkdtemp(prefix="rtc-bench-data-"))))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

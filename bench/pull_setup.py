@@ -67,7 +67,8 @@ async def one(http: aiohttp.ClientSession, base: str, app: web.Application, sour
 
 
 async def run(runs: int) -> dict[str, Any]:
-    app = create_app(Settings(model=find_model(), source_allow_networks=("127.0.0.0/8",)))
+    app = create_app(Settings(model=find_model(), source_allow_networks=("127.0.0.0/8",),
+                              data_dir=Path(tempfile.mkdtemp(prefix="rtc-bench-data-"))))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -1,8 +1,9 @@
 """``python -m rtc_server`` / ``rtc-server``: load the models, then serve until SIGTERM.
 
 Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when a model cannot be fetched,
-verified, loaded or warmed up (or the port cannot be listened on), 2 for a bad setting or
-TLS file. Each prints what is wrong.
+verified, loaded or warmed up, the port cannot be listened on, or the store cannot be used
+(``RTC_DATABASE_URL`` is not a database URL, the database is unreachable, ``RTC_DATA_DIR``
+cannot be written), 2 for a bad setting or TLS file. Each prints what is wrong.
 
 Shutdown (SIGTERM or SIGINT), in order:
 
@@ -40,6 +41,8 @@ from .config import ConfigError, Settings, load_settings
 from .engine.detector import ModelError
 from .engine.model_sources import ModelSourceError
 from .logs import configure as configure_logging
+from .store import StoreConfigError, StoreUnavailable
+from .wiring import store_config
 
 log = logging.getLogger("rtc_server")
 
@@ -54,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rtc-server: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        store_config(settings).sqlalchemy_url()  # a URL that can never work: before the models load
+    except StoreConfigError as exc:
+        print(f"rtc-server: {exc}", file=sys.stderr)
+        return 1
     try:
         models = load_models(settings)  # fail before listening, never half-working
     except (ModelError, ModelSourceError) as exc:
@@ -79,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(serve(app, settings, tls, stop, drain=lambda: not failures))
+    except (StoreConfigError, StoreUnavailable) as exc:  # opened at start-up, before listening
+        print(f"rtc-server: cannot open the store: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # the port is taken, the address is not ours, ...
         print(f"rtc-server: cannot listen: {exc}", file=sys.stderr)
         return 1

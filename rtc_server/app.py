@@ -14,22 +14,30 @@ every part; the process-wide aiortc/aioice adaptations are installed here and no
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 
 from . import wiring
+from .cluster.directory import Directory
+from .cluster.durable import DurableStreams
+from .cluster.forward import forwarding_middleware
 from .config import DEFAULT_MODEL, ConfigError, Settings
 from .engine.catalog import ModelCatalog
 from .engine.detector import Detector
 from .engine.images import ImageChecks
 from .engine.loader import LoadOptions, load_catalog
 from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_accelerator, plan_workers
-from .ingest.source import start_configured_sources
+from .ingest.source import PullConfig, open_pull_stream, start_configured_sources
 from .ingest.spec import PullSpec, PullSpecError, parse_pull_spec
 from .metrics import Metrics
 from .signaling import setup_routes
+from .signaling.auth import require_publish, require_session_access
 from .signaling.context import (
     API,
     IMAGE_CHECKS,
@@ -40,14 +48,17 @@ from .signaling.context import (
     SNAPSHOTS,
     SUBSCRIPTIONS,
     TOKENS,
+    ApiConfig,
 )
 from .signaling.cors import cors_middleware
+from .signaling.durable import KEEPER, store_unavailable
 from .signaling.errors import ERROR_SINK, error_middleware
 from .signaling.hosts import host_middleware
 from .signaling.limits import RateLimits
 from .signaling.proxies import resolve_client
 from .signaling.quotas import ClientQuotas
 from .signaling.tokens import SessionTokens
+from .store import StoreUnavailable
 from .streams.registry import StreamRegistry, freeze_long_lived
 from .streams.sinks import Subscriber
 from .streams.snapshot import Snapshots
@@ -64,6 +75,10 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 #: Called with a message when the server cannot go on (a model failed its warm-up).
 FATAL: web.AppKey[Callable[[str], None]] = web.AppKey("fatal")
+#: Cluster mode: the directory and the forwarding (issue 22); absent for one process.
+CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
+#: The durable pull streams: the store, the leases (issue 22).
+DURABLE: web.AppKey[DurableStreams] = web.AppKey("durable", DurableStreams)
 
 
 def worker_plan(settings: Settings) -> WorkerPlan:
@@ -147,6 +162,95 @@ def configured_sources(settings: Settings, models: Sequence[str]) -> list[PullSp
     return specs
 
 
+def build_durable_streams(settings: Settings, registry: StreamRegistry, pull: PullConfig,
+                          models: Callable[[], Sequence[str]]) -> DurableStreams:
+    """The store and the leases, with the two things they may do to the registry: run a
+    stored pull stream here under its id (in the background, retrying, as ``RTC_SOURCES``),
+    and stop one here. Every stream that closes is reported, so that one that ended by
+    itself is forgotten."""
+
+    async def open_stream(stream_id: str, spec: dict[str, object]) -> None:
+        if registry.get(stream_id) is not None:
+            return
+        await open_pull_stream(registry, pull, parse_pull_spec(spec, models()), wait=False, stream_id=stream_id)
+
+    async def close_stream(stream_id: str, reason: str) -> None:
+        stream = registry.get(stream_id)
+        if stream is not None:
+            await stream.close(reason)
+
+    durable = DurableStreams(wiring.store_config(settings), wiring.lease_config(settings), open_stream, close_stream,
+                             event_retention=settings.event_retention)
+    registry.closed_listeners.append(lambda stream: durable.stream_closed(stream.id, stream.source_kind))
+    return durable
+
+
+@dataclass
+class Cluster:
+    """Cluster mode (``RTC_INTERNAL_URL`` set): the live directory and the forwarding middleware."""
+
+    directory: Directory
+    middleware: Callable[..., Awaitable[web.StreamResponse]]
+    client: aiohttp.ClientSession | None = None
+
+
+def build_cluster(settings: Settings, registry: StreamRegistry, durable: DurableStreams, api: ApiConfig,
+                  tokens: SessionTokens) -> Cluster:
+    """Every session entered in the directory as it opens and closes; requests for another
+    replica's session forwarded to it after the caller's rights are checked here."""
+    directory = Directory(lambda: durable.store, wiring.replica_id(settings), settings.internal_url,
+                          settings.lease_seconds)
+    registry.opened_listeners.append(lambda stream: directory.opened(stream.id, stream.source_kind))
+    registry.closed_listeners.append(lambda stream: directory.closed(stream.id))
+
+    def authorize(request: web.Request, session_id: str) -> None:
+        """The rights the owner would check, checked at the first hop: a WHIP session URL is
+        the publisher's capability (the publish right); every other session route needs that
+        session's own token or the operate right."""
+        if request.path.startswith("/whip/"):
+            require_publish(request, api)
+        else:
+            require_session_access(request, api, tokens, session_id)
+
+    def client() -> aiohttp.ClientSession:
+        assert cluster.client is not None, "the cluster's client opens with the app"
+        return cluster.client
+
+    cluster = Cluster(directory, forwarding_middleware(directory, settings.internal_secret,
+                                                       lambda sid: registry.get(sid) is not None, authorize, client))
+    return cluster
+
+
+#: ``PATCH /sessions/{id}``: the settings of a kept pull stream are written back.
+_PATCHED_SESSION = re.compile(r"^/sessions/([0-9A-Za-z_-]{1,128})$")
+_SETTING_KEYS = ("conf", "iou", "classes", "model", "max_fps")
+
+
+def keep_settings(durable: DurableStreams) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """After a successful ``PATCH /sessions/{id}`` of a pull stream held here, write the
+    settings in force (the ack) into its stored spec: a restart or a failover brings it back
+    as it is now. The handler stays as it is; a database away is a 503 (the change is live
+    already, a retry is harmless)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                         ) -> web.StreamResponse:
+        response = await handler(request)
+        match = _PATCHED_SESSION.match(request.path)
+        if request.method != "PATCH" or match is None or response.status != 200 \
+                or not isinstance(response, web.Response) or not isinstance(response.body, bytes) \
+                or not durable.is_kept(match.group(1)):
+            return response
+        ack = json.loads(response.body)
+        try:
+            await durable.settings_changed(match.group(1), {k: ack.get(k) for k in _SETTING_KEYS})
+        except StoreUnavailable as exc:
+            raise store_unavailable(exc) from exc
+        return response
+
+    return middleware
+
+
 def create_app(settings: Settings, models: ModelCatalog | Detector | None = None,
                on_fatal: Callable[[str], None] | None = None) -> web.Application:
     """The wired app. ``models``: a loaded catalog, one detector, or None to load the
@@ -164,12 +268,18 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     # error middleware, so error answers carry CORS headers too.
     middlewares = [resolve_client(settings.trusted_proxies, settings.proxy_header), host_middleware(hosts),
                    cors_middleware(settings.cors_origins, hosts), error_middleware]
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     metrics = build_metrics(inference, release_counts)
     registry = build_registry(settings, inference, metrics)
+    api = wiring.api_config(settings)
+    tokens = SessionTokens(wiring.token_secret(settings), settings.token_ttl)
+    durable = build_durable_streams(settings, registry, api.pull, lambda: inference.models.names)
+    cluster = build_cluster(settings, registry, durable, api, tokens) if settings.internal_url else None
+    if cluster is not None:  # any replica answers: after the error middleware, so refusals are JSON
+        middlewares.append(cluster.middleware)
+    middlewares.append(keep_settings(durable))  # on the owner, after any forwarding
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     subscriptions: set[Subscriber] = set()
     metrics.count_subscribers(lambda: len(subscriptions))
-    api = wiring.api_config(settings)
     log_rights(settings, api.loopback_only)
     app[API] = api
     app[INFERENCE] = inference
@@ -178,12 +288,21 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     app[RATE_LIMITS] = RateLimits(wiring.session_rate_limit(settings), wiring.predict_rate_limit(settings))
     # Per-client quotas count the streams the registry still has: released however one ends.
     app[QUOTAS] = ClientQuotas(wiring.quota_limits(settings), lambda stream_id: registry.get(stream_id) is not None)
-    app[TOKENS] = SessionTokens(settings.token_secret, settings.token_ttl)
+    app[TOKENS] = tokens
     app[SNAPSHOTS] = Snapshots(settings.snapshot_rate, settings.snapshot_quality)
     app[SUBSCRIPTIONS] = subscriptions
     app[ERROR_SINK] = metrics.count_error
     app[FATAL] = on_fatal or (lambda reason: None)
+    app[DURABLE] = durable
+    app[KEEPER] = durable
     setup_routes(app)
+    # The store first: it opens before anything starts (unreachable: the process exits 1)
+    # and closes last, releasing the leases once every stream here is closed.
+    app.cleanup_ctx.append(_durability)
+    if cluster is not None:
+        app[CLUSTER] = cluster
+        app.cleanup_ctx.append(_cluster_client)
+    app.on_shutdown.append(_stop_leases)
     app.cleanup_ctx.append(_lifetime)
     app.on_cleanup.append(_close_snapshots)  # after _lifetime's cleanup: no stream is left to snapshot
     # RTC_SOURCES (issue 13): pull streams started with the server, their models checked now.
@@ -206,6 +325,29 @@ def log_rights(settings: Settings, loopback_only: bool) -> None:
                     "name(s) clients use to reach this server")
     elif "*" in settings.public_hosts:
         log.warning("RTC_PUBLIC_HOSTS=*: every Host is served, which leaves DNS rebinding open")
+
+
+async def _durability(app: web.Application) -> AsyncIterator[None]:
+    durable = app[DURABLE]
+    await durable.open()  # StoreConfigError / StoreUnavailable: start-up fails, saying why
+    durable.start()
+    yield
+    await durable.close()
+
+
+async def _stop_leases(app: web.Application) -> None:
+    """Before the streams are closed: start none, and make each close a hand-over."""
+    if CLUSTER in app:
+        app[CLUSTER].directory.stopping = True
+    await app[DURABLE].stop()
+
+
+async def _cluster_client(app: web.Application) -> AsyncIterator[None]:
+    cluster = app[CLUSTER]
+    cluster.client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=3.0))
+    yield
+    await cluster.directory.settle(timeout=5.0)
+    await cluster.client.close()
 
 
 async def _close_snapshots(app: web.Application) -> None:

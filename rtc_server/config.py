@@ -21,6 +21,7 @@ import os
 import site
 import sys
 import sysconfig
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -250,6 +251,22 @@ class Settings:
     #: JPEG quality of snapshots (1-100).
     snapshot_quality: int = 80
 
+    # ----- store and replicas: durable state, leases, the internal hop (issue 22) ----------------
+    #: Where the embedded SQLite store (``rtc-yolo.db``) lives when ``database_url`` is empty.
+    data_dir: Path = Path("data")
+    #: ``postgresql://USER:PASSWORD@HOST:PORT/DB`` for replicas sharing one database; empty:
+    #: the SQLite file under ``data_dir`` (one process).
+    database_url: str = field(default="", repr=False)  # carries a password
+    #: Seconds a pull stream's lease lives without renewal: a killed owner's failover time.
+    lease_seconds: float = 15.0
+    #: Where the other replicas reach this one (``http://POD_IP:8080``), never public; empty:
+    #: one process, nothing forwarded.
+    internal_url: str = ""
+    #: The internal hop's shared secret (every replica the same); required with ``internal_url``.
+    internal_secret: str = field(default="", repr=False)
+    #: Seconds of event history kept (``GET /events``); 0: kept forever.
+    event_retention: float = 7 * 24 * 3600.0
+
     def __post_init__(self) -> None:
         """Check every setting, one component at a time (the same groups as the fields)."""
         self._validate_http()
@@ -261,6 +278,7 @@ class Settings:
         self._validate_scheduler()
         self._validate_pull()
         self._validate_consumers()
+        self._validate_store()
 
     def model_specs(self) -> tuple[ModelSpec, ...]:
         """The models to serve, the default first: ``models``, else the one ``model``."""
@@ -447,6 +465,27 @@ class Settings:
         if not 1 <= self.snapshot_quality <= 100:
             raise ConfigError(f"snapshot_quality {self.snapshot_quality} is not in 1..100")
 
+    def _validate_store(self) -> None:
+        """The store's URL is checked by the store itself at start (exit 1, ``StoreConfigError``),
+        which knows its drivers; here what needs no database."""
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if not 1.0 <= self.lease_seconds <= 3600.0:
+            raise ConfigError(f"lease_seconds {self.lease_seconds} is not in [1, 3600]")
+        if self.event_retention < 0:
+            raise ConfigError(f"event_retention {self.event_retention} must be >= 0 seconds (0: forever)")
+        if self.internal_url:
+            parsed = urllib.parse.urlsplit(self.internal_url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/") \
+                    or parsed.query or parsed.username:
+                raise ConfigError(f"internal_url {self.internal_url!r} is not like http://10.1.2.3:8080 "
+                                  "(scheme, host and port only)")
+            if not self.internal_secret:
+                raise ConfigError("internal_url is set, so internal_secret is required: the replicas "
+                                  "authenticate the internal hop with it")
+        if self.internal_secret and len(self.internal_secret) < 16:
+            raise ConfigError("internal_secret is too short: use at least 16 characters")
+
+
 def _parse_model(text: str) -> Path | str:
     """A plain path stays a ``Path``; a URL or a path with ``#options`` stays text (a spec)."""
     text = text.strip()
@@ -594,6 +633,12 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "precision": (str, "auto, f32, bf16, f16 or int8"),
     "providers": (_parse_addresses, "comma-separated onnxruntime execution providers, e.g. "
                                     "CUDAExecutionProvider,CPUExecutionProvider (default: CPU)"),
+    "data_dir": (Path, "folder of the embedded SQLite store (the image mounts a volume at /data)"),
+    "database_url": (str, "postgresql://USER:PASSWORD@HOST:PORT/DB for replicas (empty: SQLite under data_dir)"),
+    "lease_seconds": (float, "seconds a pull stream's lease lives unrenewed (a killed owner's failover time)"),
+    "internal_url": (str, "where the other replicas reach this one, e.g. http://POD_IP:8080 (empty: one process)"),
+    "internal_secret": (str, "shared secret of the internal hop between replicas (required with internal_url)"),
+    "event_retention": (float, "seconds of event history kept (0: forever)"),
     "backend_cache": (_parse_optional_path, "folder caching auto's choice and compiled models "
                                             "(default ~/.cache/rtc-yolo/backends; 'none': no cache)"),
 }

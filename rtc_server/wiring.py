@@ -10,7 +10,13 @@ object with a lifetime is built here (``app.py`` does that), so every mapping ca
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import socket
+from urllib.parse import urlsplit
+
 from .addresses import AddressPolicy
+from .cluster.leases import LeaseConfig
 from .config import ConfigError, Settings
 from .engine.yolo import Thresholds
 from .ingest.limits import InputCaps
@@ -21,6 +27,7 @@ from .signaling.context import ApiConfig
 from .signaling.hosts import HostPolicy
 from .signaling.limits import RateLimit
 from .signaling.quotas import QuotaLimits
+from .store import StoreConfig
 from .streams.control import StreamSettings
 from .streams.stream import StreamLimits
 from .webrtc.peer import PeerConfig, PeerLimits
@@ -77,9 +84,11 @@ def predict_rate_limit(settings: Settings) -> RateLimit:
 
 def host_policy(settings: Settings) -> HostPolicy:
     """The ``Host`` names served: loopback plus ``RTC_PUBLIC_HOSTS`` (``ConfigError``, exit 2,
-    for an entry that is not ``host[:port]``)."""
+    for an entry that is not ``host[:port]``), plus this replica's own ``RTC_INTERNAL_URL``
+    host, which the other replicas name when they forward a request here."""
+    internal = urlsplit(settings.internal_url).netloc if settings.internal_url else ""
     try:
-        return HostPolicy.of(settings.public_hosts)
+        return HostPolicy.of((*settings.public_hosts, *((internal,) if internal else ())))
     except ValueError as exc:
         raise ConfigError(f"public_hosts: {exc}") from exc
 
@@ -105,3 +114,35 @@ def api_config(settings: Settings) -> ApiConfig:
         max_image_pixels=settings.max_image_pixels, thresholds=thresholds(settings), keepalive=settings.keepalive,
         subscriber_queue=settings.subscriber_queue, max_subscribers=settings.max_subscribers,
         snapshot_rate=settings.snapshot_rate, peer=peer_config(settings), pull=pull_config(settings))
+
+
+def store_config(settings: Settings) -> StoreConfig:
+    """``RTC_DATABASE_URL``, else the embedded SQLite file under ``RTC_DATA_DIR``."""
+    if settings.database_url:
+        return StoreConfig(url=settings.database_url)
+    return StoreConfig.for_data_dir(settings.data_dir)
+
+
+#: Pull streams a replica takes when ``max_sessions`` is 0 (no cap).
+UNCAPPED_STREAMS = 10_000
+
+
+def replica_id(settings: Settings) -> str:
+    """This replica's name in the lease protocol: its internal URL (unique among live
+    replicas), else host name and port — stable across restarts of one process, so that a
+    restart takes back its own unexpired leases at once."""
+    return settings.internal_url or f"{socket.gethostname()}:{settings.port}"
+
+
+def lease_config(settings: Settings) -> LeaseConfig:
+    return LeaseConfig(replica_id=replica_id(settings), capacity=settings.max_sessions or UNCAPPED_STREAMS,
+                       lease_seconds=settings.lease_seconds, internal_url=settings.internal_url or None)
+
+
+def token_secret(settings: Settings) -> str:
+    """The key of session tokens: ``RTC_TOKEN_SECRET``; else, with replicas, one derived from
+    ``RTC_INTERNAL_SECRET`` (a token any replica issued opens the session on every replica);
+    else empty (a random key per process)."""
+    if settings.token_secret or not settings.internal_secret:
+        return settings.token_secret
+    return hmac.new(settings.internal_secret.encode(), b"rtc-yolo session tokens", hashlib.sha256).hexdigest()

@@ -147,9 +147,10 @@ def bus_frame(bus_rgb: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def settings(model_file: Path) -> Settings:
+def settings(model_file: Path, tmp_path: Path) -> Settings:
+    # Each test its own store (issue 22): a stream one test POSTs never comes back in another.
     return Settings(model=model_file, ice_addresses=("127.0.0.1",), ice_allow_networks=("127.0.0.0/8",),
-                    port=8080)
+                    port=8080, data_dir=tmp_path / "data")
 
 
 @pytest.fixture(scope="session")

@@ -226,9 +226,10 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def start(self, wait: bool = True, timeout: float = 90.0, **extra: str) -> ServerProcess:
+        # RTC_DATA_DIR: this process's own store beside its log, kept across its restarts.
         env = {**os.environ, "RTC_ICE_ADDRESSES": "127.0.0.1", "RTC_ICE_ALLOW_NETWORKS": "127.0.0.0/8",
-               "RTC_ICE_SERVERS": "", "RTC_HOST": self.host,
-               "RTC_PORT": str(self.port), **self.env, **extra}
+               "RTC_ICE_SERVERS": "", "RTC_HOST": self.host, "RTC_PORT": str(self.port),
+               "RTC_DATA_DIR": str(self.log_path.with_suffix(".data")), **self.env, **extra}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, *self.entry, *self.args], cwd=ROOT, env=env,
                                          stdout=log, stderr=subprocess.STDOUT)

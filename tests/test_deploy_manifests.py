@@ -149,7 +149,7 @@ def validate_gke_policy(doc: dict[str, Any], services: set[str]) -> None:
 def test_k8s_manifests_validate(k8s_docs: list[dict[str, Any]]) -> None:
     kinds = {d["kind"] for d in k8s_docs}
     assert kinds == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap",
-                     "Gateway", "HTTPRoute", "PodMonitoring", *GKE_POLICIES}
+                     "Gateway", "HTTPRoute", "PodMonitoring", "NetworkPolicy", *GKE_POLICIES}
     services = {d["metadata"]["name"] for d in k8s_docs if d["kind"] == "Service"}
     for doc in k8s_docs:
         if (doc["apiVersion"], doc["kind"]) in CRD_SCHEMAS:
@@ -211,7 +211,16 @@ def server_env(k8s_docs: list[dict[str, Any]]) -> dict[str, str]:
     (source,) = container["envFrom"]
     config = next(d for d in k8s_docs if d["kind"] == "ConfigMap"
                   and d["metadata"]["name"] == source["configMapRef"]["name"])
-    return {**config["data"], **plain_env(container["env"])}
+    env = {**config["data"], **plain_env(container["env"])}
+    # What the pod gets at run time: the Secret's values, the downward API's pod IP.
+    for entry in container["env"]:
+        if "secretKeyRef" in entry.get("valueFrom", {}):
+            env[entry["name"]] = SECRET_VALUES[entry["valueFrom"]["secretKeyRef"]["key"]]
+    return {k: v.replace("$(POD_IP)", "10.128.0.7") for k, v in env.items()}
+
+
+#: Stand-ins for the rtc-yolo-db Secret's keys (docs/deploy.md, "Replicas").
+SECRET_VALUES = {"database-url": "postgresql://rtc:pw@10.20.0.3:5432/rtc", "internal-secret": "0" * 64}
 
 
 def test_k8s_deployment_wiring(k8s_docs: list[dict[str, Any]]) -> None:
@@ -258,6 +267,20 @@ def test_k8s_deployment_wiring(k8s_docs: list[dict[str, Any]]) -> None:
     assert {"35.191.0.0/16", "130.211.0.0/22"} <= {str(n) for n in settings.trusted_proxies}
     assert any(e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.hostIP"
                for e in container["env"] if e["name"] == "RTC_ICE_ADDRESSES")
+    # Replicas (issue 22): the database URL and the internal secret from a Secret, never in
+    # the ConfigMap; the internal URL from the pod IP; the NetworkPolicy lets the pods reach
+    # each other's HTTP port.
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]
+               if "secretKeyRef" in e.get("valueFrom", {})}
+    assert set(secrets) == {"RTC_DATABASE_URL", "RTC_INTERNAL_SECRET"}
+    assert not {"RTC_DATABASE_URL", "RTC_INTERNAL_SECRET"} & set(by_kind["ConfigMap"]["data"])
+    assert settings.database_url.startswith("postgresql://") and settings.internal_url == "http://10.128.0.7:8080"
+    pod_ip = next(e for e in container["env"] if e["name"] == "POD_IP")
+    assert pod_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    policy, selector = by_kind["NetworkPolicy"]["spec"], by_kind["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert policy["podSelector"]["matchLabels"] == selector
+    http_rule = next(r for r in policy["ingress"] if r["ports"][0]["port"] == int(env["PORT"]))
+    assert {"podSelector": {"matchLabels": selector}} in http_rule["from"]
     labels = by_kind["Deployment"]["spec"]["selector"]["matchLabels"]
     assert by_kind["Service"]["spec"]["selector"] == labels
     assert by_kind["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels

@@ -92,14 +92,14 @@ class ThreadedServer:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ThreadedServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
     """The app on the stub detector: fuzzing is about what the HTTP face survives, not detections."""
     from rtc_server.app import create_app
     from rtc_server.config import Settings
 
     settings_ = Settings(model=Path("yolo11n.onnx"), ice_addresses=("127.0.0.1",), ice_allow_networks=("127.0.0.0/8",),
-                         rate_limit=0,
-                         predict_rate_limit=0, max_sessions=0, connect_timeout=2.0)
+                         rate_limit=0, predict_rate_limit=0, max_sessions=0, connect_timeout=2.0,
+                         data_dir=tmp_path_factory.mktemp("data"))
     s = ThreadedServer(create_app(settings_, StubDetector()))
     yield s
     s.stop()

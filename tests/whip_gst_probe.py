@@ -24,6 +24,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,8 @@ def setup_commands() -> list[str]:
 
 async def probe(model: Path, codec: str, certificate: str, seconds: float, stock_dtls: bool = False) -> dict[str, Any]:
     settings = Settings(model=model, host=SERVER, port=8080, ice_addresses=(SERVER,),
-                        ice_allow_networks=("127.0.0.0/8",))
+                        ice_allow_networks=("127.0.0.0/8",),
+                        data_dir=Path(tempfile.mkdtemp(prefix="rtc-probe-data-")))
     app = create_app(settings)
     if stock_dtls:  # the control: aiortc's own DTLS context, as before this project's fix
         dtls.use_dtls_interop(False)

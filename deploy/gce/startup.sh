@@ -121,8 +121,11 @@ allowed-peer-ip=$PRIVATE_IP
 CONF
 }
 
+# The embedded store (SQLite: pull streams kept across restarts and image updates) on the boot
+# disk; the image runs as uid 10001.
+install -d -o 10001 -g 10001 "$STATE/data"
 docker run -d --name rtc-yolo --restart unless-stopped --network host --stop-timeout 10 \
-  --env-file "$STATE/rtc.env" "$IMAGE"
+  -v "$STATE/data:/data" --env-file "$STATE/rtc.env" "$IMAGE"
 
 if [ -n "$DOMAIN" ]; then
   docker run -d --name caddy --restart unless-stopped --network host \

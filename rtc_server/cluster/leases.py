@@ -27,13 +27,14 @@ one): the replicas' clocks must agree to well within ``lease_seconds`` (NTP does
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rtc_server.store import Store, StoreUnavailable, schema
@@ -115,6 +116,9 @@ class Leases:
         self.clock = clock
         #: The leases this replica believes it holds.
         self.held: dict[str, Lease] = {}
+        #: Held through each round of ``run`` and by ``adopt``/``forget``, so a stream created
+        #: here while a renewal is in flight is never taken for lost.
+        self.lock = asyncio.Lock()
 
     @property
     def _lease(self) -> timedelta:
@@ -218,6 +222,32 @@ class Leases:
         self.held.clear()
         return released
 
+    async def adopt(self, stream_id: str, spec: dict[str, Any]) -> Lease:
+        """Keep a new pull stream that already runs here (``POST /streams``): its row and its
+        lease, owned by this replica, in one transaction. If this replica is above its fair
+        share, the next round sheds it like any other (stopped here, then taken elsewhere)."""
+        now = self.clock()
+        lease = Lease(stream_id, 1, now + self._lease)
+
+        async def work(connection: AsyncConnection) -> None:
+            await connection.execute(insert(schema.streams).values(
+                id=stream_id, spec=spec, created_at=now, updated_at=now))
+            await connection.execute(insert(schema.leases).values(
+                stream_id=stream_id, owner=self.config.replica_id, expires_at=lease.expires_at, epoch=lease.epoch))
+            await self.store.announce(connection, f"stream {stream_id}")
+        async with self.lock:
+            await self.store.run("keeping a stream", work)
+            self.held[stream_id] = lease
+        return lease
+
+    async def forget(self, stream_id: str) -> bool:
+        """Delete a stream (``DELETE /streams/{id}`` on any replica): its row, its lease; its
+        owner's next renewal finds it gone and stops it. False if there was none."""
+        async with self.lock:
+            existed = await self.store.delete_stream(stream_id)
+            self.held.pop(stream_id, None)
+        return existed
+
     def expired_locally(self) -> list[str]:
         """Held leases whose time ran out by this replica's clock (the database was away and
         renewals failed): the caller must stop these streams, another replica may run them."""
@@ -243,26 +273,32 @@ class Leases:
         A ``start`` that raises is logged and tried again next round while the lease is held."""
         unstarted: dict[str, Lease] = {}
         while True:
-            try:
-                changes = await self.tick()
-                for stream_id in changes.lost:
-                    if unstarted.pop(stream_id, None) is None:
-                        await _quietly(stop, stream_id)
-                shed = await self.excess()
-                for stream_id in shed:
-                    if unstarted.pop(stream_id, None) is None:
-                        await _quietly(stop, stream_id)
-                await self.release(shed)
-                unstarted.update({lease.stream_id: lease for lease in changes.acquired})
-                for stream_id, lease in list(unstarted.items()):
-                    if stream_id in self.held and await _quietly(start, lease):
-                        del unstarted[stream_id]
-            except StoreUnavailable as error:
-                log.warning("leases: %s", error)
-                for stream_id in self.expired_locally():
-                    if unstarted.pop(stream_id, None) is None:
-                        await _quietly(stop, stream_id)
+            async with self.lock:
+                await self._round(start, stop, unstarted)
             await self.store.changes.wait(self.config.renew_interval)
+
+    async def _round(self, start: Callable[[Lease], Awaitable[None]], stop: Callable[[str], Awaitable[None]],
+                     unstarted: dict[str, Lease]) -> None:
+        """One round of ``run``, under ``lock``."""
+        try:
+            changes = await self.tick()
+            for stream_id in changes.lost:
+                if unstarted.pop(stream_id, None) is None:
+                    await _quietly(stop, stream_id)
+            shed = await self.excess()
+            for stream_id in shed:
+                if unstarted.pop(stream_id, None) is None:
+                    await _quietly(stop, stream_id)
+            await self.release(shed)
+            unstarted.update({lease.stream_id: lease for lease in changes.acquired})
+            for stream_id, lease in list(unstarted.items()):
+                if stream_id in self.held and await _quietly(start, lease):
+                    del unstarted[stream_id]
+        except StoreUnavailable as error:
+            log.warning("leases: %s", error)
+            for stream_id in self.expired_locally():
+                if unstarted.pop(stream_id, None) is None:
+                    await _quietly(stop, stream_id)
 
     # ----- shares ----------------------------------------------------------------------------------
     def _live_mine(self, now: datetime) -> ColumnElement[bool]:

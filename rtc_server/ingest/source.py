@@ -274,12 +274,13 @@ class PullSource:
 
 
 async def open_pull_stream(registry: StreamRegistry, config: PullConfig, spec: PullSpec, *,
-                           wait: bool = True) -> Stream:
+                           wait: bool = True, stream_id: str | None = None) -> Stream:
     """A new stream fed by ``spec.url``. Checks the URL first (``UrlRefused``; for a host name
     every address it resolves to), then takes a slot (``ServerFull``). With ``wait`` the
     first connection must open (``SourceOpenError``, ``UrlRefused`` for what the source
     itself pointed at — an HLS segment, a redirect); on failure nothing is left. Without
-    it (``RTC_SOURCES``) the stream keeps trying in the background."""
+    it (``RTC_SOURCES``, a durable stream restored) the stream keeps trying in the background.
+    ``stream_id``: the id a durable stream keeps across restarts and replicas."""
     policy = config.policy
     url = policy.parse(spec.url)
     if url.scheme == "srt":
@@ -292,7 +293,7 @@ async def open_pull_stream(registry: StreamRegistry, config: PullConfig, spec: P
             await asyncio.get_running_loop().run_in_executor(None, policy.resolve, url)
         except ResolveError as exc:
             raise SourceOpenError(str(exc), "resolve") from exc
-    stream = registry.open("pull", spec.settings(registry.defaults()))
+    stream = registry.open("pull", spec.settings(registry.defaults()), stream_id=stream_id)
     try:
         source = PullSource(stream, spec, url, policy, config.limits, registry.metrics, fail_fast=wait)
         stream.attach(source)

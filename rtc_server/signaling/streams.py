@@ -29,6 +29,7 @@ from rtc_server.streams.stream import Stream
 
 from .auth import require_operator
 from .context import API, INFERENCE, QUOTAS, RATE_LIMITS, REGISTRY, TOKENS
+from .durable import forget_stream, keep_stream
 from .errors import ClientError
 from .limits import read_capped
 from .refusals import capacity_refusals
@@ -89,6 +90,11 @@ async def create_stream(request: web.Request) -> web.Response:
         raise ClientError(422, "source_unavailable", f"the source could not be opened ({exc.kind}): "
                           f"{exc.detail}") from exc
     assert isinstance(stream.source, PullSource)
+    try:
+        await keep_stream(request, stream.id, spec.to_dict())  # durable (issue 22): back after a restart
+    except ClientError:
+        await stream.close("not kept")
+        raise
     location = f"/streams/{stream.id}"
     return web.json_response(stream_view(stream, stream.source), status=201, headers={"Location": location})
 
@@ -106,6 +112,10 @@ async def get_stream(request: web.Request) -> web.Response:
 
 async def delete_stream(request: web.Request) -> web.Response:
     _guard(request)
+    forgotten = await forget_stream(request, request.match_info["id"])  # its owner, on any replica, stops it
+    if forgotten and not isinstance(getattr(request.app[REGISTRY].get(request.match_info["id"]), "source", None),
+                                    PullSource):
+        return web.Response(status=204)
     stream, _ = _pull_stream(request)
     await stream.close("deleted")
     return web.Response(status=204)

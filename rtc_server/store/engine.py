@@ -116,6 +116,9 @@ async def bounded(work: Coroutine[Any, Any, T], timeout: float, config: StoreCon
     Here the caller gets ``StoreUnavailable`` at the bound; the abandoned task finishes its
     cleanup in the background and returns (or drops) its connection."""
     task = asyncio.ensure_future(work)
+    if inflight is not None:  # Store.close() cancels and waits for these before it closes the pool
+        inflight.add(task)
+        task.add_done_callback(inflight.discard)
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:

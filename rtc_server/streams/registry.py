@@ -13,7 +13,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..engine.scheduler import Scheduler
 from ..engine.yolo import Thresholds
@@ -77,6 +77,11 @@ class StreamRegistry:
         self._collect_pending = False
         self._draining = False
         self._emptied: asyncio.Event | None = None
+        #: Called with each stream that has closed (after it left the registry); the root
+        #: adds one that forgets a durable stream which ended by itself.
+        self.closed_listeners: list[Callable[[Stream], None]] = []
+        #: Called with each new stream (the root's live directory of sessions, issue 22).
+        self.opened_listeners: list[Callable[[Stream], None]] = []
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -91,7 +96,8 @@ class StreamRegistry:
         """The settings a new stream starts with: the server's thresholds, the default model."""
         return self._defaults
 
-    def open(self, source_kind: str, stream_settings: StreamSettings | None = None) -> Stream:
+    def open(self, source_kind: str, stream_settings: StreamSettings | None = None,
+             stream_id: str | None = None) -> Stream:
         """A new stream, holding a slot until it closes; ``stream_settings`` (e.g. the model
         and ``max_fps`` an offer named, the model checked against the catalog by the caller)
         or ``defaults()``. The server's ``max_fps``, if set, caps what the stream asks for.
@@ -99,7 +105,12 @@ class StreamRegistry:
         ``max_fps``: the detection rate the client asked for (None: as many as its share
         gives); the server's ``max_fps``, if set, caps it. Raises ``ServerFull`` at ``max_sessions``; a closing stream
         frees its slot the moment it leaves the registry.
+
+        ``stream_id``: the id a durable stream had before (a restart, a failover); None: a new
+        one. ``ValueError`` if a live stream has it.
         """
+        if stream_id is not None and stream_id in self._streams:
+            raise ValueError(f"a stream with id {stream_id} is live")
         if self._draining:
             raise Draining()
         cap = self.max_sessions
@@ -112,13 +123,24 @@ class StreamRegistry:
             source_kind=source_kind,
             on_closed=self._forget,
             limits=self._limits,
+            stream_id=stream_id,
         )
         self._streams[stream.id] = stream
         self.metrics.sessions_total.inc()
+        for listener in list(self.opened_listeners):
+            try:
+                listener(stream)
+            except Exception:
+                log.exception("an opened-stream listener failed")
         return stream
 
     def _forget(self, stream: Stream) -> None:
         self._streams.pop(stream.id, None)
+        for listener in list(self.closed_listeners):
+            try:
+                listener(stream)
+            except Exception:
+                log.exception("a closed-stream listener failed")
         if not self._streams and self._emptied is not None:
             self._emptied.set()
         self._collect_soon()

@@ -113,8 +113,10 @@ class Stream:
         source_kind: str,
         on_closed: Callable[[Stream], Awaitable[None] | None] | None = None,
         limits: StreamLimits | None = None,
+        stream_id: str | None = None,
     ) -> None:
-        self.id = uuid.uuid4().hex
+        #: New, or (a durable pull stream restored after a restart or a failover) the id it had.
+        self.id = stream_id or uuid.uuid4().hex
         #: The scheduler's name for this lane (metrics, logs).
         self.name = self.id
         self.source_kind = source_kind
