@@ -122,13 +122,15 @@ def build_registry(settings: Settings, scheduler: Scheduler, metrics: Metrics | 
     return registry
 
 
-def configured_sources(settings: Settings, models: Sequence[str]) -> list[PullSpec]:
-    """``RTC_SOURCES`` as pull specs, their models checked against the loaded ones;
-    ``ConfigError`` (exit 2) for one that names another: never half-configured."""
+def configured_sources(settings: Settings, models: Sequence[str],
+                       classes_of: Callable[[str | None], Sequence[str]] | None = None) -> list[PullSpec]:
+    """``RTC_SOURCES`` as pull specs, their models (and the classes their zones and lines
+    name) checked against the loaded ones; ``ConfigError`` (exit 2) for one that names
+    another: never half-configured."""
     specs = []
     for index, entry in enumerate(settings.sources):
         try:
-            specs.append(parse_pull_spec(entry, models))
+            specs.append(parse_pull_spec(entry, models, classes_of))
         except PullSpecError as exc:
             raise ConfigError(f"sources[{index}]: {exc}") from exc
     return specs
@@ -167,7 +169,7 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     app.cleanup_ctx.append(_lifetime)
     app.on_cleanup.append(_close_snapshots)  # after _lifetime's cleanup: no stream is left to snapshot
     # RTC_SOURCES (issue 13): pull streams started with the server, their models checked now.
-    sources = configured_sources(settings, inference.models.names)
+    sources = configured_sources(settings, inference.models.names, registry.class_names)
     app.on_startup.append(start_configured_sources(registry, api.pull, sources))
     return app
 

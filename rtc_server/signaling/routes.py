@@ -18,6 +18,7 @@ from aiohttp import web
 from rtc_server.engine.images import EncodedImage, ImageDecodeError, ImageSizeError, check_image
 from rtc_server.engine.scheduler import Abandoned, Overloaded, SchedulerClosed
 from rtc_server.metrics import CONTENT_TYPE
+from rtc_server.streams.control import ControlError, apply_config
 from rtc_server.streams.messages import detection_message
 from rtc_server.webrtc.peer import answer_offer
 from rtc_server.webrtc.turn import ice_servers as ice_servers_for
@@ -76,10 +77,13 @@ async def offer(request: web.Request) -> web.Response:
                           "offer again without 'session_id'")
     model = check_model(request.app[INFERENCE].models, offer_.model)
     _require_ready(request)
+    try:  # tracking, zones, lines: as a config message sets them (bad geometry says why)
+        start = apply_config(replace(registry.defaults(), model=model, max_fps=offer_.max_fps),
+                             dict(offer_.analytics), (), registry.class_names)
+    except ControlError as exc:
+        raise ClientError(400, "bad_offer", str(exc)) from exc
     with answer_refusals():
-        stream, answer = await answer_offer(
-            registry, request.app[API].peer, offer_.sdp,
-            stream_settings=replace(registry.defaults(), model=model, max_fps=offer_.max_fps))
+        stream, answer = await answer_offer(registry, request.app[API].peer, offer_.sdp, stream_settings=start)
     token, expires = request.app[TOKENS].issue(stream.id)  # for ?token= on events/ws/snapshot
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id,
                               "token": token, "token_expires": expires})

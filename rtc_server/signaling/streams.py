@@ -54,7 +54,8 @@ def stream_view(stream: Stream, source: PullSource) -> dict[str, Any]:
     counts = stream.counts
     return {
         "id": stream.id, "source": stream.source_kind, **source.describe(),
-        "model": settings.model, "max_fps": settings.max_fps,
+        "model": settings.model, "max_fps": settings.max_fps, "tracking": settings.tracking,
+        **settings.shapes.to_dict(stream.class_names),
         "counts": {"received": counts.received, "processed": counts.processed, "dropped": counts.dropped},
     }
 
@@ -71,7 +72,7 @@ async def create_stream(request: web.Request) -> web.Response:
         raise ClientError(400, "bad_stream", "the body must be a JSON object with a 'url'")
     inference = request.app[INFERENCE]
     try:
-        spec = parse_pull_spec(body, inference.models.names)
+        spec = parse_pull_spec(body, inference.models.names, request.app[REGISTRY].class_names)
     except PullSpecError as exc:
         raise ClientError(400, "bad_stream", str(exc)) from exc
     if not inference.ready:

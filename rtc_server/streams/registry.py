@@ -77,6 +77,11 @@ class StreamRegistry:
         """The settings a new stream starts with: the server's thresholds, the default model."""
         return self._defaults
 
+    def class_names(self, model: str | None = None) -> tuple[str, ...]:
+        """The class names of a model of the catalog (None: the default one): what the
+        ``classes`` of zones and lines may name."""
+        return self._scheduler.models.info(model).class_names
+
     def open(self, source_kind: str, stream_settings: StreamSettings | None = None) -> Stream:
         """A new stream, holding a slot until it closes; ``stream_settings`` (e.g. the model
         and ``max_fps`` an offer named, the model checked against the catalog by the caller)

@@ -47,6 +47,7 @@ from .control import Config, ControlError, Report, StreamSettings, apply_config,
 from .mailbox import FrameMailbox
 from .messages import FrameCounts, detection_message, error_message
 from .stats import StreamStats
+from .tracking import StreamTracking
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ class Stream:
         self._frame_failures = 0
         self._next_frame_id = 0
         self._peeked: tuple[ReceivedFrame, StreamSettings, Request] | None = None
+        #: Tracks, zones, lines (issue 21): annotates each detection message, makes events.
+        self.tracking = StreamTracking()
 
     # ----- wiring --------------------------------------------------------------------------
     def attach(self, source: Source) -> None:
@@ -242,11 +245,19 @@ class Stream:
         a ``config`` control message, validated by the same ``apply_config``. Returns the
         config ack, which every sink also gets (the sender's page shows the new settings).
         Raises ``ControlError``."""
-        self.settings = apply_config(self.settings, fields, self._scheduler.models.names)
+        self.settings = apply_config(self.settings, fields, self._scheduler.models.names, self._class_names)
         ack = self.config_ack()
         self.log.info("settings changed over HTTP: %s", {k: v for k, v in fields.items() if k != "type"})
         self.publish(ack)
         return ack
+
+    def _class_names(self, model: str | None) -> tuple[str, ...]:
+        return self._scheduler.models.info(model).class_names
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The class names of the model this stream's frames run through now."""
+        return self._class_names(self.settings.model)
 
     def config_ack(self) -> dict[str, Any]:
         """The ``config`` message stating the settings in force (what a bare query answers)."""
@@ -276,7 +287,7 @@ class Stream:
             return error_message("rate_limited", f"at most {self.limits.message_rate:g} "
                                  "control messages per second; the rest are dropped")
         try:
-            decision = parse_control(raw, self.settings, self._scheduler.models.names)
+            decision = parse_control(raw, self.settings, self._scheduler.models.names, self._class_names)
         except ControlError as exc:
             self.log.info("bad control message: %s", exc)
             self._metrics.count_error("session_bad_message")
@@ -335,10 +346,14 @@ class Stream:
         done_at = time.perf_counter()
         self._metrics.observe(result, result.started_at - item.received_at, done_at - item.received_at)
         self.stats.processed(done_at, (done_at - item.received_at) * 1000)
-        self.publish(detection_message(
-            result, received_at=item.received_at, done_at=done_at,
-            frame_id=item.frame_id, pts=item.pts, counts=self.counts,
-        ))
+        message = detection_message(result, received_at=item.received_at, done_at=done_at,
+                                    frame_id=item.frame_id, pts=item.pts, counts=self.counts)
+        events = self.tracking.annotate(message, result, self.settings,
+                                        pts=item.pts, time_base=getattr(item.frame, "time_base", None),
+                                        arrived=item.received_at, now=time.time)
+        self.publish(message)
+        for event in events:
+            self.publish(event)
 
     def fail(self, request: Request, exc: Exception) -> None:
         if not self.closed:
