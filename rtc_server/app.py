@@ -28,6 +28,8 @@ from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_acceler
 from .ingest.source import start_configured_sources
 from .ingest.spec import PullSpec, PullSpecError, parse_pull_spec
 from .metrics import Metrics
+from .outputs import EventOutputs, Webhooks
+from .outputs.fanout import EventOutput
 from .signaling import setup_routes
 from .signaling.context import API, INFERENCE, RATE_LIMITS, REGISTRY, SNAPSHOTS, SUBSCRIPTIONS, TOKENS
 from .signaling.cors import cors_middleware
@@ -112,12 +114,23 @@ def build_metrics(scheduler: Scheduler, release_counts: Callable[[], Mapping[str
     return metrics
 
 
-def build_registry(settings: Settings, scheduler: Scheduler, metrics: Metrics | None = None) -> StreamRegistry:
+def build_outputs(settings: Settings, metrics: Metrics) -> EventOutputs:
+    """Where every stream's events go beyond its own sinks: the webhooks (issue 21)."""
+    outputs: list[EventOutput] = []
+    if settings.webhook_urls:
+        outputs.append(Webhooks(wiring.webhook_targets(settings), wiring.webhook_config(settings), metrics))
+    return EventOutputs(outputs)
+
+
+def build_registry(settings: Settings, scheduler: Scheduler, metrics: Metrics | None = None,
+                   events: EventOutputs | None = None) -> StreamRegistry:
     """The registry of live streams under ``max_sessions``, with the defaults and limits
-    every new stream gets; ``metrics``: None builds them (``build_metrics``)."""
+    every new stream gets; ``metrics``: None builds them (``build_metrics``); ``events``:
+    the event outputs every stream publishes to (none if empty)."""
     metrics = build_metrics(scheduler) if metrics is None else metrics
     registry = StreamRegistry(scheduler, metrics, max_sessions=settings.max_sessions,
-                              defaults=wiring.stream_defaults(settings), limits=wiring.stream_limits(settings))
+                              defaults=wiring.stream_defaults(settings), limits=wiring.stream_limits(settings),
+                              events=events if events else None)
     metrics.count_sessions(lambda: len(registry))
     return registry
 
@@ -152,7 +165,8 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     middlewares = [resolve_client(settings.trusted_proxies), cors_middleware(settings.cors_origins), error_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     metrics = build_metrics(inference, release_counts)
-    registry = build_registry(settings, inference, metrics)
+    outputs = build_outputs(settings, metrics)
+    registry = build_registry(settings, inference, metrics, outputs)
     subscriptions: set[Subscriber] = set()
     metrics.count_subscribers(lambda: len(subscriptions))
     api = wiring.api_config(settings)
@@ -168,6 +182,8 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     setup_routes(app)
     app.cleanup_ctx.append(_lifetime)
     app.on_cleanup.append(_close_snapshots)  # after _lifetime's cleanup: no stream is left to snapshot
+    app.on_startup.append(lambda _app: outputs.start())  # event outputs: webhooks (issue 21)
+    app.on_cleanup.append(lambda _app: outputs.close())  # after the streams: their last events go out first
     # RTC_SOURCES (issue 13): pull streams started with the server, their models checked now.
     sources = configured_sources(settings, inference.models.names, registry.class_names)
     app.on_startup.append(start_configured_sources(registry, api.pull, sources))

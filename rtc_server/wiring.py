@@ -15,6 +15,7 @@ from .engine.yolo import Thresholds
 from .ingest.limits import InputCaps
 from .ingest.policy import SourcePolicy
 from .ingest.source import PullConfig, PullLimits
+from .outputs.webhooks import WebhookConfig, WebhookTarget
 from .signaling.context import ApiConfig
 from .signaling.limits import RateLimit
 from .streams.control import StreamSettings
@@ -31,6 +32,16 @@ def thresholds(settings: Settings) -> Thresholds:
 def stream_defaults(settings: Settings) -> StreamSettings:
     """The settings a new stream starts with: the server's thresholds, the default model."""
     return StreamSettings(thresholds(settings))
+
+
+def webhook_config(settings: Settings) -> WebhookConfig:
+    return WebhookConfig(timeout=settings.webhook_timeout, retries=settings.webhook_retries,
+                         queue=settings.webhook_queue, allow_networks=settings.webhook_allow_networks)
+
+
+def webhook_targets(settings: Settings) -> tuple[WebhookTarget, ...]:
+    """``RTC_WEBHOOK_URLS``, each signed with ``RTC_WEBHOOK_SECRET`` (if set)."""
+    return tuple(WebhookTarget(url, settings.webhook_secret or None) for url in settings.webhook_urls)
 
 
 def stream_limits(settings: Settings) -> StreamLimits:

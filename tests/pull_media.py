@@ -175,7 +175,7 @@ def make_crossing(path: Path, seconds: float = 5.0, fps: int = FPS, height: int 
         stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps), "keyint_min": str(fps)}
         for index in range(n):
             centre = width * (0.06 + 0.88 * index / (n - 1))
-            left = int(round(centre - w / 2))
+            left = round(centre - w / 2)
             frame_rgb = background.copy()
             lo, hi = max(left, 0), min(left + w, width)
             frame_rgb[top:top + height, lo:hi] = crop[:, lo - left:hi - left]

@@ -27,8 +27,9 @@ from drivers.sinks import CollectingSink
 from drivers.whip_client import WhipClient
 from rtc_server.signaling.context import REGISTRY
 
-from .helpers import ServerFactory, serve, wait_for
+from .helpers import ServerFactory, scrape, serve, wait_for
 from .pull_media import MediaProcess, make_clip, make_crossing, media_server
+from .test_webhooks import SECRET, Receiver
 
 LOOPBACK = ("127.0.0.0/8",)
 #: A vertical line through the middle of the frame, drawn top to bottom.
@@ -108,7 +109,8 @@ async def test_an_aiortc_peer_gets_track_ids_and_counts_and_can_turn_tracking_of
         assert ack["tracking"] is False
         await client.next_message()  # one that may have been under way
         later = [await client.next_message() for _ in range(3)]
-        assert all("track_id" not in d for m in later for d in m["detections"]) and not any("counts" in m for m in later)
+        assert all("track_id" not in d for m in later for d in m["detections"])
+        assert not any("counts" in m for m in later)
     await wait_for(lambda: len(app[REGISTRY]) == 0)
 
 
@@ -122,7 +124,7 @@ async def test_an_offer_can_start_without_tracking_and_bad_geometry_is_a_400(
         assert all("track_id" not in d for m in messages for d in m["detections"])
     bad = DetectionClient(url, ImageTrack(bus_frame, fps=15),
                           offer_fields={"lines": [{"name": "door", "a": [0.2, 0.2], "b": [0.2, 0.2]}]})
-    with pytest.raises(RuntimeError, match="400.*zero length"):
+    with pytest.raises(RuntimeError, match=r"400.*zero length"):
         await bad.connect()
     await bad.close()
     await wait_for(lambda: len(app[REGISTRY]) == 0)
@@ -237,3 +239,27 @@ async def test_post_streams_takes_tracking_off_and_refuses_bad_geometry(
         assert_ids_hold(messages)
         async with http.delete(f"{url}/sessions/{stream.id}") as r:
             assert r.status == 204
+
+
+async def test_events_of_a_pulled_video_reach_a_webhook_signed_and_are_counted(
+    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], http_media: MediaProcess
+) -> None:
+    receiver = Receiver()
+    hook = await aiohttp_server(receiver.app())
+    app = make_app(source_allow_networks=LOOPBACK, webhook_urls=(f"http://127.0.0.1:{hook.port}/hook",),
+                   webhook_secret=SECRET, webhook_allow_networks=LOOPBACK)
+    url = await serve(aiohttp_server, app)
+    body = {"url": f"http://127.0.0.1:{http_media.port}/crossing.mp4", "conf": 0.2, "lines": [MIDDLE]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/streams", json=body) as r:
+            answer = await r.json()
+            assert r.status == 201, answer
+        await wait_for(lambda: len(app[REGISTRY]) == 0, 60)  # the clip plays to its end
+        await wait_for(lambda: bool(receiver.events), 10)
+        metrics = await scrape(url)
+    assert receiver.bad_signatures == 0
+    (cross,) = receiver.events
+    assert cross["type"] == "event" and cross["event"] == "line_cross" and cross["line"] == "middle"
+    assert cross["direction"] == "left" and cross["stream_id"] == answer["id"]
+    assert metrics['rtc_events_total{event="line_cross"}'] == 1
+    assert metrics['rtc_event_deliveries_total{output="webhook"}'] == 1

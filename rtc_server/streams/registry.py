@@ -19,7 +19,7 @@ from ..engine.scheduler import Scheduler
 from ..engine.yolo import Thresholds
 from ..metrics import Metrics
 from .control import StreamSettings
-from .stream import Stream, StreamLimits
+from .stream import EventSink, Stream, StreamLimits
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,16 @@ class StreamRegistry:
     the metrics, the defaults and limits — is built by the composition root and handed in."""
 
     def __init__(self, scheduler: Scheduler, metrics: Metrics, *, max_sessions: int = 16,
-                 defaults: StreamSettings | None = None, limits: StreamLimits | None = None) -> None:
+                 defaults: StreamSettings | None = None, limits: StreamLimits | None = None,
+                 events: EventSink | None = None) -> None:
         self._scheduler = scheduler
         self.metrics = metrics
         #: Live streams at most (0: no cap); whatever the source, every stream counts.
         self.max_sessions = max_sessions
         self._defaults = defaults or StreamSettings(Thresholds())
         self._limits = limits or StreamLimits()
+        #: Where every stream's events go beyond its sinks (webhooks, MQTT), if anywhere.
+        self.events = events
         self._streams: dict[str, Stream] = {}
         self._collect_pending = False
         self._draining = False
@@ -103,6 +106,7 @@ class StreamRegistry:
             source_kind=source_kind,
             on_closed=self._forget,
             limits=self._limits,
+            events=self.events,
         )
         self._streams[stream.id] = stream
         self.metrics.sessions_total.inc()

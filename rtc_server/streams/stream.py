@@ -63,6 +63,13 @@ class Source(Protocol):
         ...
 
 
+class EventSink(Protocol):
+    """Where a stream's events go beyond its sinks (webhooks, MQTT: ``rtc_server/outputs``,
+    built by the composition root). ``publish`` never blocks."""
+
+    def publish(self, stream_id: str, event: dict[str, Any]) -> None: ...
+
+
 class Sink(Protocol):
     """Where a stream's messages go. ``send`` never blocks: a sink that cannot keep up
     drops (and counts) rather than queue, because a stale detection is worth nothing."""
@@ -103,6 +110,7 @@ class Stream:
         source_kind: str,
         on_closed: Callable[[Stream], Awaitable[None] | None] | None = None,
         limits: StreamLimits | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         #: The scheduler's name for this lane (metrics, logs).
@@ -138,6 +146,7 @@ class Stream:
         self._peeked: tuple[ReceivedFrame, StreamSettings, Request] | None = None
         #: Tracks, zones, lines (issue 21): annotates each detection message, makes events.
         self.tracking = StreamTracking()
+        self._events = events
 
     # ----- wiring --------------------------------------------------------------------------
     def attach(self, source: Source) -> None:
@@ -353,7 +362,10 @@ class Stream:
                                         arrived=item.received_at, now=time.time)
         self.publish(message)
         for event in events:
+            self._metrics.events.labels(event["event"]).inc()
             self.publish(event)
+            if self._events is not None:
+                self._events.publish(self.id, event)
 
     def fail(self, request: Request, exc: Exception) -> None:
         if not self.closed:

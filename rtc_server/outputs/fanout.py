@@ -1,0 +1,37 @@
+"""``EventOutputs``: every configured event output behind the one ``EventSink`` a stream holds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+
+class EventOutput(Protocol):
+    def publish(self, stream_id: str, event: dict[str, Any]) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class EventOutputs:
+    """Fans each event out to every output; ``publish`` never blocks (each output queues,
+    bounded, and delivers from a task of its own)."""
+
+    def __init__(self, outputs: Sequence[EventOutput] = ()) -> None:
+        self.outputs = tuple(outputs)
+
+    def __bool__(self) -> bool:
+        return bool(self.outputs)
+
+    def publish(self, stream_id: str, event: dict[str, Any]) -> None:
+        for output in self.outputs:
+            output.publish(stream_id, event)
+
+    async def start(self) -> None:
+        for output in self.outputs:
+            await output.start()
+
+    async def close(self) -> None:
+        for output in self.outputs:
+            await output.close()
