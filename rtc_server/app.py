@@ -28,7 +28,7 @@ from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_acceler
 from .ingest.source import start_configured_sources
 from .ingest.spec import PullSpec, PullSpecError, parse_pull_spec
 from .metrics import Metrics
-from .outputs import EventOutputs, Webhooks
+from .outputs import EventOutputs, Mqtt, Webhooks, parse_mqtt_url
 from .outputs.fanout import EventOutput
 from .signaling import setup_routes
 from .signaling.context import API, INFERENCE, RATE_LIMITS, REGISTRY, SNAPSHOTS, SUBSCRIPTIONS, TOKENS
@@ -115,10 +115,12 @@ def build_metrics(scheduler: Scheduler, release_counts: Callable[[], Mapping[str
 
 
 def build_outputs(settings: Settings, metrics: Metrics) -> EventOutputs:
-    """Where every stream's events go beyond its own sinks: the webhooks (issue 21)."""
+    """Where every stream's events go beyond its own sinks: webhooks, MQTT (issue 21)."""
     outputs: list[EventOutput] = []
     if settings.webhook_urls:
         outputs.append(Webhooks(wiring.webhook_targets(settings), wiring.webhook_config(settings), metrics))
+    if settings.mqtt_url:
+        outputs.append(Mqtt(parse_mqtt_url(settings.mqtt_url), wiring.mqtt_config(settings), metrics))
     return EventOutputs(outputs)
 
 

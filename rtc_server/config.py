@@ -236,6 +236,15 @@ class Settings:
     webhook_retries: int = 3
     #: Events waiting per webhook receiver; beyond it the oldest is dropped (counted).
     webhook_queue: int = 256
+    #: MQTT broker for every stream's events: ``mqtt://[user:pass@]host[:port][/prefix]`` or
+    #: ``mqtts://`` (TLS); empty: none.
+    mqtt_url: str = field(default="", repr=False)  # may carry a password
+    #: Also publish detection messages (QoS 0) to ``<prefix>/<stream id>/detections``.
+    mqtt_detections: bool = False
+    #: Messages waiting for the broker; beyond it the oldest is dropped (counted).
+    mqtt_queue: int = 1024
+    #: CA certificates (PEM) for an ``mqtts://`` broker with a private CA.
+    mqtt_ca: Path | None = None
 
     def __post_init__(self) -> None:
         """Check every setting, one component at a time (the same groups as the fields)."""
@@ -418,6 +427,17 @@ class Settings:
             raise ConfigError(f"webhook_retries {self.webhook_retries} must be >= 0")
         if self.webhook_queue < 1:
             raise ConfigError(f"webhook_queue {self.webhook_queue} must be >= 1")
+        if self.mqtt_url:
+            from .outputs.mqtt import parse_mqtt_url  # late: brings aiomqtt
+
+            try:
+                parse_mqtt_url(self.mqtt_url)
+            except ValueError as exc:
+                raise ConfigError(f"mqtt_url: {exc}") from exc
+        if self.mqtt_queue < 1:
+            raise ConfigError(f"mqtt_queue {self.mqtt_queue} must be >= 1")
+        if self.mqtt_ca is not None and not self.mqtt_ca.is_file():
+            raise ConfigError(f"mqtt_ca {self.mqtt_ca} is not a file")
 
     def _validate_consumers(self) -> None:
         if self.token_secret and len(self.token_secret) < 16:
@@ -572,6 +592,10 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "webhook_timeout": (float, "seconds one webhook POST may take"),
     "webhook_retries": (int, "retries of a webhook POST that failed (backoff from 0.5 s, doubling)"),
     "webhook_queue": (int, "events waiting per webhook receiver (oldest dropped beyond, counted)"),
+    "mqtt_url": (str, "MQTT broker for events: mqtt://[user:pass@]host[:port][/prefix] or mqtts://..."),
+    "mqtt_detections": (_parse_bool, "true: publish detection messages too (QoS 0, <prefix>/<id>/detections)"),
+    "mqtt_queue": (int, "messages waiting for the MQTT broker (oldest dropped beyond, counted)"),
+    "mqtt_ca": (_parse_optional_path, "CA certificates (PEM) for an mqtts:// broker with a private CA"),
     "backend": (str, "auto (fastest measured within accuracy bounds), onnxruntime or openvino"),
     "precision": (str, "auto, f32, bf16, f16 or int8"),
     "providers": (_parse_addresses, "comma-separated onnxruntime execution providers, e.g. "

@@ -15,6 +15,7 @@ from .engine.yolo import Thresholds
 from .ingest.limits import InputCaps
 from .ingest.policy import SourcePolicy
 from .ingest.source import PullConfig, PullLimits
+from .outputs.mqtt import MqttConfig
 from .outputs.webhooks import WebhookConfig, WebhookTarget
 from .signaling.context import ApiConfig
 from .signaling.limits import RateLimit
@@ -42,6 +43,10 @@ def webhook_config(settings: Settings) -> WebhookConfig:
 def webhook_targets(settings: Settings) -> tuple[WebhookTarget, ...]:
     """``RTC_WEBHOOK_URLS``, each signed with ``RTC_WEBHOOK_SECRET`` (if set)."""
     return tuple(WebhookTarget(url, settings.webhook_secret or None) for url in settings.webhook_urls)
+
+
+def mqtt_config(settings: Settings) -> MqttConfig:
+    return MqttConfig(detections=settings.mqtt_detections, queue=settings.mqtt_queue, ca_file=settings.mqtt_ca)
 
 
 def stream_limits(settings: Settings) -> StreamLimits:

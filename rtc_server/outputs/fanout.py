@@ -7,7 +7,9 @@ from typing import Any, Protocol
 
 
 class EventOutput(Protocol):
-    def publish(self, stream_id: str, event: dict[str, Any]) -> None: ...
+    wants_detections: bool
+
+    def publish(self, stream_id: str, message: dict[str, Any]) -> None: ...
 
     async def start(self) -> None: ...
 
@@ -20,13 +22,14 @@ class EventOutputs:
 
     def __init__(self, outputs: Sequence[EventOutput] = ()) -> None:
         self.outputs = tuple(outputs)
+        self.wants_detections = any(o.wants_detections for o in self.outputs)
 
     def __bool__(self) -> bool:
         return bool(self.outputs)
 
-    def publish(self, stream_id: str, event: dict[str, Any]) -> None:
+    def publish(self, stream_id: str, message: dict[str, Any]) -> None:
         for output in self.outputs:
-            output.publish(stream_id, event)
+            output.publish(stream_id, message)
 
     async def start(self) -> None:
         for output in self.outputs:

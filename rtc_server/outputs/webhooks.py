@@ -195,8 +195,11 @@ class Webhooks:
         self.targets = [_Target(t, config, metrics) for t in targets]
         self._session: aiohttp.ClientSession | None = None
 
+    #: Webhooks carry events only.
+    wants_detections = False
+
     def publish(self, stream_id: str, event: dict[str, Any]) -> None:
-        if not self.targets:
+        if not self.targets or event.get("type") != "event":
             return
         body = json.dumps({**event, "stream_id": stream_id}, separators=(",", ":")).encode()
         for target in self.targets:

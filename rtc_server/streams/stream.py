@@ -65,9 +65,12 @@ class Source(Protocol):
 
 class EventSink(Protocol):
     """Where a stream's events go beyond its sinks (webhooks, MQTT: ``rtc_server/outputs``,
-    built by the composition root). ``publish`` never blocks."""
+    built by the composition root). ``publish`` never blocks; it gets every event message
+    and, when ``wants_detections``, every detection message too."""
 
-    def publish(self, stream_id: str, event: dict[str, Any]) -> None: ...
+    wants_detections: bool
+
+    def publish(self, stream_id: str, message: dict[str, Any]) -> None: ...
 
 
 class Sink(Protocol):
@@ -361,6 +364,8 @@ class Stream:
                                         pts=item.pts, time_base=getattr(item.frame, "time_base", None),
                                         arrived=item.received_at, now=time.time)
         self.publish(message)
+        if self._events is not None and self._events.wants_detections:
+            self._events.publish(self.id, message)
         for event in events:
             self._metrics.events.labels(event["event"]).inc()
             self.publish(event)
