@@ -96,9 +96,13 @@ class Subscriber:
                                                              stderr=subprocess.DEVNULL)
         self._reader = asyncio.get_running_loop().create_task(self._read())
         # -d prints the SUBACK on stdout: subscribed once it is there
-        async with asyncio.timeout(10):
-            while not self._subscribed:
-                await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(10):
+                while not self._subscribed:
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            await self.stop()  # leave no subscriber process behind
+            raise
 
     _subscribed = False
 
