@@ -101,8 +101,8 @@ class StreamTracking:
                                     frame_id=message.get("frame_id") or 0, pts=pts, time=round(now(), 3))
         tracks = analysis.tracks
         out = message["detections"]
-        for i, entry in enumerate(out):
-            entry["track_id"] = tracks.track_id(i)
+        for entry, track_id in zip(out, tracks.track_ids[:tracks.n_detections].tolist(), strict=True):
+            entry["track_id"] = track_id if track_id >= 0 else None
         names = result.model.class_names
         for i in range(tracks.n_detections, len(tracks.track_ids)):
             cls = int(tracks.class_ids[i])
