@@ -37,6 +37,7 @@ from .signaling.errors import ERROR_SINK, error_middleware
 from .signaling.limits import RateLimits
 from .signaling.proxies import resolve_client
 from .signaling.tokens import SessionTokens
+from .streams.control import ControlError
 from .streams.registry import StreamRegistry
 from .streams.sinks import Subscriber
 from .streams.snapshot import Snapshots
@@ -116,9 +117,9 @@ def build_metrics(scheduler: Scheduler, release_counts: Callable[[], Mapping[str
 
 def build_outputs(settings: Settings, metrics: Metrics) -> EventOutputs:
     """Where every stream's events go beyond its own sinks: webhooks, MQTT (issue 21)."""
-    outputs: list[EventOutput] = []
-    if settings.webhook_urls:
-        outputs.append(Webhooks(wiring.webhook_targets(settings), wiring.webhook_config(settings), metrics))
+    # Webhooks always: streams may name their own receivers (their "webhooks" setting); it
+    # holds no connection until there is something to deliver.
+    outputs: list[EventOutput] = [Webhooks(wiring.webhook_targets(settings), wiring.webhook_config(settings), metrics)]
     if settings.mqtt_url:
         outputs.append(Mqtt(parse_mqtt_url(settings.mqtt_url), wiring.mqtt_config(settings), metrics))
     return EventOutputs(outputs)
@@ -188,6 +189,11 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     app.on_cleanup.append(lambda _app: outputs.close())  # after the streams: their last events go out first
     # RTC_SOURCES (issue 13): pull streams started with the server, their models checked now.
     sources = configured_sources(settings, inference.models.names, registry.class_names)
+    for index, spec in enumerate(sources):  # the webhooks they name pass the SSRF rules
+        try:
+            registry.check_settings(spec.settings(registry.defaults(), registry.class_names))
+        except ControlError as exc:
+            raise ConfigError(f"sources[{index}]: {exc}") from exc
     app.on_startup.append(start_configured_sources(registry, api.pull, sources))
     return app
 

@@ -135,7 +135,8 @@ class Metrics:
                                      ["output"], registry=r)
         self.event_drops = Counter("rtc_event_drops_total", "Events an output dropped: queue_full (the oldest, "
                                    "when a target's queue is full), failed (retries exhausted), rejected (a 4xx), "
-                                   "refused (an address the SSRF rules refuse)", ["output", "reason"], registry=r)
+                                   "refused (an address the SSRF rules refuse), too_many_targets (beyond the "
+                                   "receivers streams may name)", ["output", "reason"], registry=r)
 
     def count_sessions(self, live: Callable[[], int]) -> None:
         """``rtc_sessions_active``: ``live()`` (the registry's size) read at scrape time."""

@@ -92,9 +92,12 @@ async def test_an_aiortc_peer_gets_track_ids_and_counts_and_can_turn_tracking_of
     async with DetectionClient(url, ImageTrack(bus_frame, fps=15), offer_fields=fields) as client:
         messages = [await client.next_message() for _ in range(6)]
         assert_ids_hold(messages)
+        # the person on the right stands in the zone: inside once the hysteresis confirms it
+        while messages[-1]["counts"]["zones"]["right"]["inside"] < 1 and len(messages) < 40:
+            messages.append(await client.next_message())
         counts = messages[-1]["counts"]
         assert counts["lines"]["middle"] == {"left": 0, "right": 0, "by_class": {}}
-        assert counts["zones"]["right"]["inside"] >= 1  # the person on the right stands in it
+        assert counts["zones"]["right"]["inside"] >= 1
         # The settings say what is in force, zones and lines included.
         client.send({"type": "config"})
         ack = await client.next_message("config")
@@ -149,11 +152,15 @@ async def test_a_whip_client_gets_track_ids_and_patch_sets_zones_and_tracking(
                 body = await r.json()
                 assert r.status == 400 and body["error"] == "bad_config", body
                 assert "fractions of the frame" in body["detail"]
+            # A stream's own webhooks: the SSRF rules when they are set (a private address here).
+            async with http.patch(patch, json={"webhooks": [{"url": "http://10.1.2.3/hook"}]}) as r:
+                body = await r.json()
+                assert r.status == 400 and "private" in body["detail"], body
             async with http.patch(patch, json={"zones": [RIGHT_HALF]}) as r:
                 assert r.status == 200 and (await r.json())["zones"] == [RIGHT_HALF]
-            seen = len(sink.detections)
-            await sink.wait_for(seen + 3)
-            assert sink.detections[-1][1]["counts"]["zones"]["right"]["inside"] >= 1
+            # the person standing there is inside once the hysteresis (0.25 s of frame time) confirms it
+            await wait_for(lambda: sink.detections[-1][1].get("counts", {}).get("zones", {}).get("right", {})
+                           .get("inside", 0) >= 1, 15)
             async with http.get(f"{url}/sessions") as r:
                 (listed,) = (await r.json())["sessions"]
                 assert listed["settings"]["tracking"] is True and listed["settings"]["zones"] == [RIGHT_HALF]
@@ -241,25 +248,36 @@ async def test_post_streams_takes_tracking_off_and_refuses_bad_geometry(
             assert r.status == 204
 
 
-async def test_events_of_a_pulled_video_reach_a_webhook_signed_and_are_counted(
+async def test_events_of_a_pulled_video_reach_the_servers_and_the_streams_webhooks_signed(
     aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], http_media: MediaProcess
 ) -> None:
-    receiver = Receiver()
-    hook = await aiohttp_server(receiver.app())
+    receiver = Receiver()  # the server's (RTC_WEBHOOK_URLS)
+    own = Receiver(secret="the-streams-own-secret")  # the stream's ("webhooks" in its settings)
+    hook, own_hook = await aiohttp_server(receiver.app()), await aiohttp_server(own.app())
     app = make_app(source_allow_networks=LOOPBACK, webhook_urls=(f"http://127.0.0.1:{hook.port}/hook",),
                    webhook_secret=SECRET, webhook_allow_networks=LOOPBACK)
     url = await serve(aiohttp_server, app)
     body = {"url": f"http://127.0.0.1:{http_media.port}/crossing.mp4", "conf": 0.2, "lines": [MIDDLE]}
     async with aiohttp.ClientSession() as http:
+        # A stream's webhook follows the pull sources' SSRF rules: the metadata address is refused.
+        refused = {**body, "webhooks": [{"url": "http://169.254.169.254/latest/meta-data"}]}
+        async with http.post(f"{url}/streams", json=refused) as r:
+            answer = await r.json()
+            assert r.status == 400 and "link-local" in answer["detail"], answer
+        own_url = f"http://user:pw@127.0.0.1:{own_hook.port}/hook?key=k"
+        body["webhooks"] = [{"url": own_url, "secret": own.secret}]
         async with http.post(f"{url}/streams", json=body) as r:
             answer = await r.json()
             assert r.status == 201, answer
+        # stated without the secret, the userinfo or the query
+        assert answer["webhooks"] == [{"url": f"http://127.0.0.1:{own_hook.port}/hook", "signed": True}]
         await wait_for(lambda: len(app[REGISTRY]) == 0, 60)  # the clip plays to its end
-        await wait_for(lambda: bool(receiver.events), 10)
+        await wait_for(lambda: bool(receiver.events) and bool(own.events), 10)
         metrics = await scrape(url)
-    assert receiver.bad_signatures == 0
+    assert receiver.bad_signatures == own.bad_signatures == 0
     (cross,) = receiver.events
     assert cross["type"] == "event" and cross["event"] == "line_cross" and cross["line"] == "middle"
     assert cross["direction"] == "left" and cross["stream_id"] == answer["id"]
+    assert own.events == [cross]
     assert metrics['rtc_events_total{event="line_cross"}'] == 1
-    assert metrics['rtc_event_deliveries_total{output="webhook"}'] == 1
+    assert metrics['rtc_event_deliveries_total{output="webhook"}'] == 2

@@ -14,9 +14,11 @@ import pytest
 from aiohttp import web
 
 from rtc_server.config import ConfigError, Settings
+from rtc_server.engine.yolo import Thresholds
 from rtc_server.ingest.policy import UrlRefused
 from rtc_server.metrics import Metrics
 from rtc_server.outputs import WebhookConfig, Webhooks, WebhookTarget
+from rtc_server.streams.control import ControlError, StreamSettings, StreamWebhook, apply_config
 
 from .helpers import ServerFactory, free_port, wait_for
 
@@ -163,3 +165,39 @@ async def test_the_ssrf_rules_of_pull_sources_apply(aiohttp_server: ServerFactor
         await hooks.close()
     assert receiver.requests == 0
     await asyncio.sleep(0)
+
+
+def test_a_streams_webhooks_setting_is_checked_and_stated_without_secrets() -> None:
+    base = StreamSettings(Thresholds())
+    hooks = [{"url": "https://u:p@hooks.example:8443/in?key=k", "secret": "s"}, {"url": "http://b.example/x"}]
+    settings = apply_config(base, {"webhooks": hooks})
+    assert settings.webhooks == (StreamWebhook("https://u:p@hooks.example:8443/in?key=k", "s"),
+                                 StreamWebhook("http://b.example/x"))
+    assert [w.shown() for w in settings.webhooks] == [
+        {"url": "https://hooks.example:8443/in", "signed": True}, {"url": "http://b.example/x", "signed": False}]
+    assert "'s'" not in repr(settings)
+    assert apply_config(settings, {"webhooks": None}).webhooks == ()
+    for bad, why in (("http://x", "list"), ([{"url": "ftp://x"}], "http:// or https://"),
+                     ([{"url": "http://x", "secret": ""}], "secret"), ([{"url": "http://x", "extra": 1}], "object"),
+                     ([{"url": "http://x"}] * 5, "at most 4"), ([{"url": "http://x:99999/"}], "does not parse")):
+        with pytest.raises(ControlError, match=why):
+            apply_config(base, {"webhooks": bad})
+
+
+async def test_a_streams_own_receiver_gets_its_events_signed_with_its_secret(aiohttp_server: ServerFactory) -> None:
+    receiver = Receiver(secret="own")
+    server = await aiohttp_server(receiver.app())
+    m = metrics()
+    hooks = Webhooks([], WebhookConfig(allow_networks=LOOPBACK), m)  # no server-wide receiver
+    await hooks.start()
+    own = (StreamWebhook(f"http://127.0.0.1:{server.port}/hook", "own"),)
+    try:
+        hooks.publish("s1", event(1), own)
+        hooks.publish("s1", {"type": "detections"}, own)  # events only
+        hooks.publish("s2", event(2), (StreamWebhook("http://169.254.169.254/x"),))  # refused, counted
+        await wait_for(lambda: len(receiver.events) == 1, 10)
+    finally:
+        await hooks.close()
+    assert receiver.events == [{**event(1), "stream_id": "s1"}] and receiver.bad_signatures == 0
+    assert value(m, "rtc_event_drops_total", output="webhook", reason="refused") == 1
+    assert len(hooks.stream_targets) == 1

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 class EventOutput(Protocol):
     wants_detections: bool
 
-    def publish(self, stream_id: str, message: dict[str, Any]) -> None: ...
+    def publish(self, stream_id: str, message: dict[str, Any], webhooks: Sequence[Any] = ()) -> None: ...
 
     async def start(self) -> None: ...
 
@@ -27,9 +27,17 @@ class EventOutputs:
     def __bool__(self) -> bool:
         return bool(self.outputs)
 
-    def publish(self, stream_id: str, message: dict[str, Any]) -> None:
+    def publish(self, stream_id: str, message: dict[str, Any], webhooks: Sequence[Any] = ()) -> None:
         for output in self.outputs:
-            output.publish(stream_id, message)
+            output.publish(stream_id, message, webhooks)
+
+    def check_webhook(self, url: str) -> None:
+        """``ValueError`` saying why a stream may not name this webhook URL."""
+        checkers = [o for o in self.outputs if hasattr(o, "check")]
+        if not checkers:
+            raise ValueError("this server delivers no webhooks")
+        for output in checkers:
+            output.check(url)
 
     async def start(self) -> None:
         for output in self.outputs:

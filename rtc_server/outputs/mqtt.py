@@ -25,6 +25,7 @@ import logging
 import ssl
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ class Mqtt:
         self.delivered = 0
         self.dropped = 0
 
-    def publish(self, stream_id: str, message: dict[str, Any]) -> None:
+    def publish(self, stream_id: str, message: dict[str, Any], webhooks: Sequence[Any] = ()) -> None:
         kind = message.get("type")
         if kind == "event":
             topic, qos, body = "events", 1, {**message, "stream_id": stream_id}

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 OUTPUT = "webhook"
 SIGNATURE_HEADER = "X-RTC-Signature"
+#: Receivers streams may name (a stream's ``"webhooks"`` setting) that the server delivers
+#: to at most, all streams together; beyond it their events are dropped (counted).
+MAX_STREAM_TARGETS = 64
 
 
 @dataclass(frozen=True)
@@ -185,36 +188,76 @@ class _Target:
 
 
 class Webhooks:
-    """The server's webhook targets (``EventSink``: ``publish(stream_id, event)``)."""
+    """The server's webhook targets (``RTC_WEBHOOK_URLS``) and those streams name (their
+    ``"webhooks"`` setting): ``EventSink.publish(stream_id, event, webhooks)``."""
 
     def __init__(self, targets: Sequence[WebhookTarget], config: WebhookConfig, metrics: Metrics) -> None:
         self.config = config
         self.policy = SourcePolicy.of(config.allow_networks)
         for target in targets:
             check_url(target.url, self.policy)
+        self._metrics = metrics
         self.targets = [_Target(t, config, metrics) for t in targets]
+        #: Targets streams named, by (url, secret); at most ``MAX_STREAM_TARGETS``.
+        self.stream_targets: dict[tuple[str, str | None], _Target] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._running = False
 
     #: Webhooks carry events only.
     wants_detections = False
 
-    def publish(self, stream_id: str, event: dict[str, Any]) -> None:
-        if not self.targets or event.get("type") != "event":
+    def check(self, url: str) -> None:
+        """``UrlRefused`` (a ``ValueError`` saying why) for a URL no webhook may have."""
+        check_url(url, self.policy)
+
+    def publish(self, stream_id: str, event: dict[str, Any], webhooks: Sequence[Any] = ()) -> None:
+        """Queue ``event`` for every server target and for ``webhooks`` (the stream's own:
+        objects with ``url`` and ``secret``); never blocks."""
+        if event.get("type") != "event" or not (self.targets or webhooks):
             return
         body = json.dumps({**event, "stream_id": stream_id}, separators=(",", ":")).encode()
         for target in self.targets:
             target.offer(body)
+        for hook in webhooks:
+            own = self._stream_target(hook.url, hook.secret)
+            if own is not None:
+                own.offer(body)
+
+    def _stream_target(self, url: str, secret: str | None) -> _Target | None:
+        key = (url, secret)
+        target = self.stream_targets.get(key)
+        if target is not None:
+            return target
+        try:
+            check_url(url, self.policy)  # checked when set too; the policy is the server's
+        except UrlRefused as exc:
+            log.warning("a stream's webhook %s is refused: %s", redact(url), exc.detail)
+            self._metrics.event_drops.labels(OUTPUT, "refused").inc()
+            return None
+        if len(self.stream_targets) >= MAX_STREAM_TARGETS:
+            self._metrics.event_drops.labels(OUTPUT, "too_many_targets").inc()
+            return None
+        target = self.stream_targets[key] = _Target(WebhookTarget(url, secret), self.config, self._metrics)
+        if self._running:
+            target.start(self._connect())
+        return target
+
+    def _connect(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.policy), limit_per_host=4)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._session
 
     async def start(self) -> None:
-        if not self.targets or self._session is not None:
+        if self._running:
             return
-        connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.policy), limit_per_host=4)
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
-        for target in self.targets:
-            target.start(self._session)
+        self._running = True
+        for target in [*self.targets, *self.stream_targets.values()]:
+            target.start(self._connect())
 
     async def close(self) -> None:
-        for target in self.targets:
+        self._running = False
+        for target in [*self.targets, *self.stream_targets.values()]:
             await target.close()
         if self._session is not None:
             await self._session.close()

@@ -21,7 +21,7 @@ from .errors import ClientError
 
 #: Stream settings an offer may carry as a ``config`` message would (issue 21), checked by
 #: the route with ``apply_config`` once the model's class names are known.
-ANALYTICS_FIELDS = ("tracking", "zones", "lines")
+ANALYTICS_FIELDS = ("tracking", "zones", "lines", "webhooks")
 ALLOWED_FIELDS = frozenset({"sdp", "type", "session_id", "model", "max_fps", *ANALYTICS_FIELDS})
 
 
@@ -55,7 +55,7 @@ def parse_offer(body: dict[str, Any]) -> Offer:
     extra = set(body) - ALLOWED_FIELDS
     if extra:
         raise _bad(f"unknown fields {sorted(extra)}; an offer has 'sdp', 'type' and optionally "
-                   "'session_id', 'model', 'max_fps', 'tracking', 'zones' and 'lines'")
+                   "'session_id', 'model', 'max_fps', 'tracking', 'zones', 'lines' and 'webhooks'")
     kind, sdp, session_id, model = body.get("type"), body.get("sdp"), body.get("session_id"), body.get("model")
     if kind != "offer":
         raise _bad(f"'type' must be \"offer\", not {kind!r}")

@@ -78,8 +78,8 @@ async def offer(request: web.Request) -> web.Response:
     model = check_model(request.app[INFERENCE].models, offer_.model)
     _require_ready(request)
     try:  # tracking, zones, lines: as a config message sets them (bad geometry says why)
-        start = apply_config(replace(registry.defaults(), model=model, max_fps=offer_.max_fps),
-                             dict(offer_.analytics), (), registry.class_names)
+        start = registry.check_settings(apply_config(replace(registry.defaults(), model=model, max_fps=offer_.max_fps),
+                                                     dict(offer_.analytics), (), registry.class_names))
     except ControlError as exc:
         raise ClientError(400, "bad_offer", str(exc)) from exc
     with answer_refusals():

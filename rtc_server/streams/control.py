@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..analytics.geometry import GeometryError, Line, Zone, parse_lines, parse_zones
 from ..engine.yolo import Thresholds
@@ -60,6 +61,55 @@ class Shapes:
 
 NO_SHAPES = Shapes()
 
+#: Webhooks one stream may have, and the longest URL and secret.
+MAX_STREAM_WEBHOOKS = 4
+MAX_WEBHOOK_URL = 2048
+MAX_WEBHOOK_SECRET = 256
+
+
+@dataclass(frozen=True)
+class StreamWebhook:
+    """A receiver of this stream's events (besides the server's ``RTC_WEBHOOK_URLS``). The
+    URL is checked here for its shape only; the event outputs apply the SSRF rules (when it
+    is set, and at every connection)."""
+
+    url: str
+    secret: str | None = field(default=None, repr=False)
+
+    def shown(self) -> dict[str, Any]:
+        """As settings are stated (config ack, ``GET /sessions``): no secret, no userinfo or
+        query (they may hold credentials)."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        port = f":{parts.port}" if parts.port else ""
+        return {"url": f"{parts.scheme}://{host}{port}{parts.path}", "signed": self.secret is not None}
+
+
+def parse_webhooks(raw: Any) -> tuple[StreamWebhook, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > MAX_STREAM_WEBHOOKS:
+        raise ControlError(f"webhooks must be null or a list of at most {MAX_STREAM_WEBHOOKS} "
+                           "{\"url\", \"secret\"?} objects")
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or set(item) - {"url", "secret"}:
+            raise ControlError(f"webhooks[{i}]: an object with \"url\" and optionally \"secret\"")
+        url, secret = item.get("url"), item.get("secret")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > MAX_WEBHOOK_URL:
+            raise ControlError(f"webhooks[{i}]: \"url\" must be an http:// or https:// URL of at most "
+                               f"{MAX_WEBHOOK_URL} characters")
+        if secret is not None and (not isinstance(secret, str) or not secret or len(secret) > MAX_WEBHOOK_SECRET):
+            raise ControlError(f"webhooks[{i}]: \"secret\" must be a non-empty string of at most "
+                               f"{MAX_WEBHOOK_SECRET} characters")
+        try:
+            urlsplit(url).port  # noqa: B018 (raises on a bad port)
+        except ValueError as exc:
+            raise ControlError(f"webhooks[{i}]: the URL does not parse: {exc}") from exc
+        out.append(StreamWebhook(url, secret))
+    return tuple(out)
+
 
 @dataclass(frozen=True)
 class StreamSettings:
@@ -72,6 +122,8 @@ class StreamSettings:
     tracking: bool = True
     #: Zones and lines counted on the tracks (events, ``counts``); only while tracking.
     shapes: Shapes = field(default=NO_SHAPES)
+    #: Receivers of this stream's events (webhooks), beside the server's own.
+    webhooks: tuple[StreamWebhook, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,7 +155,8 @@ class Config:
         return {"type": "config", "conf": th.conf, "iou": th.iou,
                 "classes": sorted(th.classes) if th.classes else None, "model": model,
                 "max_fps": self.settings.max_fps, "tracking": self.settings.tracking,
-                **self.settings.shapes.to_dict(class_names), "class_names": list(class_names)}
+                **self.settings.shapes.to_dict(class_names),
+                "webhooks": [w.shown() for w in self.settings.webhooks], "class_names": list(class_names)}
 
 
 #: The class names of a model (None: the server's default), for the ``classes`` of zones
@@ -152,7 +205,7 @@ def parse_report(message: dict[str, Any]) -> Report:
     return Report(float(value))
 
 
-SETTING_FIELDS = ("conf", "iou", "classes", "model", "max_fps", "tracking", "zones", "lines")
+SETTING_FIELDS = ("conf", "iou", "classes", "model", "max_fps", "tracking", "zones", "lines", "webhooks")
 
 
 def apply_config(current: StreamSettings, message: dict[str, Any], models: Sequence[str] = (),
@@ -200,6 +253,8 @@ def apply_config(current: StreamSettings, message: dict[str, Any], models: Seque
         if not isinstance(message["tracking"], bool):
             raise ControlError("tracking must be true or false")
         settings = replace(settings, tracking=message["tracking"])
+    if "webhooks" in message:
+        settings = replace(settings, webhooks=parse_webhooks(message["webhooks"]))
     if "zones" in message or "lines" in message:
         settings = replace(settings, shapes=parse_shapes(message, settings.shapes,
                                                          None if classes_of is None else classes_of(settings.model)))

@@ -19,7 +19,7 @@ from ..engine.scheduler import Scheduler
 from ..engine.yolo import Thresholds
 from ..metrics import Metrics
 from .control import StreamSettings
-from .stream import EventSink, Stream, StreamLimits
+from .stream import EventSink, Stream, StreamLimits, check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,12 @@ class StreamRegistry:
     def defaults(self) -> StreamSettings:
         """The settings a new stream starts with: the server's thresholds, the default model."""
         return self._defaults
+
+    def check_settings(self, settings: StreamSettings) -> StreamSettings:
+        """``settings`` if the event outputs accept the webhooks they name; else
+        ``ControlError`` saying why (the SSRF rules, or no webhooks on this server)."""
+        check_outputs(settings, self.events)
+        return settings
 
     def class_names(self, model: str | None = None) -> tuple[str, ...]:
         """The class names of a model of the catalog (None: the default one): what the

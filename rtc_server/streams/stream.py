@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,7 +70,24 @@ class EventSink(Protocol):
 
     wants_detections: bool
 
-    def publish(self, stream_id: str, message: dict[str, Any]) -> None: ...
+    def publish(self, stream_id: str, message: dict[str, Any], webhooks: Sequence[Any] = ()) -> None:
+        """``webhooks``: the stream's own receivers (``StreamWebhook``), besides the server's."""
+        ...
+
+    def check_webhook(self, url: str) -> None:
+        """``ValueError`` saying why a stream may not name this webhook URL (the SSRF rules)."""
+        ...
+
+
+def check_outputs(settings: StreamSettings, events: EventSink | None) -> None:
+    """``ControlError`` if ``settings`` name webhooks the event outputs refuse."""
+    for i, hook in enumerate(settings.webhooks):
+        if events is None:
+            raise ControlError("this server delivers no webhooks")
+        try:
+            events.check_webhook(hook.url)
+        except ValueError as exc:
+            raise ControlError(f"webhooks[{i}]: {exc}") from exc
 
 
 class Sink(Protocol):
@@ -257,7 +274,10 @@ class Stream:
         a ``config`` control message, validated by the same ``apply_config``. Returns the
         config ack, which every sink also gets (the sender's page shows the new settings).
         Raises ``ControlError``."""
-        self.settings = apply_config(self.settings, fields, self._scheduler.models.names, self._class_names)
+        settings = apply_config(self.settings, fields, self._scheduler.models.names, self._class_names)
+        if settings.webhooks != self.settings.webhooks:
+            check_outputs(settings, self._events)
+        self.settings = settings
         ack = self.config_ack()
         self.log.info("settings changed over HTTP: %s", {k: v for k, v in fields.items() if k != "type"})
         self.publish(ack)
@@ -300,6 +320,8 @@ class Stream:
                                  "control messages per second; the rest are dropped")
         try:
             decision = parse_control(raw, self.settings, self._scheduler.models.names, self._class_names)
+            if isinstance(decision, Config) and decision.settings.webhooks != self.settings.webhooks:
+                check_outputs(decision.settings, self._events)
         except ControlError as exc:
             self.log.info("bad control message: %s", exc)
             self._metrics.count_error("session_bad_message")
@@ -370,7 +392,7 @@ class Stream:
             self._metrics.events.labels(event["event"]).inc()
             self.publish(event)
             if self._events is not None:
-                self._events.publish(self.id, event)
+                self._events.publish(self.id, event, self.settings.webhooks)
 
     def fail(self, request: Request, exc: Exception) -> None:
         if not self.closed:
