@@ -25,12 +25,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from rtc_server.signaling.context import REGISTRY
 
 from rtc_server.ingest.limits import DEFAULT_MAX_FRAME_PIXELS, check_frame_size
 from rtc_server.ingest.policy import UrlRefused
 from rtc_server.ingest.redact import redact, redact_text
 from rtc_server.ingest.rtsp_relay import RtspRelay
+from rtc_server.signaling.context import REGISTRY
 from tests.helpers import ListSink, ServerProcess, cannot_run, scrape, self_signed, serve, wait_for
 from tests.hostile_media import (
     EndlessPlaylist,
