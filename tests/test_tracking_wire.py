@@ -28,7 +28,7 @@ from drivers.whip_client import WhipClient
 from rtc_server.signaling.context import REGISTRY
 
 from .helpers import ServerFactory, scrape, serve, wait_for
-from .pull_media import MediaProcess, make_clip, make_crossing, media_server
+from .pull_media import MediaProcess, crossing_frames, make_clip, make_crossing, media_server
 from .test_webhooks import SECRET, Receiver
 
 LOOPBACK = ("127.0.0.0/8",)
@@ -281,3 +281,65 @@ async def test_events_of_a_pulled_video_reach_the_servers_and_the_streams_webhoo
     assert own.events == [cross]
     assert metrics['rtc_events_total{event="line_cross"}'] == 1
     assert metrics['rtc_event_deliveries_total{output="webhook"}'] == 2
+
+
+# ----- the same crossing sent live: an aiortc peer (data channel + WebSocket), a WHIP client -------
+
+@pytest.fixture(scope="module")
+def walking() -> list[np.ndarray]:
+    return crossing_frames()
+
+
+def crossings(events: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [(e["line"], e["direction"], e["label"]) for e in events if e.get("event") == "line_cross"]
+
+
+async def test_an_aiortc_peer_gets_line_events_on_its_data_channel_and_a_websocket_too(
+    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], walking: list[np.ndarray]
+) -> None:
+    app = make_app()
+    url = await serve(aiohttp_server, app)
+    # The clip loops: the person walks across, then starts again at the left.
+    async with DetectionClient(url, ImageTrack(walking, fps=15), offer_fields={"lines": [MIDDLE]}) as client, \
+            aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"{url}/sessions/{client.session_id}/ws")
+        by_ws: list[dict[str, Any]] = []
+
+        async def read_ws() -> None:
+            while not crossings(by_ws):
+                by_ws.append(json.loads((await ws.receive()).data))
+
+        channel: list[dict[str, Any]] = []
+        async with asyncio.timeout(60):
+            reader = asyncio.ensure_future(read_ws())
+            while not crossings(channel):
+                channel.append(await client.messages.get())
+            await reader
+        await ws.close()
+    assert crossings(channel)[0] == ("middle", "left", "person")
+    (event,) = [m for m in channel if m["type"] == "event"][:1]
+    assert event in by_ws  # the very same event message on both
+    detections = [m for m in channel if m["type"] == "detections"]
+    assert detections[-1]["counts"]["lines"]["middle"]["left"] >= 1
+    await wait_for(lambda: len(app[REGISTRY]) == 0)
+
+
+async def test_a_whip_client_gets_line_events(
+    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], walking: list[np.ndarray]
+) -> None:
+    app = make_app()
+    url = await serve(aiohttp_server, app)
+    client = WhipClient(f"{url}/whip", ImageTrack(walking, fps=15))
+    await client.connect()
+    try:
+        stream = app[REGISTRY].get(client.session_id or "")
+        assert stream is not None
+        sink = CollectingSink()
+        stream.add_sink(sink)
+        async with aiohttp.ClientSession() as http, \
+                http.patch(f"{url}/sessions/{stream.id}", json={"lines": [MIDDLE]}) as r:
+            assert r.status == 200
+        await wait_for(lambda: bool(crossings([m for _, m in sink.messages])), 60)
+    finally:
+        await client.close()
+    assert crossings([m for _, m in sink.messages])[0] == ("middle", "left", "person")
