@@ -90,6 +90,13 @@ def check_outputs(settings: StreamSettings, events: EventSink | None) -> None:
             raise ControlError(f"webhooks[{i}]: {exc}") from exc
 
 
+def _loggable(fields: dict[str, Any]) -> dict[str, Any]:
+    """Settings as logged: zones, lines and webhooks by count only (webhooks carry secrets,
+    geometry may be kilobytes)."""
+    return {k: (f"<{len(v)}>" if isinstance(v, list) else v) if k in ("zones", "lines", "webhooks") else v
+            for k, v in fields.items() if k != "type"}
+
+
 class Sink(Protocol):
     """Where a stream's messages go. ``send`` never blocks: a sink that cannot keep up
     drops (and counts) rather than queue, because a stale detection is worth nothing."""
@@ -279,7 +286,7 @@ class Stream:
             check_outputs(settings, self._events)
         self.settings = settings
         ack = self.config_ack()
-        self.log.info("settings changed over HTTP: %s", {k: v for k, v in fields.items() if k != "type"})
+        self.log.info("settings changed over HTTP: %s", _loggable(fields))
         self.publish(ack)
         return ack
 
