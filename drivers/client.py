@@ -127,8 +127,11 @@ class DetectionClient:
 
     def __init__(self, base_url: str, track: SentTrack, ice_servers: Sequence[dict[str, Any]] = (),
                  token: str | None = None, codecs: Sequence[str] = (), model: str | None = None,
-                 max_fps: float | None = None, audio: MediaStreamTrack | None = None) -> None:
+                 max_fps: float | None = None, audio: MediaStreamTrack | None = None,
+                 offer_fields: dict[str, Any] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        #: More fields for the offer's JSON (``tracking``, ``zones``, ``lines``: issue 21).
+        self.offer_fields = dict(offer_fields or {})
         #: The model the session starts with (``"model"`` in the offer); None: the server's default.
         self.model = model
         #: Sent in the offer: at most this many detections per second for this session.
@@ -171,7 +174,7 @@ class DetectionClient:
         async with aiohttp.ClientSession() as http, http.post(
             f"{self.base_url}/offer",
             json={"sdp": offer.sdp, "type": offer.type, **({"model": self.model} if self.model else {}),
-                  **({"max_fps": self.max_fps} if self.max_fps else {})},
+                  **({"max_fps": self.max_fps} if self.max_fps else {}), **self.offer_fields},
             headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
         ) as response:
             body = await response.json()

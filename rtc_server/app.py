@@ -36,6 +36,8 @@ from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_acceler
 from .ingest.source import PullConfig, open_pull_stream, start_configured_sources
 from .ingest.spec import PullSpec, PullSpecError, parse_pull_spec
 from .metrics import Metrics
+from .outputs import EventOutputs, Mqtt, Webhooks, parse_mqtt_url
+from .outputs.fanout import EventOutput
 from .signaling import setup_routes
 from .signaling.auth import require_publish, require_session_access
 from .signaling.context import (
@@ -59,6 +61,7 @@ from .signaling.proxies import resolve_client
 from .signaling.quotas import ClientQuotas
 from .signaling.tokens import SessionTokens
 from .store import StoreUnavailable
+from .streams.control import ControlError
 from .streams.registry import StreamRegistry, freeze_long_lived
 from .streams.sinks import Subscriber
 from .streams.snapshot import Snapshots
@@ -140,23 +143,38 @@ def build_metrics(scheduler: Scheduler, release_counts: Callable[[], Mapping[str
     return metrics
 
 
-def build_registry(settings: Settings, scheduler: Scheduler, metrics: Metrics | None = None) -> StreamRegistry:
+def build_outputs(settings: Settings, metrics: Metrics) -> EventOutputs:
+    """Where every stream's events go beyond its own sinks: webhooks, MQTT (issue 21)."""
+    # Webhooks always: streams may name their own receivers (their "webhooks" setting); it
+    # holds no connection until there is something to deliver.
+    outputs: list[EventOutput] = [Webhooks(wiring.webhook_targets(settings), wiring.webhook_config(settings), metrics)]
+    if settings.mqtt_url:
+        outputs.append(Mqtt(parse_mqtt_url(settings.mqtt_url), wiring.mqtt_config(settings), metrics))
+    return EventOutputs(outputs)
+
+
+def build_registry(settings: Settings, scheduler: Scheduler, metrics: Metrics | None = None,
+                   events: EventOutputs | None = None) -> StreamRegistry:
     """The registry of live streams under ``max_sessions``, with the defaults and limits
-    every new stream gets; ``metrics``: None builds them (``build_metrics``)."""
+    every new stream gets; ``metrics``: None builds them (``build_metrics``); ``events``:
+    the event outputs every stream publishes to (none if empty)."""
     metrics = build_metrics(scheduler) if metrics is None else metrics
     registry = StreamRegistry(scheduler, metrics, max_sessions=settings.max_sessions,
-                              defaults=wiring.stream_defaults(settings), limits=wiring.stream_limits(settings))
+                              defaults=wiring.stream_defaults(settings), limits=wiring.stream_limits(settings),
+                              events=events if events else None)
     metrics.count_sessions(lambda: len(registry))
     return registry
 
 
-def configured_sources(settings: Settings, models: Sequence[str]) -> list[PullSpec]:
-    """``RTC_SOURCES`` as pull specs, their models checked against the loaded ones;
-    ``ConfigError`` (exit 2) for one that names another: never half-configured."""
+def configured_sources(settings: Settings, models: Sequence[str],
+                       classes_of: Callable[[str | None], Sequence[str]] | None = None) -> list[PullSpec]:
+    """``RTC_SOURCES`` as pull specs, their models (and the classes their zones and lines
+    name) checked against the loaded ones; ``ConfigError`` (exit 2) for one that names
+    another: never half-configured."""
     specs = []
     for index, entry in enumerate(settings.sources):
         try:
-            specs.append(parse_pull_spec(entry, models))
+            specs.append(parse_pull_spec(entry, models, classes_of))
         except PullSpecError as exc:
             raise ConfigError(f"sources[{index}]: {exc}") from exc
     return specs
@@ -223,7 +241,9 @@ def build_cluster(settings: Settings, registry: StreamRegistry, durable: Durable
 
 #: ``PATCH /sessions/{id}``: the settings of a kept pull stream are written back.
 _PATCHED_SESSION = re.compile(r"^/sessions/([0-9A-Za-z_-]{1,128})$")
-_SETTING_KEYS = ("conf", "iou", "classes", "model", "max_fps")
+#: The webhooks are not among them: the ack shows them without their secrets, so the stored
+#: spec keeps the ones the stream was created with.
+_SETTING_KEYS = ("conf", "iou", "classes", "model", "max_fps", "tracking", "zones", "lines")
 
 
 def keep_settings(durable: DurableStreams) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -269,7 +289,8 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     middlewares = [resolve_client(settings.trusted_proxies, settings.proxy_header), host_middleware(hosts),
                    cors_middleware(settings.cors_origins, hosts), error_middleware]
     metrics = build_metrics(inference, release_counts)
-    registry = build_registry(settings, inference, metrics)
+    outputs = build_outputs(settings, metrics)
+    registry = build_registry(settings, inference, metrics, outputs)
     api = wiring.api_config(settings)
     tokens = SessionTokens(wiring.token_secret(settings), settings.token_ttl)
     durable = build_durable_streams(settings, registry, api.pull, lambda: inference.models.names)
@@ -305,8 +326,15 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     app.on_shutdown.append(_stop_leases)
     app.cleanup_ctx.append(_lifetime)
     app.on_cleanup.append(_close_snapshots)  # after _lifetime's cleanup: no stream is left to snapshot
+    app.on_startup.append(lambda _app: outputs.start())  # event outputs: webhooks (issue 21)
+    app.on_cleanup.append(lambda _app: outputs.close())  # after the streams: their last events go out first
     # RTC_SOURCES (issue 13): pull streams started with the server, their models checked now.
-    sources = configured_sources(settings, inference.models.names)
+    sources = configured_sources(settings, inference.models.names, registry.class_names)
+    for index, spec in enumerate(sources):  # the webhooks they name pass the SSRF rules
+        try:
+            registry.check_settings(spec.settings(registry.defaults(), registry.class_names))
+        except ControlError as exc:
+            raise ConfigError(f"sources[{index}]: {exc}") from exc
     app.on_startup.append(start_configured_sources(registry, api.pull, sources))
     return app
 

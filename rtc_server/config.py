@@ -266,6 +266,27 @@ class Settings:
     internal_secret: str = field(default="", repr=False)
     #: Seconds of event history kept (``GET /events``); 0: kept forever.
     event_retention: float = 7 * 24 * 3600.0
+    # ----- event outputs: webhooks (issue 21) ------------------------------------------------------
+    #: Receivers every stream's events are POSTed to (http/https; the pull sources' SSRF rules).
+    webhook_urls: tuple[str, ...] = field(default=(), repr=False)  # URLs may carry credentials
+    #: Key of the ``X-RTC-Signature`` HMAC-SHA256 of each body (empty: unsigned).
+    webhook_secret: str = field(default="", repr=False)
+    #: Networks (CIDRs) a webhook receiver may be in although not public.
+    webhook_allow_networks: tuple[str, ...] = ()
+    #: Seconds one webhook POST may take; retries after a failure (backoff 0.5 s, doubling).
+    webhook_timeout: float = 5.0
+    webhook_retries: int = 3
+    #: Events waiting per webhook receiver; beyond it the oldest is dropped (counted).
+    webhook_queue: int = 256
+    #: MQTT broker for every stream's events: ``mqtt://[user:pass@]host[:port][/prefix]`` or
+    #: ``mqtts://`` (TLS); empty: none.
+    mqtt_url: str = field(default="", repr=False)  # may carry a password
+    #: Also publish detection messages (QoS 0) to ``<prefix>/<stream id>/detections``.
+    mqtt_detections: bool = False
+    #: Messages waiting for the broker; beyond it the oldest is dropped (counted).
+    mqtt_queue: int = 1024
+    #: CA certificates (PEM) for an ``mqtts://`` broker with a private CA.
+    mqtt_ca: Path | None = None
 
     def __post_init__(self) -> None:
         """Check every setting, one component at a time (the same groups as the fields)."""
@@ -279,6 +300,7 @@ class Settings:
         self._validate_pull()
         self._validate_consumers()
         self._validate_store()
+        self._validate_outputs()
 
     def model_specs(self) -> tuple[ModelSpec, ...]:
         """The models to serve, the default first: ``models``, else the one ``model``."""
@@ -449,6 +471,38 @@ class Settings:
                 policy.parse(parse_pull_spec(entry, None).url)
             except (PullSpecError, UrlRefused) as exc:
                 raise ConfigError(f"sources[{index}]: {exc}") from exc
+
+    def _validate_outputs(self) -> None:
+        """Webhook URLs pass the pull sources' SSRF rules (scheme, syntax, IP literals; host
+        names are checked at each connection), and the numbers are usable."""
+        from .ingest.policy import SourcePolicy, UrlRefused  # late, as in _validate_pull
+
+        try:
+            policy = SourcePolicy.of(self.webhook_allow_networks)
+        except ValueError as exc:
+            raise ConfigError(f"webhook_allow_networks: {exc}") from exc
+        for index, url in enumerate(self.webhook_urls):
+            try:
+                policy.parse(url, ("http", "https"))
+            except UrlRefused as exc:
+                raise ConfigError(f"webhook_urls[{index}]: {exc}") from exc
+        if not self.webhook_timeout > 0:
+            raise ConfigError(f"webhook_timeout {self.webhook_timeout} must be a positive number of seconds")
+        if self.webhook_retries < 0:
+            raise ConfigError(f"webhook_retries {self.webhook_retries} must be >= 0")
+        if self.webhook_queue < 1:
+            raise ConfigError(f"webhook_queue {self.webhook_queue} must be >= 1")
+        if self.mqtt_url:
+            from .outputs.mqtt import parse_mqtt_url  # late: brings aiomqtt
+
+            try:
+                parse_mqtt_url(self.mqtt_url)
+            except ValueError as exc:
+                raise ConfigError(f"mqtt_url: {exc}") from exc
+        if self.mqtt_queue < 1:
+            raise ConfigError(f"mqtt_queue {self.mqtt_queue} must be >= 1")
+        if self.mqtt_ca is not None and not self.mqtt_ca.is_file():
+            raise ConfigError(f"mqtt_ca {self.mqtt_ca} is not a file")
 
     def _validate_consumers(self) -> None:
         if self.token_secret and len(self.token_secret) < 16:
@@ -629,6 +683,17 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "keepalive": (float, "seconds between keep-alives on SSE/WebSocket subscriptions"),
     "snapshot_rate": (float, "snapshot.jpg encodes per second per session (429 beyond; 0: off)"),
     "snapshot_quality": (int, "JPEG quality of snapshots (1-100)"),
+    "webhook_urls": (_parse_addresses, "comma-separated http(s) URLs every stream's events are POSTed to"),
+    "webhook_secret": (str, "key of the X-RTC-Signature HMAC-SHA256 of each webhook body (empty: unsigned)"),
+    "webhook_allow_networks": (_parse_addresses, "comma-separated CIDRs webhook receivers may be in though "
+                                                 "not public"),
+    "webhook_timeout": (float, "seconds one webhook POST may take"),
+    "webhook_retries": (int, "retries of a webhook POST that failed (backoff from 0.5 s, doubling)"),
+    "webhook_queue": (int, "events waiting per webhook receiver (oldest dropped beyond, counted)"),
+    "mqtt_url": (str, "MQTT broker for events: mqtt://[user:pass@]host[:port][/prefix] or mqtts://..."),
+    "mqtt_detections": (_parse_bool, "true: publish detection messages too (QoS 0, <prefix>/<id>/detections)"),
+    "mqtt_queue": (int, "messages waiting for the MQTT broker (oldest dropped beyond, counted)"),
+    "mqtt_ca": (_parse_optional_path, "CA certificates (PEM) for an mqtts:// broker with a private CA"),
     "backend": (str, "auto (fastest measured within accuracy bounds), onnxruntime or openvino"),
     "precision": (str, "auto, f32, bf16, f16 or int8"),
     "providers": (_parse_addresses, "comma-separated onnxruntime execution providers, e.g. "

@@ -126,6 +126,17 @@ class Metrics:
         self.subscriber_lost = Counter("rtc_subscriber_messages_lost", "Messages dropped (oldest first) for "
                                        "SSE/WebSocket subscribers that read slower than detections are made",
                                        ["kind"], registry=r)
+        # ----- events and their outputs (issue 21) -----
+        self.events = Counter("rtc_events_total", "Line and zone events the streams' analytics made, by event",
+                              ["event"], registry=r)
+        self.event_deliveries = Counter("rtc_event_deliveries_total", "Events an output delivered (a webhook "
+                                        "receiver answered 2xx; an MQTT broker acknowledged)", ["output"], registry=r)
+        self.event_retries = Counter("rtc_event_delivery_retries_total", "Delivery attempts an output retried",
+                                     ["output"], registry=r)
+        self.event_drops = Counter("rtc_event_drops_total", "Events an output dropped: queue_full (the oldest, "
+                                   "when a target's queue is full), failed (retries exhausted), rejected (a 4xx), "
+                                   "refused (an address the SSRF rules refuse), too_many_targets (beyond the "
+                                   "receivers streams may name)", ["output", "reason"], registry=r)
 
     def count_sessions(self, live: Callable[[], int]) -> None:
         """``rtc_sessions_active``: ``live()`` (the registry's size) read at scrape time."""

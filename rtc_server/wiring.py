@@ -22,6 +22,8 @@ from .engine.yolo import Thresholds
 from .ingest.limits import InputCaps
 from .ingest.policy import SourcePolicy
 from .ingest.source import PullConfig, PullLimits
+from .outputs.mqtt import MqttConfig
+from .outputs.webhooks import WebhookConfig, WebhookTarget
 from .signaling.auth import is_loopback_host
 from .signaling.context import ApiConfig
 from .signaling.hosts import HostPolicy
@@ -42,6 +44,20 @@ def thresholds(settings: Settings) -> Thresholds:
 def stream_defaults(settings: Settings) -> StreamSettings:
     """The settings a new stream starts with: the server's thresholds, the default model."""
     return StreamSettings(thresholds(settings))
+
+
+def webhook_config(settings: Settings) -> WebhookConfig:
+    return WebhookConfig(timeout=settings.webhook_timeout, retries=settings.webhook_retries,
+                         queue=settings.webhook_queue, allow_networks=settings.webhook_allow_networks)
+
+
+def webhook_targets(settings: Settings) -> tuple[WebhookTarget, ...]:
+    """``RTC_WEBHOOK_URLS``, each signed with ``RTC_WEBHOOK_SECRET`` (if set)."""
+    return tuple(WebhookTarget(url, settings.webhook_secret or None) for url in settings.webhook_urls)
+
+
+def mqtt_config(settings: Settings) -> MqttConfig:
+    return MqttConfig(detections=settings.mqtt_detections, queue=settings.mqtt_queue, ca_file=settings.mqtt_ca)
 
 
 def stream_limits(settings: Settings) -> StreamLimits:

@@ -2,7 +2,8 @@
 //
 // Everything the page shows is also kept in `window.rtcYolo` (state, what was drawn, every
 // overlay figure), so a test driving a real browser can read it instead of scraping pixels.
-import { clearOverlay, drawDetections } from "./overlay.js";
+import { clearOverlay, drawDetections, drawShapesOnly } from "./overlay.js";
+import { ShapeEditor } from "./shapes.js";
 import * as errors from "./errors.js";
 import { FrameClock, needsInsertableStreamsFlag, now, watchSentFrames } from "./latency.js";
 import { loadModels, offerFields, onModelChange, showModel } from "./models.js";
@@ -23,11 +24,21 @@ let conn = null;
 
 const state = window.rtcYolo = {
   state: "idle", error: null, sessionId: null, messages: 0, drawn: [], drawnLabels: [],
-  stats: {}, config: null, e2e: [], models: [],
+  stats: {}, config: null, e2e: [], models: [], events: [],
 };
 
 /** The last minute of this camera session: end-to-end and server latency, detection rate. */
 const cameraChart = new LiveChart($("camera-chart"), DETECTION_SERIES).start();
+
+/** Lines and zones drawn on the video by clicking; sent as a config message (issue 21). */
+const shapes = new ShapeEditor(canvas, {
+  line: $("draw-line"), zone: $("draw-zone"), finish: $("finish-zone"), clear: $("clear-shapes"), counts: $("counts"),
+}, async (fields) => {
+  if (!conn || !conn.channel || conn.channel.readyState !== "open") return "connect first";
+  send({ type: "config", ...fields });
+  return null;
+}, () => drawShapesOnly(canvas, video, shapes.shapes));
+state.shapes = shapes;
 state.charts = { get camera() { return cameraChart.summary(); } };
 
 function setState(name) {
@@ -121,12 +132,14 @@ function onMessage(event) {
   if (msg.type === "pong") { const rtt = performance.now() - msg.t; stat("rttMs", rtt, ms(rtt)); return; }
   if (msg.type === "config") { onConfig(msg); return; }
   if (msg.type === "error") { showError(new errors.UserError("server", `Server: ${msg.error}: ${msg.detail}`)); return; }
+  if (msg.type === "event") { state.events.push(msg); if (state.events.length > 100) state.events.shift(); return; }
   if (msg.type === "detections") onDetections(msg);
 }
 
 function onDetections(msg) {
-  const drawn = drawDetections(canvas, video, msg);
+  const drawn = drawDetections(canvas, video, msg, shapes.shapes);
   const drawnAt = now();
+  shapes.setCounts(msg.counts);
   state.messages += 1;
   state.drawn = drawn;
   state.drawnLabels = [...new Set(drawn.map((d) => d.label))].sort();
@@ -173,7 +186,9 @@ function report(c) {
 
 // ----- live settings -------------------------------------------------------------------------
 function onConfig(msg) {
-  state.config = { conf: msg.conf, iou: msg.iou, classes: msg.classes, model: msg.model };
+  state.config = { conf: msg.conf, iou: msg.iou, classes: msg.classes, model: msg.model, tracking: msg.tracking,
+    zones: msg.zones, lines: msg.lines };
+  shapes.setShapes(msg.zones, msg.lines);
   showModel(msg.model);
   $("conf").value = msg.conf; $("conf-value").textContent = Number(msg.conf).toFixed(2);
   $("iou").value = msg.iou; $("iou-value").textContent = Number(msg.iou).toFixed(2);

@@ -12,7 +12,8 @@
 // `window.rtcYolo.charts.watch`) for tests and automation.
 import { operatorHeaders, setOperatorToken } from "./auth.js";
 import { DETECTION_SERIES, LiveChart } from "./chart.js";
-import { clearOverlay, drawDetections } from "./overlay.js";
+import { clearOverlay, drawDetections, drawShapesOnly } from "./overlay.js";
+import { ShapeEditor } from "./shapes.js";
 import { RollingRate, ms } from "./stats.js";
 
 const POLL_MS = 2000;
@@ -27,7 +28,7 @@ export function initSessions(root) {
   const view = root.sessions = {
     view: "camera", list: [], listError: null, denied: null, polls: 0,
     watching: null, state: "idle", reason: null, messages: 0, drawn: [], drawnLabels: [],
-    model: null, frame: null, snapshots: 0, snapshotSize: null, stats: {},
+    model: null, frame: null, snapshots: 0, snapshotSize: null, stats: {}, events: [],
   };
   const chart = new LiveChart($("watch-chart"), DETECTION_SERIES);
   Object.defineProperty(root.charts, "watch", { get: () => chart.summary(), enumerable: true });
@@ -35,6 +36,22 @@ export function initSessions(root) {
   let poller = null;
   /** The current watch's resources; replaced wholesale, so stale callbacks can tell. */
   let watch = null;
+
+  /** Lines and zones of the watched session, drawn by clicking; set with PATCH /sessions/{id}. */
+  const shapes = new ShapeEditor(overlay, {
+    line: $("watch-draw-line"), zone: $("watch-draw-zone"), finish: $("watch-finish-zone"),
+    clear: $("watch-clear-shapes"), counts: $("watch-counts"),
+  }, async (fields) => {
+    if (!watch) return "watch a session first";
+    const response = await fetch(`/sessions/${watch.id}`, {
+      method: "PATCH", headers: { ...authHeaders(), "Content-Type": "application/json" }, body: JSON.stringify(fields),
+    }).catch(() => null);
+    if (!response) return "the server is unreachable";
+    if (response.ok) return null;  // the config ack arrives over SSE too
+    const body = await response.json().catch(() => ({}));
+    return `${body.error || response.status}: ${body.detail || ""}`;
+  }, () => drawShapesOnly(overlay, image, shapes.shapes));
+  view.shapes = shapes;
 
   // ----- which view ------------------------------------------------------------------------
   function showView(name) {
@@ -160,7 +177,9 @@ export function initSessions(root) {
     stopWatching();
     const w = watch = { id: entry.id, token: entry.token, rate: new RollingRate(2000), objectUrl: null };
     Object.assign(view, { watching: entry.id, state: "connecting", reason: null, messages: 0, drawn: [],
-      drawnLabels: [], model: entry.model, frame: null, snapshots: 0, snapshotSize: null, stats: {} });
+      drawnLabels: [], model: entry.model, frame: null, snapshots: 0, snapshotSize: null, stats: {}, events: [] });
+    shapes.setShapes(entry.settings?.zones, entry.settings?.lines);
+    shapes.setCounts(null);
     $("watch").hidden = false;
     $("watch-title").textContent = `Session ${short(entry.id)} (${entry.source})`;
     $("watch-status").textContent = "Connecting…";
@@ -188,8 +207,13 @@ export function initSessions(root) {
     if (msg.type === "config") {
       view.model = msg.model;
       stat("model", msg.model, msg.model);
+      shapes.setShapes(msg.zones, msg.lines);
+    } else if (msg.type === "event") {
+      view.events.push(msg);
+      if (view.events.length > 100) view.events.shift();
     } else if (msg.type === "detections") {
-      const drawn = drawDetections(overlay, image, msg);
+      const drawn = drawDetections(overlay, image, msg, shapes.shapes);
+      shapes.setCounts(msg.counts);
       const now = performance.now();
       view.messages += 1;
       view.drawn = drawn;

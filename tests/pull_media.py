@@ -148,3 +148,48 @@ def rtsp_server() -> MediaProcess:
 def media_server(folder: Path) -> MediaProcess:
     """An aiohttp static file server (Range requests) for ``folder``."""
     return MediaProcess([sys.executable, str(HERE / "media_server.py"), "--dir", str(folder)], "media server")
+
+
+#: A person from bus.jpg (its box there, in bus.jpg's own 810x1080 pixels).
+PERSON_IN_BUS = (223, 408, 345, 861)
+CROSSING_SIZE = (640, 480)
+
+
+def crossing_frames(seconds: float = 5.0, fps: int = FPS, height: int = 240) -> list[np.ndarray]:
+    """A person (cropped from bus.jpg) walking left to right across a blurred background
+    (bus.jpg itself), 640x480 RGB frames: its box's bottom centre goes from x = 0.06 to 0.94
+    of the width at y ≈ 0.92, so it crosses a vertical line at x = 0.5 once, half-way
+    (issue 21: a line crossing with the real model)."""
+    rgb = cv2.cvtColor(cv2.imread(str(FIXTURES / "bus.jpg")), cv2.COLOR_BGR2RGB)
+    x1, y1, x2, y2 = PERSON_IN_BUS
+    crop = rgb[y1:y2, x1:x2]
+    crop = cv2.resize(crop, (round(crop.shape[1] * height / crop.shape[0]), height))
+    width, full = CROSSING_SIZE
+    background = cv2.GaussianBlur(cv2.resize(rgb, CROSSING_SIZE), (0, 0), 25)
+    w = crop.shape[1]
+    top = full - 40 - height
+    n = round(seconds * fps)
+    frames = []
+    for index in range(n):
+        centre = width * (0.06 + 0.88 * index / (n - 1))
+        left = round(centre - w / 2)
+        frame_rgb = background.copy()
+        lo, hi = max(left, 0), min(left + w, width)
+        frame_rgb[top:top + height, lo:hi] = crop[:, lo - left:hi - left]
+        frames.append(frame_rgb)
+    return frames
+
+
+def make_crossing(path: Path, seconds: float = 5.0, fps: int = FPS, height: int = 240) -> Path:
+    """``crossing_frames`` as H.264 MP4 (a pulled video)."""
+    width, full = CROSSING_SIZE
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, full, "yuv420p"
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps), "keyint_min": str(fps)}
+        for index, frame_rgb in enumerate(crossing_frames(seconds, fps, height)):
+            frame = av.VideoFrame.from_ndarray(frame_rgb, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path

@@ -353,7 +353,8 @@ async def test_sessions_list_shows_every_live_session(
     entry = listed[client.session_id]
     assert entry["source"] == "offer" and listed[pulled.id]["source"] == "pull"
     assert entry["model"] == "yolo11n"
-    assert entry["settings"] == {"conf": 0.25, "iou": 0.7, "classes": None, "max_fps": None}
+    assert entry["settings"] == {"conf": 0.25, "iou": 0.7, "classes": None, "max_fps": None,
+                                 "tracking": True, "zones": [], "lines": [], "webhooks": []}
     assert entry["frames"]["processed"] >= 10 and entry["frames"]["received"] >= entry["frames"]["processed"]
     assert entry["rates"]["received_fps"] > 0 and entry["rates"]["processed_fps"] > 0
     assert entry["latency"]["server_ms_p50"] > 0 and entry["latency"]["e2e_ms_p50"] == 48.5

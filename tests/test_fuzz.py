@@ -223,17 +223,26 @@ def test_fuzzing_left_no_sessions_and_the_server_works(server: ThreadedServer) -
     assert server.request("GET", "/healthz")[0] == 200
 
 
+#: Zones, lines and webhooks (issue 21): lists of objects with the fields they take, any values.
+_POINT = st.lists(st.floats(allow_nan=True) | st.integers(-2, 2), max_size=3)
+SHAPES = st.lists(st.fixed_dictionaries({}, optional={
+    "name": st.text(max_size=5) | st.integers(), "polygon": st.lists(_POINT, max_size=6), "a": _POINT, "b": _POINT,
+    "classes": st.lists(st.sampled_from(["person", "car", "cat", 0, 1, 99, True]), max_size=3) | st.none(),
+    "url": st.sampled_from(["http://a.example/x", "https://[::1", "ftp://x", "http://h:99999/", ""]),
+    "secret": st.text(max_size=3) | st.integers()}), max_size=4)
+
+
 @FUZZ
 @given(raw=st.one_of(st.text(max_size=300), st.binary(max_size=100),
                      JSON_VALUES.map(json.dumps),
                      st.dictionaries(st.sampled_from(["type", "conf", "iou", "classes", "model", "max_fps", "t", "x",
-                                                      "e2e_ms"]),
-                                     JSON_VALUES | st.sampled_from(["config", "ping", "report"]),
+                                                      "e2e_ms", "tracking", "zones", "lines", "webhooks"]),
+                                     JSON_VALUES | st.sampled_from(["config", "ping", "report"]) | SHAPES,
                                      max_size=5).map(json.dumps)))
 def test_fuzz_control_messages(raw: str | bytes) -> None:
     current = StreamSettings(Thresholds(conf=0.25, iou=0.7, max_det=300))
     try:
-        decision = parse_control(raw, current, ("yolo11n", "yolo11n-int8"))
+        decision = parse_control(raw, current, ("yolo11n", "yolo11n-int8"), lambda model: ("person", "car"))
     except ControlError as exc:
         assert str(exc)
         return
@@ -247,4 +256,4 @@ def test_fuzz_control_messages(raw: str | bytes) -> None:
         assert decision.settings.model in (None, "yolo11n", "yolo11n-int8")
         fps = decision.settings.max_fps
         assert fps is None or 0 < fps <= 240
-        json.dumps(decision.ack("yolo11n"))
+        json.dumps(decision.ack("yolo11n", ("person", "car")))

@@ -293,7 +293,7 @@ async def open_pull_stream(registry: StreamRegistry, config: PullConfig, spec: P
             await asyncio.get_running_loop().run_in_executor(None, policy.resolve, url)
         except ResolveError as exc:
             raise SourceOpenError(str(exc), "resolve") from exc
-    stream = registry.open("pull", spec.settings(registry.defaults()), stream_id=stream_id)
+    stream = registry.open("pull", spec.settings(registry.defaults(), registry.class_names), stream_id=stream_id)
     try:
         source = PullSource(stream, spec, url, policy, config.limits, registry.metrics, fail_fast=wait)
         stream.attach(source)

@@ -1,5 +1,5 @@
 """What a pull stream is asked to be: ``{"url", "loop"?, "conf"?, "iou"?, "classes"?, "model"?,
-"max_fps"?}`` — the body of ``POST /streams`` and each entry of ``RTC_SOURCES``.
+"max_fps"?, "tracking"?, "zones"?, "lines"?}`` — the body of ``POST /streams`` and each entry of ``RTC_SOURCES``.
 
 The detection settings are the fields of a data channel ``config`` message and are checked
 by the same function (``streams.control.apply_config``), so a pulled stream accepts exactly
@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.yolo import Thresholds
-from ..streams.control import ControlError, StreamSettings, apply_config
+from ..streams.control import SETTING_FIELDS, ClassesOf, ControlError, StreamSettings, apply_config
 
-SETTING_FIELDS = ("conf", "iou", "classes", "model", "max_fps")
 FIELDS = frozenset({"url", "loop", *SETTING_FIELDS})
 
 
@@ -34,18 +33,21 @@ class PullSpec:
     #: Detection settings as a ``config`` control message would set them (validated).
     config: Mapping[str, Any] = field(default_factory=dict)
 
-    def settings(self, base: StreamSettings) -> StreamSettings:
-        """``base`` (the server's defaults) with this request's settings applied."""
+    def settings(self, base: StreamSettings, classes_of: ClassesOf | None = None) -> StreamSettings:
+        """``base`` (the server's defaults) with this request's settings applied; ``classes_of``
+        checks the ``classes`` of its zones and lines against the model's class names
+        (``ControlError`` if one is unknown)."""
         model = self.config.get("model")
-        return apply_config(base, dict(self.config), (model,) if isinstance(model, str) else ())
+        return apply_config(base, dict(self.config), (model,) if isinstance(model, str) else (), classes_of)
 
     def to_dict(self) -> dict[str, Any]:
         return {"url": self.url, "loop": self.loop, **self.config}
 
 
-def parse_pull_spec(body: object, models: Sequence[str] | None) -> PullSpec:
+def parse_pull_spec(body: object, models: Sequence[str] | None, classes_of: ClassesOf | None = None) -> PullSpec:
     """Check a stream request's shape and settings. ``models`` are the names ``model`` may
-    take; None defers that check (configuration is read before the models are loaded)."""
+    take; None defers that check (configuration is read before the models are loaded), as
+    ``classes_of`` None defers the check of zones' and lines' ``classes``."""
     if isinstance(body, str):
         body = {"url": body}
     if not isinstance(body, Mapping):
@@ -63,7 +65,7 @@ def parse_pull_spec(body: object, models: Sequence[str] | None) -> PullSpec:
     model = config.get("model")
     allowed = models if models is not None else ((model,) if isinstance(model, str) else ())
     try:
-        apply_config(StreamSettings(Thresholds()), dict(config), allowed)
+        apply_config(StreamSettings(Thresholds()), dict(config), allowed, classes_of)
     except ControlError as exc:
         raise PullSpecError(str(exc)) from exc
     return PullSpec(url, loop, config)

@@ -8,7 +8,8 @@ parse it later); the codecs are checked against what aiortc can receive.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import RTCRtpReceiver
@@ -18,7 +19,10 @@ from rtc_server.streams.control import MAX_FPS
 
 from .errors import ClientError
 
-ALLOWED_FIELDS = frozenset({"sdp", "type", "session_id", "model", "max_fps"})
+#: Stream settings an offer may carry as a ``config`` message would (issue 21), checked by
+#: the route with ``apply_config`` once the model's class names are known.
+ANALYTICS_FIELDS = ("tracking", "zones", "lines", "webhooks")
+ALLOWED_FIELDS = frozenset({"sdp", "type", "session_id", "model", "max_fps", *ANALYTICS_FIELDS})
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class Offer:
     model: str | None = None
     #: Detections per second the client wants at most (None: as many as its share gives).
     max_fps: float | None = None
+    #: ``tracking``, ``zones``, ``lines`` as given (the route validates them).
+    analytics: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _bad(detail: str) -> ClientError:
@@ -49,7 +55,7 @@ def parse_offer(body: dict[str, Any]) -> Offer:
     extra = set(body) - ALLOWED_FIELDS
     if extra:
         raise _bad(f"unknown fields {sorted(extra)}; an offer has 'sdp', 'type' and optionally "
-                   "'session_id', 'model' and 'max_fps'")
+                   "'session_id', 'model', 'max_fps', 'tracking', 'zones', 'lines' and 'webhooks'")
     kind, sdp, session_id, model = body.get("type"), body.get("sdp"), body.get("session_id"), body.get("model")
     if kind != "offer":
         raise _bad(f"'type' must be \"offer\", not {kind!r}")
@@ -64,7 +70,8 @@ def parse_offer(body: dict[str, Any]) -> Offer:
                                 or not 0.0 < max_fps <= MAX_FPS):
         raise _bad(f"'max_fps' must be null or a number in (0, {MAX_FPS:g}]")
     check_sdp(sdp)
-    return Offer(sdp=sdp, session_id=session_id, model=model, max_fps=None if max_fps is None else float(max_fps))
+    return Offer(sdp=sdp, session_id=session_id, model=model, max_fps=None if max_fps is None else float(max_fps),
+                 analytics={k: body[k] for k in ANALYTICS_FIELDS if k in body})
 
 
 def _unusable(detail: str, status: int) -> ClientError:

@@ -19,6 +19,7 @@ from rtc_server.engine.images import ChecksBusy, EncodedImage, ImageDecodeError,
 from rtc_server.engine.scheduler import Abandoned, Overloaded, SchedulerClosed
 from rtc_server.metrics import CONTENT_TYPE
 from rtc_server.ratelimit import client_key
+from rtc_server.streams.control import ControlError, apply_config
 from rtc_server.streams.messages import detection_message
 from rtc_server.webrtc.peer import answer_offer
 from rtc_server.webrtc.turn import ice_servers as ice_servers_for
@@ -81,10 +82,13 @@ async def offer(request: web.Request) -> web.Response:
                           "offer again without 'session_id'")
     model = check_model(request.app[INFERENCE].models, offer_.model)
     _require_ready(request)
+    try:  # tracking, zones, lines: as a config message sets them (bad geometry says why)
+        start = registry.check_settings(apply_config(replace(registry.defaults(), model=model, max_fps=offer_.max_fps),
+                                                     dict(offer_.analytics), (), registry.class_names))
+    except ControlError as exc:
+        raise ClientError(400, "bad_offer", str(exc)) from exc
     with request.app[QUOTAS].hold("sessions", client_key(request.remote)) as slot, answer_refusals():
-        stream, answer = await answer_offer(
-            registry, request.app[API].peer, offer_.sdp,
-            stream_settings=replace(registry.defaults(), model=model, max_fps=offer_.max_fps))
+        stream, answer = await answer_offer(registry, request.app[API].peer, offer_.sdp, stream_settings=start)
         slot.bind(stream.id)
     token, expires = request.app[TOKENS].issue(stream.id)  # for ?token= on events/ws/snapshot
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": stream.id,

@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from rtc_server.ratelimit import retry_after
-from rtc_server.streams.control import ControlError
+from rtc_server.streams.control import MAX_CONTROL_BYTES, ControlError
 from rtc_server.streams.sinks import Subscriber
 from rtc_server.streams.snapshot import NoFrameYet, SnapshotRateLimited, UnsupportedFrame
 from rtc_server.streams.stream import Stream
@@ -39,7 +39,7 @@ from .limits import read_capped
 from .tokens import SessionTokens
 
 #: Largest PATCH body; a config message is well under 200 bytes.
-MAX_PATCH_BYTES = 4096
+MAX_PATCH_BYTES = MAX_CONTROL_BYTES  # zones and lines need more than the rest
 PATCH_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 
 
@@ -83,7 +83,9 @@ def describe(stream: Stream, tokens: SessionTokens) -> dict[str, Any]:
         "created": _iso(stream.created_wall),
         "age_s": round(time.time() - stream.created_wall, 1),
         "settings": {"conf": th.conf, "iou": th.iou, "classes": sorted(th.classes) if th.classes else None,
-                     "max_fps": stream.settings.max_fps},
+                     "max_fps": stream.settings.max_fps, "tracking": stream.settings.tracking,
+                     **stream.settings.shapes.to_dict(stream.class_names),
+                     "webhooks": [w.shown() for w in stream.settings.webhooks]},
         "frames": {"received": counts.received, "processed": counts.processed, "dropped": counts.dropped},
         "rates": {"window_s": stats["window_s"], "received_fps": stats["received_fps"],
                   "processed_fps": stats["processed_fps"]},

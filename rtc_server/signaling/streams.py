@@ -25,6 +25,7 @@ from rtc_server.ingest.policy import UrlRefused
 from rtc_server.ingest.source import PullSource, SourceOpenError, open_pull_stream
 from rtc_server.ingest.spec import PullSpecError, parse_pull_spec
 from rtc_server.ratelimit import client_key
+from rtc_server.streams.control import ControlError
 from rtc_server.streams.stream import Stream
 
 from .auth import require_operator
@@ -58,7 +59,8 @@ def stream_view(stream: Stream, source: PullSource) -> dict[str, Any]:
     counts = stream.counts
     return {
         "id": stream.id, "source": stream.source_kind, **source.describe(),
-        "model": settings.model, "max_fps": settings.max_fps,
+        "model": settings.model, "max_fps": settings.max_fps, "tracking": settings.tracking,
+        **settings.shapes.to_dict(stream.class_names), "webhooks": [w.shown() for w in settings.webhooks],
         "counts": {"received": counts.received, "processed": counts.processed, "dropped": counts.dropped},
     }
 
@@ -75,8 +77,10 @@ async def create_stream(request: web.Request) -> web.Response:
         raise ClientError(400, "bad_stream", "the body must be a JSON object with a 'url'")
     inference = request.app[INFERENCE]
     try:
-        spec = parse_pull_spec(body, inference.models.names)
-    except PullSpecError as exc:
+        registry = request.app[REGISTRY]
+        spec = parse_pull_spec(body, inference.models.names, registry.class_names)
+        registry.check_settings(spec.settings(registry.defaults(), registry.class_names))
+    except (PullSpecError, ControlError) as exc:
         raise ClientError(400, "bad_stream", str(exc)) from exc
     if not inference.ready:
         raise ClientError(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "2"})

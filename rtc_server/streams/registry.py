@@ -19,7 +19,7 @@ from ..engine.scheduler import Scheduler
 from ..engine.yolo import Thresholds
 from ..metrics import Metrics
 from .control import StreamSettings
-from .stream import Stream, StreamLimits
+from .stream import EventSink, Stream, StreamLimits, check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,16 @@ class StreamRegistry:
     the metrics, the defaults and limits — is built by the composition root and handed in."""
 
     def __init__(self, scheduler: Scheduler, metrics: Metrics, *, max_sessions: int = 16,
-                 defaults: StreamSettings | None = None, limits: StreamLimits | None = None) -> None:
+                 defaults: StreamSettings | None = None, limits: StreamLimits | None = None,
+                 events: EventSink | None = None) -> None:
         self._scheduler = scheduler
         self.metrics = metrics
         #: Live streams at most (0: no cap); whatever the source, every stream counts.
         self.max_sessions = max_sessions
         self._defaults = defaults or StreamSettings(Thresholds())
         self._limits = limits or StreamLimits()
+        #: Where every stream's events go beyond its sinks (webhooks, MQTT), if anywhere.
+        self.events = events
         self._streams: dict[str, Stream] = {}
         self._collect_pending = False
         self._draining = False
@@ -95,6 +98,17 @@ class StreamRegistry:
     def defaults(self) -> StreamSettings:
         """The settings a new stream starts with: the server's thresholds, the default model."""
         return self._defaults
+
+    def check_settings(self, settings: StreamSettings) -> StreamSettings:
+        """``settings`` if the event outputs accept the webhooks they name; else
+        ``ControlError`` saying why (the SSRF rules, or no webhooks on this server)."""
+        check_outputs(settings, self.events)
+        return settings
+
+    def class_names(self, model: str | None = None) -> tuple[str, ...]:
+        """The class names of a model of the catalog (None: the default one): what the
+        ``classes`` of zones and lines may name."""
+        return self._scheduler.models.info(model).class_names
 
     def open(self, source_kind: str, stream_settings: StreamSettings | None = None,
              stream_id: str | None = None) -> Stream:
@@ -124,6 +138,7 @@ class StreamRegistry:
             on_closed=self._forget,
             limits=self._limits,
             stream_id=stream_id,
+            events=self.events,
         )
         self._streams[stream.id] = stream
         self.metrics.sessions_total.inc()

@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +47,7 @@ from .control import Config, ControlError, Report, StreamSettings, apply_config,
 from .mailbox import FrameMailbox
 from .messages import FrameCounts, detection_message, error_message
 from .stats import StreamStats
+from .tracking import StreamTracking
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,40 @@ class Source(Protocol):
     async def stop(self) -> None:
         """Release the transport (sockets, decoder threads). Called once, by ``Stream``."""
         ...
+
+
+class EventSink(Protocol):
+    """Where a stream's events go beyond its sinks (webhooks, MQTT: ``rtc_server/outputs``,
+    built by the composition root). ``publish`` never blocks; it gets every event message
+    and, when ``wants_detections``, every detection message too."""
+
+    wants_detections: bool
+
+    def publish(self, stream_id: str, message: dict[str, Any], webhooks: Sequence[Any] = ()) -> None:
+        """``webhooks``: the stream's own receivers (``StreamWebhook``), besides the server's."""
+        ...
+
+    def check_webhook(self, url: str) -> None:
+        """``ValueError`` saying why a stream may not name this webhook URL (the SSRF rules)."""
+        ...
+
+
+def check_outputs(settings: StreamSettings, events: EventSink | None) -> None:
+    """``ControlError`` if ``settings`` name webhooks the event outputs refuse."""
+    for i, hook in enumerate(settings.webhooks):
+        if events is None:
+            raise ControlError("this server delivers no webhooks")
+        try:
+            events.check_webhook(hook.url)
+        except ValueError as exc:
+            raise ControlError(f"webhooks[{i}]: {exc}") from exc
+
+
+def _loggable(fields: dict[str, Any]) -> dict[str, Any]:
+    """Settings as logged: zones, lines and webhooks by count only (webhooks carry secrets,
+    geometry may be kilobytes)."""
+    return {k: (f"<{len(v)}>" if isinstance(v, list) else v) if k in ("zones", "lines", "webhooks") else v
+            for k, v in fields.items() if k != "type"}
 
 
 class Sink(Protocol):
@@ -114,6 +149,7 @@ class Stream:
         on_closed: Callable[[Stream], Awaitable[None] | None] | None = None,
         limits: StreamLimits | None = None,
         stream_id: str | None = None,
+        events: EventSink | None = None,
     ) -> None:
         #: New, or (a durable pull stream restored after a restart or a failover) the id it had.
         self.id = stream_id or uuid.uuid4().hex
@@ -149,6 +185,9 @@ class Stream:
         self._frame_failures = 0
         self._next_frame_id = 0
         self._peeked: tuple[ReceivedFrame, StreamSettings, Request] | None = None
+        #: Tracks, zones, lines (issue 21): annotates each detection message, makes events.
+        self.tracking = StreamTracking()
+        self._events = events
 
     # ----- wiring --------------------------------------------------------------------------
     def attach(self, source: Source) -> None:
@@ -289,11 +328,22 @@ class Stream:
         a ``config`` control message, validated by the same ``apply_config``. Returns the
         config ack, which every sink also gets (the sender's page shows the new settings).
         Raises ``ControlError``."""
-        self.settings = apply_config(self.settings, fields, self._scheduler.models.names)
+        settings = apply_config(self.settings, fields, self._scheduler.models.names, self._class_names)
+        if settings.webhooks != self.settings.webhooks:
+            check_outputs(settings, self._events)
+        self.settings = settings
         ack = self.config_ack()
-        self.log.info("settings changed over HTTP: %s", {k: v for k, v in fields.items() if k != "type"})
+        self.log.info("settings changed over HTTP: %s", _loggable(fields))
         self.publish(ack)
         return ack
+
+    def _class_names(self, model: str | None) -> tuple[str, ...]:
+        return self._scheduler.models.info(model).class_names
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The class names of the model this stream's frames run through now."""
+        return self._class_names(self.settings.model)
 
     def config_ack(self) -> dict[str, Any]:
         """The ``config`` message stating the settings in force (what a bare query answers)."""
@@ -330,7 +380,9 @@ class Stream:
             return error_message("rate_limited", f"at most {self.limits.message_rate:g} "
                                  "control messages per second; the rest are dropped")
         try:
-            decision = parse_control(raw, self.settings, self._scheduler.models.names)
+            decision = parse_control(raw, self.settings, self._scheduler.models.names, self._class_names)
+            if isinstance(decision, Config) and decision.settings.webhooks != self.settings.webhooks:
+                check_outputs(decision.settings, self._events)
         except ControlError as exc:
             self.log.info("bad control message: %s", exc)
             self._metrics.count_error("session_bad_message")
@@ -389,10 +441,19 @@ class Stream:
         done_at = time.perf_counter()
         self._metrics.observe(result, result.started_at - item.received_at, done_at - item.received_at)
         self.stats.processed(done_at, (done_at - item.received_at) * 1000)
-        self.publish(detection_message(
-            result, received_at=item.received_at, done_at=done_at,
-            frame_id=item.frame_id, pts=item.pts, counts=self.counts,
-        ))
+        message = detection_message(result, received_at=item.received_at, done_at=done_at,
+                                    frame_id=item.frame_id, pts=item.pts, counts=self.counts)
+        events = self.tracking.annotate(message, result, self.settings,
+                                        pts=item.pts, time_base=getattr(item.frame, "time_base", None),
+                                        arrived=item.received_at, now=time.time)
+        self.publish(message)
+        if self._events is not None and self._events.wants_detections:
+            self._events.publish(self.id, message)
+        for event in events:
+            self._metrics.events.labels(event["event"]).inc()
+            self.publish(event)
+            if self._events is not None:
+                self._events.publish(self.id, event, self.settings.webhooks)
 
     def fail(self, request: Request, exc: Exception) -> None:
         if not self.closed:
