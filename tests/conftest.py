@@ -54,6 +54,8 @@ XDIST_GROUPS = {
     "test_deploy_manifests.py": "deploy_manifests",
     "test_hostile_pull.py": "hostile_pull",
     "test_hostile_http.py": "hostile_http",
+    "test_durable.py": "durable",
+    "test_tracking_wire.py": "tracking_wire",
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -363,3 +364,18 @@ class ListSink:
     def labels_from(self, frame_id: int) -> set[str]:
         """Labels detected in frames ``frame_id`` and later (the stream's received-frame count)."""
         return {d["label"] for m in self.detections() if m["frame_id"] >= frame_id for d in m["detections"]}
+
+
+# ----- following a stream (durable streams, replicas) ------------------------------------------------
+async def first_detection(url: str, stream_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The first detection message on the stream's SSE (``/sessions/{id}/events``)."""
+    async with asyncio.timeout(timeout), aiohttp.ClientSession() as http, \
+            http.get(f"{url}/sessions/{stream_id}/events") as response:
+        assert response.status == 200, await response.text()
+        async for raw in response.content:
+            line = raw.rstrip(b"\r\n")
+            if line.startswith(b"data: "):
+                message = json.loads(line[6:])
+                if message.get("type") == "detections":
+                    return dict(message)
+    raise AssertionError("the SSE stream ended without a detection")

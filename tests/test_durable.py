@@ -9,7 +9,6 @@ Real things only: ``python -m rtc_server`` processes (their own SQLite file unde
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ from rtc_server.config import ConfigError, Settings
 from rtc_server.signaling.context import REGISTRY
 from rtc_server.store import StoreUnavailable
 
-from .helpers import ROOT, ServerFactory, ServerProcess, free_port, serve, wait_for
+from .helpers import ROOT, ServerFactory, ServerProcess, first_detection, free_port, serve, wait_for
 from .pull_media import MediaProcess, make_clip, media_server
 
 LOOPBACK = {"RTC_SOURCE_ALLOW_NETWORKS": "127.0.0.0/8", "RTC_LOG_LEVEL": "INFO"}
@@ -43,20 +42,6 @@ async def http_media(clip: Path) -> AsyncIterator[MediaProcess]:
     await server.start()
     yield server
     await server.stop()
-
-
-async def first_detection(url: str, stream_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    """The first detection message on the stream's SSE (``/sessions/{id}/events``)."""
-    async with asyncio.timeout(timeout), aiohttp.ClientSession() as http, \
-            http.get(f"{url}/sessions/{stream_id}/events") as response:
-        assert response.status == 200, await response.text()
-        async for raw in response.content:
-            line = raw.rstrip(b"\r\n")
-            if line.startswith(b"data: "):
-                message = json.loads(line[6:])
-                if message.get("type") == "detections":
-                    return dict(message)
-    raise AssertionError("the SSE stream ended without a detection")
 
 
 async def listed_streams(url: str) -> list[dict[str, Any]]:

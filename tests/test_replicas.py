@@ -24,10 +24,9 @@ from aiohttp import web
 
 from drivers.client import DetectionClient, ImageTrack
 
-from .helpers import ServerFactory, ServerProcess, cannot_run, free_port, serve, wait_ready
+from .helpers import ServerFactory, ServerProcess, cannot_run, first_detection, free_port, serve, wait_ready
 from .postgres import Postgres, postgres  # noqa: F401 - the session fixture
 from .pull_media import MediaProcess, make_clip, media_server
-from .test_durable import first_detection
 
 LEASE_SECONDS = 4.0
 SECRET = "internal-secret-for-tests-0123456789"

@@ -29,7 +29,7 @@ from rtc_server.signaling.context import REGISTRY
 
 from .helpers import ServerFactory, scrape, serve, wait_for
 from .pull_media import MediaProcess, crossing_frames, make_clip, make_crossing, media_server
-from .test_webhooks import SECRET, Receiver
+from .webhook_receiver import SECRET, Receiver
 
 LOOPBACK = ("127.0.0.0/8",)
 #: A vertical line through the middle of the frame, drawn top to bottom.

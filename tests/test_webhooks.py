@@ -5,13 +5,9 @@ pull sources' SSRF rules."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from rtc_server.config import ConfigError, Settings
 from rtc_server.engine.yolo import Thresholds
@@ -21,41 +17,9 @@ from rtc_server.outputs import WebhookConfig, Webhooks, WebhookTarget
 from rtc_server.streams.control import ControlError, StreamSettings, StreamWebhook, apply_config
 
 from .helpers import ServerFactory, free_port, wait_for
+from .webhook_receiver import SECRET, Receiver
 
-SECRET = "s3cret-for-the-receiver"
 LOOPBACK = ("127.0.0.0/8",)
-
-
-class Receiver:
-    """A webhook receiver: verifies each body's signature as a real one would; ``fail_first``
-    answers 503 to that many requests first."""
-
-    def __init__(self, secret: str | None = SECRET, fail_first: int = 0) -> None:
-        self.secret = secret
-        self.fail_first = fail_first
-        self.requests = 0
-        self.events: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        body = await request.read()
-        if self.secret is not None:
-            expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(request.headers.get("X-RTC-Signature", ""), expected):
-                self.bad_signatures += 1
-                return web.Response(status=401)
-        if self.fail_first:
-            self.fail_first -= 1
-            return web.Response(status=503)
-        assert request.content_type == "application/json"
-        self.events.append(json.loads(body))
-        return web.Response(status=204)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        return app
 
 
 def metrics() -> Metrics:
