@@ -122,7 +122,13 @@ async def bounded(work: Coroutine[Any, Any, T], timeout: float, config: StoreCon
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
-        task.cancel()
+        if config.url.startswith("sqlite"):
+            # An aiosqlite operation cancelled mid-flight makes SQLAlchemy terminate its
+            # connection, and that close waits on aiosqlite's thread forever (seen: the event
+            # loop's shutdown hung on it). A local file answers in milliseconds: let it finish.
+            task.add_done_callback(_drain)
+        else:
+            task.cancel()
         raise
     if not done:
         task.cancel()
