@@ -4,7 +4,7 @@ aiortc decodes every received track into an unbounded queue; audio was decoded a
 read (measured before this fix: +52 MB in 45 s). Now ``/offer`` declines audio (answered
 ``inactive``: the client stops sending it, aiortc starts no receiver, no decoder) and WHIP
 answers it ``recvonly`` as RFC 9725 requires and drains it: decoded frames are read and
-dropped, the queue stays empty. The memory figures are bench/audio_memory.py's; here the
+dropped, the queue stays empty. The memory figures are bench.experiments.audio_memory's; here the
 mechanism is checked, without timing.
 """
 

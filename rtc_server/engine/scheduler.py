@@ -103,7 +103,7 @@ def plan_workers(workers: int = 0, threads: int = 0, cores: int | None = None, *
     CPU: one worker per ``CORES_PER_CPU_WORKER`` cores (at least one: on 2 cores, one call
     with both cores). A small model like YOLO11n stops gaining from intra-op threads after
     a few, while independent calls scale with cores; a worker per 4 cores is a middle
-    ground, not measured beyond 2 cores (``bench/scheduler_before_after.py --server-args
+    ground, not measured beyond 2 cores (``python -m bench.scheduler --server-args
     "--workers N"`` measures it) — set ``RTC_WORKERS`` where measurement says otherwise. With an
     accelerator two workers overlap one call's CPU pre/post-processing with the other's
     inference. Threads default to the cores shared out evenly (at least one each).

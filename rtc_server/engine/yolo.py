@@ -165,7 +165,7 @@ def decode(output: np.ndarray, thresholds: Thresholds) -> tuple[np.ndarray, np.n
     # max() down the class axis is a fast contiguous reduction; argmax() down it is ~7x
     # slower, so find the best class only for the few anchors that pass the confidence
     # threshold. Same result: argmax's first-maximum rule on a subset of the columns
-    # (bench/decode_before_after.py: identical arrays, 0.3 -> 0.09 ms per 640x480 frame).
+    # (the retired bench decode_before_after, docs/benchmarks.md: identical arrays, 0.3 -> 0.09 ms per 640x480 frame).
     scores = class_scores.max(axis=0)
     mask = scores > thresholds.conf
     if not mask.any():

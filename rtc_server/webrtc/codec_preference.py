@@ -2,10 +2,10 @@
 
 The server decodes every frame it receives (it must, even the ones newest-wins drops), so
 the decoder's CPU per frame is paid at the full camera rate, by every peer, on the cores
-the model needs. Measured here (``bench/marker_release.py``, 640x480 at 30 fps, aiortc
+the model needs. Measured here (``python -m bench.experiments.marker_release``, 640x480 at 30 fps, aiortc
 1.16.0 / PyAV 18.1.0, frames captured from a live loopback session): H.264 (constrained
 baseline, what aiortc decodes) costs about 0.2 ms of CPU per frame, VP8 0.33-0.55 ms; from
-headless Chromium 156, 0.12 vs 0.22 ms (``bench/marker_chrome.py``). Figures in
+headless Chromium 156, 0.12 vs 0.22 ms (``python -m bench.experiments.marker_chrome``). Figures in
 docs/benchmarks.md. So H.264 goes first and VP8 stays as the fallback: a
 client that offers only VP8 still gets VP8.
 

@@ -169,7 +169,7 @@ class AudioPolicy(enum.Enum):
 
     aiortc decodes every received track into an unbounded queue; nobody reads audio here,
     so without a policy it grows for as long as the session lives (measured: +52 MB in
-    45 s for Opus + video). bench/audio_memory.py compares the choices (docs/benchmarks.md).
+    45 s for Opus + video). ``python -m bench.experiments.audio_memory`` compares the choices (docs/benchmarks.md).
     """
 
     #: Answer the audio section ``inactive``: the sender stops sending it and aiortc starts
