@@ -304,7 +304,9 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     log_rights(settings, api.loopback_only)
     app[API] = api
     app[INFERENCE] = inference
-    app[IMAGE_CHECKS] = ImageChecks()  # /predict's header checks: 2 threads of their own, 4 at once
+    # /predict's header checks: 2 threads of their own, 16 running or waiting (one client's burst of
+    # eight large images must not be refused for a check that takes milliseconds)
+    app[IMAGE_CHECKS] = ImageChecks()
     app[REGISTRY] = registry
     app[RATE_LIMITS] = RateLimits(wiring.session_rate_limit(settings), wiring.predict_rate_limit(settings))
     # Per-client quotas count the streams the registry still has: released however one ends.

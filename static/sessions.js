@@ -43,8 +43,9 @@ export function initSessions(root) {
     clear: $("watch-clear-shapes"), counts: $("watch-counts"),
   }, async (fields) => {
     if (!watch) return "watch a session first";
-    const response = await fetch(`/sessions/${watch.id}`, {
-      method: "PATCH", headers: { ...authHeaders(), "Content-Type": "application/json" }, body: JSON.stringify(fields),
+    // The operator's token, and the watched session's own token: either right may PATCH it.
+    const response = await fetch(withToken(`/sessions/${watch.id}`, watch), {
+      method: "PATCH", headers: { ...operatorHeaders(), "Content-Type": "application/json" }, body: JSON.stringify(fields),
     }).catch(() => null);
     if (!response) return "the server is unreachable";
     if (response.ok) return null;  // the config ack arrives over SSE too

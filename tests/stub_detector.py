@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -162,3 +163,9 @@ class StubDetector:
         return DetectionResult(model=self.info, width=width, height=height, input_hw=lb.input_hw,
                                detections=self.detections(width, height, thresholds), started_at=started,
                                preprocess_ms=0.0, inference_ms=0.0, postprocess_ms=0.0, batch_size=batch)
+
+
+def boxes(detections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A message's detections without the tracker's fields (``track_id``, ``predicted``):
+    what the detector found, to compare with the stub's boxes (tracking has its own tests)."""
+    return [{k: v for k, v in d.items() if k not in ("track_id", "predicted")} for d in detections]

@@ -214,13 +214,16 @@ def server_env(k8s_docs: list[dict[str, Any]]) -> dict[str, str]:
     env = {**config["data"], **plain_env(container["env"])}
     # What the pod gets at run time: the Secret's values, the downward API's pod IP.
     for entry in container["env"]:
-        if "secretKeyRef" in entry.get("valueFrom", {}):
-            env[entry["name"]] = SECRET_VALUES[entry["valueFrom"]["secretKeyRef"]["key"]]
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        if ref is not None and not (ref.get("optional") and ref["key"] not in SECRET_VALUES):
+            env[entry["name"]] = SECRET_VALUES[ref["key"]]  # an optional key left out of the Secret: unset
     return {k: v.replace("$(POD_IP)", "10.128.0.7") for k, v in env.items()}
 
 
-#: Stand-ins for the rtc-yolo-db Secret's keys (docs/deploy.md, "Replicas").
-SECRET_VALUES = {"database-url": "postgresql://rtc:pw@10.20.0.3:5432/rtc", "internal-secret": "0" * 64}
+#: Stand-ins for the Secrets' keys (docs/deploy.md, "Secrets" and "Replicas"): rtc-yolo-secrets'
+#: tokens and rtc-yolo-db's database URL and internal secret.
+SECRET_VALUES = {"database-url": "postgresql://rtc:pw@10.20.0.3:5432/rtc", "internal-secret": "0" * 64,
+                 "operator-token": "o" * 32, "token-secret": "t" * 32}
 
 
 def test_k8s_deployment_wiring(k8s_docs: list[dict[str, Any]]) -> None:
@@ -272,7 +275,7 @@ def test_k8s_deployment_wiring(k8s_docs: list[dict[str, Any]]) -> None:
     # each other's HTTP port.
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]
                if "secretKeyRef" in e.get("valueFrom", {})}
-    assert set(secrets) == {"RTC_DATABASE_URL", "RTC_INTERNAL_SECRET"}
+    assert {"RTC_DATABASE_URL", "RTC_INTERNAL_SECRET"} <= set(secrets)  # issue 20's tokens come from secrets too
     assert not {"RTC_DATABASE_URL", "RTC_INTERNAL_SECRET"} & set(by_kind["ConfigMap"]["data"])
     assert settings.database_url.startswith("postgresql://") and settings.internal_url == "http://10.128.0.7:8080"
     pod_ip = next(e for e in container["env"] if e["name"] == "POD_IP")

@@ -14,7 +14,7 @@ from rtc_server.engine.yolo import Thresholds
 from rtc_server.signaling.context import REGISTRY
 
 from .helpers import ServerFactory, scrape, serve, wait_for
-from .stub_detector import StubDetector
+from .stub_detector import StubDetector, boxes
 
 
 async def test_client_streams_bus_frames_and_gets_detections(
@@ -130,7 +130,7 @@ async def test_live_thresholds_over_the_data_channel(
         # Exactly the stub's bus, none of its people: the class filter reached the detector.
         only_bus = stub.detections(640, 480, Thresholds(classes=frozenset({5})))
         assert {d["label"] for d in m["detections"]} == {"bus"}
-        assert m["detections"] == [d.to_dict() for d in only_bus]
+        assert boxes(m["detections"]) == [d.to_dict() for d in only_bus]
         client.send({"type": "config", "conf": 7})
         error = await client.next_message("error")
         assert error["error"] == "bad_message"

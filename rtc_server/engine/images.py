@@ -184,7 +184,7 @@ class ImageChecks:
     neither DNS lookups nor detections.
     """
 
-    def __init__(self, workers: int = 2, max_in_flight: int = 4, inline_bytes: int = 256 * 1024) -> None:
+    def __init__(self, workers: int = 2, max_in_flight: int = 16, inline_bytes: int = 256 * 1024) -> None:
         if workers < 1 or max_in_flight < 1:
             raise ValueError("image checks need at least one worker and one slot")
         self.max_in_flight = max_in_flight
