@@ -178,9 +178,11 @@ def stub() -> StubDetector:
 
 
 @pytest.fixture
-def stub_settings() -> Settings:
-    """Loopback settings that name no model file: the app serves whatever detector it is handed."""
-    return Settings(model=Path("yolo11n.onnx"), ice_addresses=("127.0.0.1",), port=8080)
+def stub_settings(tmp_path: Path) -> Settings:
+    """Loopback settings that name no model file: the app serves whatever detector it is
+    handed. Each test its own store (issue 22), as ``settings``."""
+    return Settings(model=Path("yolo11n.onnx"), ice_addresses=("127.0.0.1",), ice_allow_networks=("127.0.0.0/8",),
+                    port=8080, data_dir=tmp_path / "data")
 
 
 @pytest.fixture

@@ -44,6 +44,10 @@ CloseStream = Callable[[str, str], Awaitable[None]]
 PRUNE_INTERVAL = 3600.0
 
 
+#: Deleted stream ids remembered against a lease round that raced the DELETE.
+_FORGOTTEN_KEPT = 1024
+
+
 class DurableStreams:
     """See the module's docstring."""
 
@@ -60,6 +64,10 @@ class DurableStreams:
         #: Streams this replica is stopping itself (lease lost, shed, shutdown): their close
         #: is a hand-over, not an end, and they stay in the store.
         self._handing_over: set[str] = set()
+        #: Streams deleted here lately (``DELETE /streams/{id}``), newest last, at most
+        #: ``_FORGOTTEN_KEPT``: a lease round that read one just before its row went must not
+        #: start it (or must stop it again) after the DELETE has answered.
+        self._forgotten: dict[str, None] = {}
         self._stopping = False
         self._forgetting: set[asyncio.Task[None]] = set()
 
@@ -112,6 +120,9 @@ class DurableStreams:
         """``DELETE /streams/{id}``, from any replica: the row goes; the owner (here or
         elsewhere) stops the stream at its next renewal. False if it was not stored."""
         self._handing_over.discard(stream_id)
+        self._forgotten[stream_id] = None
+        while len(self._forgotten) > _FORGOTTEN_KEPT:
+            del self._forgotten[next(iter(self._forgotten))]
         return await self._leases().forget(stream_id)
 
     async def settings_changed(self, stream_id: str, settings: dict[str, Any]) -> None:
@@ -151,11 +162,13 @@ class DurableStreams:
     async def _start(self, lease: Lease) -> None:
         store = self._leases().store
         record = await store.get_stream(lease.stream_id)
-        if record is None:  # deleted meanwhile; the next renewal drops the lease
+        if record is None or lease.stream_id in self._forgotten:  # deleted meanwhile
             return
         log.info("leases: running stream %s here (epoch %d)", lease.stream_id, lease.epoch)
         self._handing_over.discard(lease.stream_id)
         await self._open_stream(lease.stream_id, dict(record.spec))
+        if lease.stream_id in self._forgotten:  # deleted while it opened: the DELETE found nothing to stop
+            await self._close_stream(lease.stream_id, "deleted")
 
     async def _stop(self, stream_id: str) -> None:
         log.info("leases: stream %s is no longer ours; stopping it here", stream_id)
