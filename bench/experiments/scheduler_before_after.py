@@ -2,22 +2,11 @@
 
 In one run, for each N, the server of ``--before`` (the last commit with the FIFO
 ``InferenceService``, exported from git into a temporary folder and started from there)
-and the current one, one after the other (ABBA order across N), each a fresh process:
+and the current one, one after the other (ABBA order across N), each a fresh process.
 
-- N aiortc peers (``--peers``, default 1,2,4,8,16) replaying a pre-encoded 640x480 H.264
-  clip of ``bus.jpg`` at 30 fps (``drivers/replay.py``: no encoder per frame, so the
-  clients leave the cores to the server), spread over ``--client-procs`` processes;
-- then N = ``--flood-peers`` peers while ``--flood`` loops POST ``/predict`` back to back
-  (a JPEG of the same frame; a 503 is answered by the next request at once).
-
-Reported per run: total detections/s, per-peer min/max rate and their spread, frame-
-matched latency (frame handed to the sender → its detections received) p50/p95 pooled and
-for the worst peer, the server's queue and inference p50, the scheduler's busy ratio (its
-own ``rtc_scheduler_busy_seconds_total``; the old server has none) and the same derived
-from the messages (detections/s × mean inference time), server and client CPU and the
-machine's idle share — the CPU left over once server and clients have theirs. For the
-flood: each peer's rate against the mean rate of the same server's plain N-peer run, and
-every ``/predict``'s time to its answer (200) or refusal (503).
+The runs and what is reported are ``bench.scheduler``'s (its docstring says them once);
+the old server has no ``rtc_scheduler_busy_seconds_total``, so its busy ratio is derived
+from the messages only.
 
 Today's server alone, with the same runs and verdict: ``python -m bench.scheduler``; this
 module adds the old tree and the ABBA order. It exports an old commit's ``rtc_server``,
