@@ -25,7 +25,7 @@ from aiohttp import web
 
 from . import wiring
 from .cluster.directory import Directory
-from .cluster.durable import DurableStreams
+from .cluster.durable import DurableStreams, declared_streams
 from .cluster.forward import forwarding_middleware
 from .config import DEFAULT_MODEL, ConfigError, Settings
 from .engine.catalog import ModelCatalog
@@ -180,6 +180,13 @@ def configured_sources(settings: Settings, models: Sequence[str],
     return specs
 
 
+def leases_sources(settings: Settings) -> bool:
+    """Whether ``RTC_SOURCES`` run under leases: on a shared database (replicas), where each
+    replica starting its own copy would pull every camera N times. With the embedded SQLite
+    (one process) they start with the server, as they always have, under fresh ids."""
+    return bool(settings.database_url)
+
+
 def build_durable_streams(settings: Settings, registry: StreamRegistry, pull: PullConfig,
                           models: Callable[[], Sequence[str]]) -> DurableStreams:
     """The store and the leases, with the two things they may do to the registry: run a
@@ -198,7 +205,8 @@ def build_durable_streams(settings: Settings, registry: StreamRegistry, pull: Pu
             await stream.close(reason)
 
     durable = DurableStreams(wiring.store_config(settings), wiring.lease_config(settings), open_stream, close_stream,
-                             event_retention=settings.event_retention)
+                             event_retention=settings.event_retention,
+                             declared=declared_streams(settings.sources) if leases_sources(settings) else None)
     registry.closed_listeners.append(lambda stream: durable.stream_closed(stream.id, stream.source_kind))
     return durable
 
@@ -337,7 +345,8 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
             registry.check_settings(spec.settings(registry.defaults(), registry.class_names))
         except ControlError as exc:
             raise ConfigError(f"sources[{index}]: {exc}") from exc
-    app.on_startup.append(start_configured_sources(registry, api.pull, sources))
+    if not leases_sources(settings):  # else: declared to the store, run under leases (build_durable_streams)
+        app.on_startup.append(start_configured_sources(registry, api.pull, sources))
     return app
 
 

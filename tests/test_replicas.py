@@ -317,3 +317,38 @@ async def test_the_internal_hop_needs_the_secret_and_carries_the_real_client(
     assert await status(**hop, **{"X-RTC-Client": "198.51.100.2"}) == 200  # another client's
     assert await status(**{"X-RTC-Client": "198.51.100.3"}) == 200  # no secret: the TCP peer's bucket
     assert await status(**{"X-RTC-Client": "198.51.100.4"}) == 429  # ... the same one: not believed
+
+
+# ----- RTC_SOURCES on a shared database: declared once, run once -------------------------------------
+async def test_configured_sources_run_on_one_replica_and_follow_the_configuration(
+        spawn: Callable[..., ServerProcess], postgres: Postgres, http_media: MediaProcess,  # noqa: F811
+        model_file: Path) -> None:
+    """Two replicas with the same ``RTC_SOURCES`` pull each source once (not once each), under
+    an id they agree on; a ``kill -9`` of its owner moves it; a replica that starts with an
+    edited ``RTC_SOURCES`` replaces the old set for all of them."""
+    clip = f"http://127.0.0.1:{http_media.port}/bus.mp4"
+    env = {"RTC_MODEL": str(model_file), "RTC_DATABASE_URL": postgres.create_database(),
+           "RTC_LEASE_SECONDS": str(LEASE_SECONDS), "RTC_SOURCE_ALLOW_NETWORKS": "127.0.0.0/8", "RTC_MAX_FPS": "3",
+           "RTC_THREADS": "1", "RTC_WORKERS": "1", "RTC_SOURCES": json.dumps([{"url": clip, "loop": True}])}
+    replicas = [spawn(env) for _ in range(2)]
+    for replica in replicas:
+        await wait_ready(replica.url, replica, timeout=120)
+
+    found = await wait_owners(replicas, lambda f: len(f) == 1, timeout=30)  # never on both: owners() checks
+    [(stream_id, owner)] = found.items()
+    assert stream_id.startswith("cfg-"), stream_id
+    await asyncio.sleep(LEASE_SECONDS)  # a few lease rounds later, still one copy
+    assert await owners(replicas) == found
+    await first_detection(replicas[owner].url, stream_id)
+
+    replicas[owner].kill()
+    await wait_owners(replicas, lambda f: f == {stream_id: 1 - owner}, timeout=LEASE_SECONDS + 20)
+
+    # The killed replica comes back with another RTC_SOURCES: the old stream goes everywhere
+    # (the survivor stops it at its next renewal), the new one runs once, on either.
+    replicas[owner].start(wait=False, RTC_SOURCES=json.dumps([{"url": clip, "loop": True, "conf": 0.4}]))
+    await wait_ready(replicas[owner].url, replicas[owner], timeout=120)
+    moved = await wait_owners(replicas, lambda f: len(f) == 1 and stream_id not in f, timeout=LEASE_SECONDS + 20)
+    [(new_id, new_owner)] = moved.items()
+    assert new_id.startswith("cfg-")
+    await first_detection(replicas[new_owner].url, new_id)

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from rtc_server.store import Store, StoreConfig, StoreError, open_store
+from rtc_server.store import Store, StoreConfig, StoreConflict, StoreError, open_store
 from rtc_server.store.store import utcnow
 
 from .leases import Lease, LeaseConfig, Leases
@@ -47,13 +49,33 @@ PRUNE_INTERVAL = 3600.0
 #: Deleted stream ids remembered against a lease round that raced the DELETE.
 _FORGOTTEN_KEPT = 1024
 
+#: The id prefix of streams declared by configuration (``RTC_SOURCES`` on a shared database).
+DECLARED_PREFIX = "cfg-"
+
+
+def declared_streams(entries: Sequence[str | Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``RTC_SOURCES`` entries (URL strings or objects) by stream id: the same on every
+    replica and across restarts for the same entry (a hash of its canonical JSON), another
+    for an edited one. An entry given twice is one stream."""
+    declared = {}
+    for entry in entries:
+        spec = {"url": entry} if isinstance(entry, str) else dict(entry)
+        canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        declared[DECLARED_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()[:16]] = spec
+    return declared
+
 
 class DurableStreams:
     """See the module's docstring."""
 
     def __init__(self, store_config: StoreConfig, lease_config: LeaseConfig, open_stream: OpenStream,
-                 close_stream: CloseStream, *, event_retention: float = 0.0) -> None:
+                 close_stream: CloseStream, *, event_retention: float = 0.0,
+                 declared: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.store_config = store_config
+        #: Streams the configuration declares (``declared_streams``), written at ``open`` and
+        #: then run under leases like any kept stream: on a shared database, one replica runs
+        #: each, not every replica its own copy.
+        self.declared = dict(declared or {})
         self.lease_config = lease_config
         self._open_stream = open_stream
         self._close_stream = close_stream
@@ -76,6 +98,27 @@ class DurableStreams:
         """Open (and migrate) the store; raises ``StoreConfigError`` / ``StoreUnavailable``."""
         self.store = await open_store(self.store_config)
         self.leases = Leases(self.store, self.lease_config)
+        if self.declared:
+            await self._declare(self.store)
+
+    async def _declare(self, store: Store) -> None:
+        """Write the declared streams (new ones, edited ones) and forget the declared streams
+        the configuration no longer names, so a rollout of a new ``RTC_SOURCES`` replaces the
+        old set instead of adding to it. Replicas starting together may race on a new row:
+        the loser finds it written (``StoreConflict``)."""
+        existing = {record.id: record for record in await store.list_streams()}
+        for stream_id, spec in self.declared.items():
+            record = existing.get(stream_id)
+            if record is None:
+                with contextlib.suppress(StoreConflict):
+                    await store.create_stream(spec, stream_id)
+                    log.info("sources: declared stream %s", stream_id)
+            elif record.spec != spec:  # PATCHed since: the configuration wins at start
+                await store.update_stream(stream_id, spec)
+        for stream_id in existing:
+            if stream_id.startswith(DECLARED_PREFIX) and stream_id not in self.declared:
+                await store.delete_stream(stream_id)
+                log.info("sources: stream %s is no longer configured; forgotten", stream_id)
 
     def start(self) -> None:
         """Run the lease loop (and the event retention timer) in the background."""
