@@ -1,6 +1,7 @@
 """Replicas sharing one PostgreSQL (issue 22, the wiring): each pull stream runs on exactly one
 replica, the streams spread, a replica killed with ``kill -9`` loses its streams to another
-within the lease time plus a keyframe, and a graceful shutdown hands them over at once.
+within the lease time plus a keyframe, a graceful shutdown hands them over at once, and a
+full restart of every replica brings them back with the same ids.
 
 Real things only: three ``python -m rtc_server`` processes, a real PostgreSQL started by the
 tests (``tests/postgres.py``), a real HTTP media server, SSE read off the wire.
@@ -118,6 +119,17 @@ async def test_streams_spread_fail_over_on_kill_9_and_hand_over_on_sigterm(
     assert handover < LEASE_SECONDS, handover
     for stream_id in ids:
         await first_detection(replicas[staying].url, stream_id)
+
+    # A full restart: every replica down (the last one gracefully), then all up again; the
+    # streams come back from PostgreSQL with the same ids, spread again, detections flowing.
+    assert replicas[staying].stop() == 0, replicas[staying].log[-2000:]
+    for replica in replicas:
+        replica.start(wait=False)
+    for replica in replicas:
+        await wait_ready(replica.url, replica, timeout=120)
+    back = await wait_owners(replicas, lambda f: sorted(f) == sorted(ids) and len(set(f.values())) == 3,
+                             timeout=LEASE_SECONDS + 30)
+    await first_detection(replicas[back[ids[0]]].url, ids[0])
 
 
 # ----- any replica answers: three replicas behind a round-robin HAProxy ----------------------------
