@@ -59,7 +59,8 @@ class DurableStreams:
         self._close_stream = close_stream
         self._event_retention = event_retention
         self._prune_interval = prune_interval
-        self._clock = clock
+        #: The wall clock retention measures age by (a test moves it on).
+        self.clock = clock
         self.store: Store | None = None
         self.leases: Leases | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -187,7 +188,7 @@ class DurableStreams:
     async def prune_events(self) -> int:
         """Retention, one pass: delete the events older than ``event_retention`` (by the
         injected ``clock``); how many went. ``StoreError`` if the database did not answer."""
-        pruned = await self._leases().store.prune_events(self._clock() - timedelta(seconds=self._event_retention))
+        pruned = await self._leases().store.prune_events(self.clock() - timedelta(seconds=self._event_retention))
         if pruned:
             log.info("events: pruned %d older than %.0f s", pruned, self._event_retention)
         return pruned

@@ -107,6 +107,11 @@ class EventHistory:
         if len(self._queue) >= self.config.batch:
             self._full.set()
 
+    @property
+    def queued(self) -> int:
+        """Events waiting to be written."""
+        return len(self._queue)
+
     # ----- lifetime -------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the writer (idempotent: the root starts it with the store, the outputs again)."""
