@@ -4,7 +4,7 @@ batches and read back with ``GET /events``.
 Real things: the real app (``stub_app``: the stub detector, whose one box the test moves frame
 by frame across a line and into a zone, so the real tracker and analytics make the events),
 its real SQLite store under the test's data dir, a real PostgreSQL (``tests/postgres.py``)
-stopped and started under a live stream. Frames are pushed into a registry stream (the
+shared by two apps (any replica reads the history) and stopped and started under a live stream. Frames are pushed into a registry stream (the
 transport is not what is tested here; every source kind publishes through the same
 ``EventSink``), each one waited for before the next, with pts 1/30 s apart: the frame time
 the hysteresis counts is exact, nothing depends on the wall clock.
@@ -275,6 +275,25 @@ async def test_the_writer_batches_bounds_its_queue_and_drops_what_the_store_refu
     assert written[-1] == [10, 11] and history.written == 8
     history.publish("s", event(12))  # closed: ignored
     assert history.written == 8 and history.dropped == 4
+
+
+async def test_any_replica_reads_the_events_another_made(
+        aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], stub: StubDetector,
+        postgres: Postgres) -> None:  # noqa: F811
+    """Two replicas on one PostgreSQL: a stream on the first makes events; ``GET /events`` on
+    the second lists them (it reads the shared database; nothing is forwarded)."""
+    database = postgres.create_database()
+    first = stub_app(rate_limit=0, database_url=database)
+    second = stub_app(rate_limit=0, database_url=database)
+    first_url = await serve(aiohttp_server, first)
+    second_url = await serve(aiohttp_server, second)
+    async with aiohttp.ClientSession() as http:
+        stream = await open_stream(first, http, first_url)
+        await walk_across(stream, stub)
+        assert second[REGISTRY].get(stream.id) is None
+        events = await until_stored(http, second_url, 2, f"?stream={stream.id}")
+        assert sorted(e["type"] for e in events) == ["line_cross", "zone_enter"]
+        assert events == await all_events(http, first_url, f"?stream={stream.id}")
 
 
 async def test_a_database_that_goes_away_costs_counted_drops_never_the_stream(
