@@ -4,10 +4,12 @@ batches and read back with ``GET /events``.
 Real things: the real app (``stub_app``: the stub detector, whose one box the test moves frame
 by frame across a line and into a zone, so the real tracker and analytics make the events),
 its real SQLite store under the test's data dir, a real PostgreSQL (``tests/postgres.py``)
-shared by two apps (any replica reads the history) and stopped and started under a live stream. Frames are pushed into a registry stream (the
-transport is not what is tested here; every source kind publishes through the same
-``EventSink``), each one waited for before the next, with pts 1/30 s apart: the frame time
-the hysteresis counts is exact, nothing depends on the wall clock.
+shared by two apps (any replica reads the history) and stopped and started under a live
+stream. Frames are pushed into a registry stream (the transport is not what is tested here:
+every source kind publishes through the same ``EventSink``, and ``tests/test_tracking_wire.py``
+finds a pulled video's, an aiortc peer's and a WHIP client's crossing in the history with the
+real model), each one waited for before the next, with pts 1/30 s apart: the frame time the
+hysteresis counts is exact, nothing depends on the wall clock.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 (``migrations/versions``) create and the queries use.
 
 Nothing here is written per frame: a stream's spec (its webhooks included) when it is
-created or changed, its events (line and zone crossings, not detections, in batches), the directory of sessions
-when one starts or ends, one heartbeat row per replica, and one lease row per pull stream.
+created or changed, its events (line and zone crossings, not detections, in batches), the
+directory of sessions when one starts or ends, one heartbeat row per replica, and one lease
+row per pull stream.
 """
 
 from __future__ import annotations
