@@ -279,6 +279,23 @@ async def test_the_writer_batches_bounds_its_queue_and_drops_what_the_store_refu
     assert history.written == 8 and history.dropped == 4
 
 
+async def test_shutdown_with_the_store_away_costs_one_failed_batch_not_one_per_batch() -> None:
+    """``close`` with 10 events queued (batches of 3) and the database away: one write is
+    tried, it fails, the other 7 are dropped with it (counted): shutdown waits one bound."""
+    calls = 0
+
+    async def write(batch: Sequence[HistoryEvent]) -> None:
+        nonlocal calls
+        calls += 1
+        raise StoreUnavailable("the database did not answer (test)")
+
+    history = EventHistory(write, HistoryConfig(queue=100, batch=3, interval_s=60))
+    for n in range(10):
+        history.publish("s", {"type": "event", "event": "zone_exit", "n": n})
+    await history.close()
+    assert (calls, history.dropped, history.written, history.queued) == (1, 10, 0, 0)
+
+
 async def test_any_replica_reads_the_events_another_made(
         aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], stub: StubDetector,
         postgres: Postgres) -> None:  # noqa: F811

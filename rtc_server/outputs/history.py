@@ -14,7 +14,8 @@ root hands in (``Store.add_events`` behind it: this package knows no store), eit
   store's own bound, ``operation_timeout_s``, ends a hung one) is dropped and counted
   (``reason="write_failed"``), logged once per outage; the next batch tries again.
 - **Shutdown**: ``close`` (called by the root after the streams closed, before the store
-  closes) writes what is still queued, then stops.
+  closes) writes what is still queued, then stops; with the database away, the first batch
+  that fails drops (and counts) the rest.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ class EventHistory:
 
     async def close(self) -> None:
         """Stop taking events, write what is queued (each batch bounded by the store's own
-        operation timeout), stop. Idempotent."""
+        operation timeout; after a batch that failed the rest is dropped and counted, so a
+        database away costs shutdown one bound, not one per batch), stop. Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -132,9 +134,12 @@ class EventHistory:
         await self.flush()
 
     async def flush(self) -> None:
-        """Write everything queued now (tests; ``close``)."""
+        """Write everything queued now (``close``); stop at a batch that fails, dropping
+        (and counting) what is left."""
         while self._queue:
-            await self._flush()
+            if not await self._flush():
+                self._drop("write_failed", len(self._queue))
+                self._queue.clear()
 
     # ----- the writer ---------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -143,18 +148,22 @@ class EventHistory:
             if not self._closed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.config.interval_s)
-            await self._flush()
+            written = await self._flush()
+            if self._closed and not written:
+                self._drop("write_failed", len(self._queue))
+                self._queue.clear()
             if self._closed and not self._queue:
                 return
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> bool:
+        """Write the next batch; False if the store did not take it (dropped, counted)."""
         batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.config.batch))]
         if len(self._queue) < self.config.batch:
             self._full.clear()
         if not self._queue:
             self._pending.clear()
         if not batch:
-            return
+            return True
         try:
             await self._write(batch)
         except asyncio.CancelledError:
@@ -166,13 +175,14 @@ class EventHistory:
                 log.warning("event history: %d event(s) could not be written and were dropped (%s); "
                             "dropping and counting until the store answers again", len(batch), error)
             self._failing = True
-            return
+            return False
         if self._failing:
             log.info("event history: the store answers again")
             self._failing = False
         self.written += len(batch)
         if self._metrics is not None:
             self._metrics.history_written.inc(len(batch))
+        return True
 
     def _drop(self, reason: str, n: int = 1) -> None:
         self.dropped += n
