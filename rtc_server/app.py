@@ -19,6 +19,8 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -36,7 +38,7 @@ from .engine.scheduler import Scheduler, SchedulerConfig, WorkerPlan, on_acceler
 from .ingest.source import PullConfig, open_pull_stream, start_configured_sources
 from .ingest.spec import PullSpec, PullSpecError, parse_pull_spec
 from .metrics import Metrics
-from .outputs import EventOutputs, Mqtt, Webhooks, parse_mqtt_url
+from .outputs import EventHistory, EventOutputs, HistoryConfig, HistoryEvent, Mqtt, Webhooks, parse_mqtt_url
 from .outputs.fanout import EventOutput
 from .signaling import setup_routes
 from .signaling.auth import require_publish, require_session_access
@@ -55,16 +57,18 @@ from .signaling.context import (
 from .signaling.cors import cors_middleware
 from .signaling.durable import KEEPER, store_unavailable
 from .signaling.errors import ERROR_SINK, error_middleware
+from .signaling.history import EVENT_HISTORY, EventReader
 from .signaling.hosts import host_middleware
 from .signaling.limits import RateLimits
 from .signaling.proxies import resolve_client
 from .signaling.quotas import ClientQuotas
 from .signaling.tokens import SessionTokens
-from .store import StoreUnavailable
+from .store import EventPage, NewEvent, Store, StoreUnavailable
 from .streams.control import ControlError
 from .streams.registry import StreamRegistry, freeze_long_lived
 from .streams.sinks import Subscriber
 from .streams.snapshot import Snapshots
+from .streams.stream import Stream
 from .webrtc.dtls import use_dtls_interop
 from .webrtc.ice import use_host_addresses
 from .webrtc.marker_release import release_counts, use_marker_release
@@ -82,6 +86,8 @@ FATAL: web.AppKey[Callable[[str], None]] = web.AppKey("fatal")
 CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
 #: The durable pull streams: the store, the leases (issue 22).
 DURABLE: web.AppKey[DurableStreams] = web.AppKey("durable", DurableStreams)
+#: The event history's writer (issue 22): every stream's events into the store, in batches.
+HISTORY: web.AppKey[EventHistory] = web.AppKey("history", EventHistory)
 
 
 def worker_plan(settings: Settings) -> WorkerPlan:
@@ -143,14 +149,44 @@ def build_metrics(scheduler: Scheduler, release_counts: Callable[[], Mapping[str
     return metrics
 
 
-def build_outputs(settings: Settings, metrics: Metrics) -> EventOutputs:
-    """Where every stream's events go beyond its own sinks: webhooks, MQTT (issue 21)."""
+def build_outputs(settings: Settings, metrics: Metrics, history: EventHistory | None = None) -> EventOutputs:
+    """Where every stream's events go beyond its own sinks: webhooks, MQTT (issue 21), the
+    event history in the store (issue 22)."""
     # Webhooks always: streams may name their own receivers (their "webhooks" setting); it
     # holds no connection until there is something to deliver.
     outputs: list[EventOutput] = [Webhooks(wiring.webhook_targets(settings), wiring.webhook_config(settings), metrics)]
     if settings.mqtt_url:
         outputs.append(Mqtt(parse_mqtt_url(settings.mqtt_url), wiring.mqtt_config(settings), metrics))
+    if history is not None:
+        outputs.append(history)
     return EventOutputs(outputs)
+
+
+def build_history(metrics: Metrics, store_of: Callable[[], Store | None]) -> EventHistory:
+    """The event history's writer: batches of events appended to the store that
+    ``store_of`` returns (the durable streams' store, open from start-up to shutdown; a
+    batch while it is not open is dropped and counted like one the database refused)."""
+
+    async def write(batch: Sequence[HistoryEvent]) -> None:
+        store = store_of()
+        if store is None:
+            raise StoreUnavailable("the store is not open")
+        await store.add_events([NewEvent(e.stream_id, e.type, e.time, e.payload) for e in batch])
+
+    return EventHistory(write, HistoryConfig(), metrics)
+
+
+def event_reader(store_of: Callable[[], Store | None]) -> EventReader:
+    """``GET /events``'s one door to the store: a page of its event history."""
+
+    async def read(*, stream: str | None, type: str | None, since: datetime | None,  # noqa: A002
+                   limit: int, cursor: str | None) -> EventPage:
+        store = store_of()
+        if store is None:
+            raise StoreUnavailable("the store is not open")
+        return await store.list_events(stream=stream, type=type, since=since, limit=limit, cursor=cursor)
+
+    return read
 
 
 def build_registry(settings: Settings, scheduler: Scheduler, metrics: Metrics | None = None,
@@ -249,16 +285,24 @@ def build_cluster(settings: Settings, registry: StreamRegistry, durable: Durable
 
 #: ``PATCH /sessions/{id}``: the settings of a kept pull stream are written back.
 _PATCHED_SESSION = re.compile(r"^/sessions/([0-9A-Za-z_-]{1,128})$")
-#: The webhooks are not among them: the ack shows them without their secrets, so the stored
-#: spec keeps the ones the stream was created with.
+#: The settings the ack states as they are stored. The webhooks are not among them (the ack
+#: shows them without their secrets): they are taken from the stream's settings in force.
 _SETTING_KEYS = ("conf", "iou", "classes", "model", "max_fps", "tracking", "zones", "lines")
 
 
-def keep_settings(durable: DurableStreams) -> Callable[..., Awaitable[web.StreamResponse]]:
+def stored_webhooks(stream: Stream) -> list[dict[str, str]] | None:
+    """A stream's own webhooks as ``POST /streams`` takes them (secrets included: the spec
+    is what brings the stream back); None when it has none."""
+    hooks = [{"url": w.url, **({"secret": w.secret} if w.secret is not None else {})}
+             for w in stream.settings.webhooks]
+    return hooks or None
+
+
+def keep_settings(durable: DurableStreams, registry: StreamRegistry) -> Callable[..., Awaitable[web.StreamResponse]]:
     """After a successful ``PATCH /sessions/{id}`` of a pull stream held here, write the
-    settings in force (the ack) into its stored spec: a restart or a failover brings it back
-    as it is now. The handler stays as it is; a database away is a 503 (the change is live
-    already, a retry is harmless)."""
+    settings in force (the ack, and the stream's webhooks) into its stored spec: a restart or
+    a failover brings it back as it is now. The handler stays as it is; a database away is a
+    503 (the change is live already, a retry is harmless)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
@@ -270,8 +314,12 @@ def keep_settings(durable: DurableStreams) -> Callable[..., Awaitable[web.Stream
                 or not durable.is_kept(match.group(1)):
             return response
         ack = json.loads(response.body)
+        settings: dict[str, Any] = {k: ack.get(k) for k in _SETTING_KEYS}
+        stream = registry.get(match.group(1))
+        if stream is not None:
+            settings["webhooks"] = stored_webhooks(stream)
         try:
-            await durable.settings_changed(match.group(1), {k: ack.get(k) for k in _SETTING_KEYS})
+            await durable.settings_changed(match.group(1), settings)
         except StoreUnavailable as exc:
             raise store_unavailable(exc) from exc
         return response
@@ -297,7 +345,9 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     middlewares = [resolve_client(settings.trusted_proxies, settings.proxy_header), host_middleware(hosts),
                    cors_middleware(settings.cors_origins, hosts), error_middleware]
     metrics = build_metrics(inference, release_counts)
-    outputs = build_outputs(settings, metrics)
+    # the history reads ``durable`` (built below, with the registry) when it writes
+    history = build_history(metrics, lambda: durable.store)
+    outputs = build_outputs(settings, metrics, history)
     registry = build_registry(settings, inference, metrics, outputs)
     api = wiring.api_config(settings)
     tokens = SessionTokens(wiring.token_secret(settings), settings.token_ttl)
@@ -305,7 +355,7 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     cluster = build_cluster(settings, registry, durable, api, tokens) if settings.internal_url else None
     if cluster is not None:  # any replica answers: after the error middleware, so refusals are JSON
         middlewares.append(cluster.middleware)
-    middlewares.append(keep_settings(durable))  # on the owner, after any forwarding
+    middlewares.append(keep_settings(durable, registry))  # on the owner, after any forwarding
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     subscriptions: set[Subscriber] = set()
     metrics.count_subscribers(lambda: len(subscriptions))
@@ -326,10 +376,16 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     app[FATAL] = on_fatal or (lambda reason: None)
     app[DURABLE] = durable
     app[KEEPER] = durable
+    app[HISTORY] = history
+    app[EVENT_HISTORY] = event_reader(lambda: durable.store)
     setup_routes(app)
     # The store first: it opens before anything starts (unreachable: the process exits 1)
     # and closes last, releasing the leases once every stream here is closed.
     app.cleanup_ctx.append(_durability)
+    # The history's writer: started once the store is open, and (cleanup contexts end in
+    # reverse) ended after the streams closed and before the store closes, writing their
+    # last events.
+    app.cleanup_ctx.append(_event_history)
     if cluster is not None:
         app[CLUSTER] = cluster
         app.cleanup_ctx.append(_cluster_client)
@@ -372,6 +428,13 @@ async def _durability(app: web.Application) -> AsyncIterator[None]:
     durable.start()
     yield
     await durable.close()
+
+
+async def _event_history(app: web.Application) -> AsyncIterator[None]:
+    history = app[HISTORY]
+    await history.start()
+    yield
+    await history.close()
 
 
 async def _stop_leases(app: web.Application) -> None:

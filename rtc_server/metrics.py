@@ -137,6 +137,15 @@ class Metrics:
                                    "when a target's queue is full), failed (retries exhausted), rejected (a 4xx), "
                                    "refused (an address the SSRF rules refuse), too_many_targets (beyond the "
                                    "receivers streams may name)", ["output", "reason"], registry=r)
+        # ----- the event history (issue 22) -----
+        self.history_written = Counter("rtc_events_history_written_total", "Events written to the event history "
+                                       "(the store's events table, in batches)", registry=r)
+        self.history_dropped = Counter("rtc_events_history_dropped_total", "Events the history did not keep: "
+                                       "queue_full (the oldest, when the writer's queue is full), write_failed "
+                                       "(the store did not take the batch: the database away)", ["reason"],
+                                       registry=r)
+        for reason in ("queue_full", "write_failed"):  # both series from the start, at 0
+            self.history_dropped.labels(reason)
 
     def count_sessions(self, live: Callable[[], int]) -> None:
         """``rtc_sessions_active``: ``live()`` (the registry's size) read at scrape time."""

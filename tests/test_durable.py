@@ -26,7 +26,11 @@ from rtc_server.store import StoreUnavailable
 from .helpers import ROOT, ServerFactory, ServerProcess, first_detection, free_port, serve, wait_for
 from .pull_media import MediaProcess, make_clip, media_server
 
-LOOPBACK = {"RTC_SOURCE_ALLOW_NETWORKS": "127.0.0.0/8", "RTC_LOG_LEVEL": "INFO"}
+LOOPBACK = {"RTC_SOURCE_ALLOW_NETWORKS": "127.0.0.0/8", "RTC_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+            "RTC_LOG_LEVEL": "INFO"}
+#: Receivers a stream names (nothing listens there: no lines, no events; only where they are kept).
+HOOK_A = {"url": "http://127.0.0.1:9/a", "secret": "secret-a"}
+HOOK_B = {"url": "http://127.0.0.1:9/b"}
 
 
 @pytest.fixture(scope="module")
@@ -114,18 +118,19 @@ def test_a_data_dir_that_cannot_be_created_exits_1(spawn: Callable[..., ServerPr
 async def test_a_pulled_stream_comes_back_with_its_id_after_a_restart(
         spawn: Callable[..., ServerProcess], http_media: MediaProcess, model_file: Path) -> None:
     """POST a stream, SIGTERM the server, start it again: the stream is back with the same id
-    and detections flow (SSE). Again after ``kill -9`` (the embedded SQLite restarted without
-    a clean close). DELETE forgets it for good. Fails without the store: nothing is written,
-    and the restarted server lists no stream."""
+    and detections flow (SSE), with the settings and webhooks it was PATCHed to. Again after
+    ``kill -9`` (the embedded SQLite restarted without a clean close). DELETE forgets it for
+    good. Fails without the store: nothing is written, and the restarted server lists no stream."""
     server = spawn({**LOOPBACK, "RTC_MODEL": str(model_file)}, wait=True)
-    body = {"url": f"http://127.0.0.1:{http_media.port}/bus.mp4", "loop": True, "conf": 0.3}
+    body = {"url": f"http://127.0.0.1:{http_media.port}/bus.mp4", "loop": True, "conf": 0.3, "webhooks": [HOOK_A]}
     async with aiohttp.ClientSession() as http, http.post(f"{server.url}/streams", json=body) as response:
         answer = await response.json()
         assert response.status == 201, answer
     stream_id = answer["id"]
     assert (await first_detection(server.url, stream_id))["type"] == "detections"
     async with aiohttp.ClientSession() as http, \
-            http.patch(f"{server.url}/sessions/{stream_id}", json={"conf": 0.45, "classes": [0, 5]}) as response:
+            http.patch(f"{server.url}/sessions/{stream_id}",
+                       json={"conf": 0.45, "classes": [0, 5], "webhooks": [HOOK_A, HOOK_B]}) as response:
         assert response.status == 200, await response.text()  # kept: a restart brings it back as it is now
 
     assert server.stop() == 0, server.log[-2000:]
@@ -133,6 +138,7 @@ async def test_a_pulled_stream_comes_back_with_its_id_after_a_restart(
     server.start()
     [restored] = await wait_listed(server.url, [stream_id])
     assert restored["url"] == body["url"] and restored["loop"] is True
+    assert restored["webhooks"] == [{"url": HOOK_A["url"], "signed": True}, {"url": HOOK_B["url"], "signed": False}]
     async with aiohttp.ClientSession() as http, \
             http.patch(f"{server.url}/sessions/{stream_id}", json={}) as response:  # {}: a query
         ack = await response.json()
@@ -178,6 +184,42 @@ async def test_a_stream_that_ends_by_itself_is_forgotten_and_settings_are_kept(
         while not await forgotten():
             assert time.monotonic() < deadline, "an ended stream was kept"
             await asyncio.sleep(0.1)
+
+
+async def test_a_streams_webhooks_are_kept_in_its_spec_and_come_back_after_a_restart(
+        aiohttp_server: ServerFactory, stub_app: Callable[..., web.Application], http_media: MediaProcess) -> None:
+    """The webhooks of ``POST /streams`` are in the stored spec with their secrets; a ``PATCH``
+    that changes or clears them is written back (not only the ack's settings); the app
+    started again on the same data dir runs the stream with them."""
+    options = {"source_allow_networks": ("127.0.0.0/8",), "webhook_allow_networks": ("127.0.0.0/8",),
+               "rate_limit": 0}
+    app = stub_app(**options)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    url = str(server.make_url("")).rstrip("/")
+    store = app[DURABLE].store
+    assert store is not None
+    async with aiohttp.ClientSession() as http:
+        body = {"url": f"http://127.0.0.1:{http_media.port}/bus.mp4", "loop": True, "webhooks": [HOOK_A]}
+        async with http.post(f"{url}/streams", json=body) as response:
+            answer = await response.json()
+            assert response.status == 201, answer
+        stream_id = answer["id"]
+        assert (await store.get_stream(stream_id)).spec["webhooks"] == [HOOK_A]  # type: ignore[union-attr]
+        async with http.patch(f"{url}/sessions/{stream_id}", json={"webhooks": None}) as response:
+            assert response.status == 200, await response.text()
+        assert "webhooks" not in (await store.get_stream(stream_id)).spec  # type: ignore[union-attr]
+        async with http.patch(f"{url}/sessions/{stream_id}", json={"webhooks": [HOOK_B, HOOK_A]}) as response:
+            assert response.status == 200, await response.text()
+        assert (await store.get_stream(stream_id)).spec["webhooks"] == [HOOK_B, HOOK_A]  # type: ignore[union-attr]
+    await server.close()  # a graceful stop: the lease is released
+
+    again = stub_app(**options)
+    url = await serve(aiohttp_server, again)
+    await wait_for(lambda: again[REGISTRY].get(stream_id) is not None, timeout=30)
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/streams/{stream_id}") as response:
+        restored = await response.json()
+        assert response.status == 200, restored
+    assert restored["webhooks"] == [{"url": HOOK_B["url"], "signed": False}, {"url": HOOK_A["url"], "signed": True}]
 
 
 async def test_a_store_that_does_not_answer_is_a_503_and_nothing_runs(

@@ -6,7 +6,9 @@ aiortc peer (``/offer``), a WHIP client and a pulled video, the real model, the 
 - zones and lines are settable on the same paths; bad geometry is a 400 saying why (HTTP) or
   a ``bad_message`` error (data channel); detection messages carry running ``counts``;
 - a pulled video of a person walking across a line yields ``line_cross`` (and zone) events
-  as messages of their own on SSE.
+  as messages of their own on SSE;
+- the crossing's event, from a pulled video, an aiortc peer and a WHIP client alike, is in
+  the event history (``GET /events?stream=<id>``, issue 22) as the sinks got it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,19 @@ async def http_media(media: Path) -> AsyncIterator[MediaProcess]:
     await server.start()
     yield server
     await server.stop()
+
+
+async def stored_crossings(url: str, stream_id: str) -> list[dict[str, Any]]:
+    """The ``line_cross`` events the history keeps for ``stream_id`` (the writer flushes
+    within about a second)."""
+    async with aiohttp.ClientSession() as http, asyncio.timeout(15):
+        while True:
+            async with http.get(f"{url}/events", params={"stream": stream_id, "type": "line_cross"}) as r:
+                page = await r.json()
+                assert r.status == 200, page
+            if page["events"]:
+                return list(page["events"])
+            await asyncio.sleep(0.1)
 
 
 def held_ids(messages: list[dict[str, Any]], label: str) -> list[int | None]:
@@ -279,6 +294,9 @@ async def test_events_of_a_pulled_video_reach_the_servers_and_the_streams_webhoo
     assert cross["type"] == "event" and cross["event"] == "line_cross" and cross["line"] == "middle"
     assert cross["direction"] == "left" and cross["stream_id"] == answer["id"]
     assert own.events == [cross]
+    (stored,) = await stored_crossings(url, answer["id"])  # the stream is over; its history stays
+    assert stored["payload"] == {k: v for k, v in cross.items() if k != "stream_id"}
+    assert stored["stream_id"] == answer["id"] and stored["type"] == "line_cross"
     assert metrics['rtc_events_total{event="line_cross"}'] == 1
     assert metrics['rtc_event_deliveries_total{output="webhook"}'] == 2
 
@@ -322,6 +340,7 @@ async def test_an_aiortc_peer_gets_line_events_on_its_data_channel_and_a_websock
     detections = [m for m in channel if m["type"] == "detections"]
     assert detections[-1]["counts"]["lines"]["middle"]["left"] >= 1
     await wait_for(lambda: len(app[REGISTRY]) == 0)
+    assert (await stored_crossings(url, client.session_id or ""))[0]["payload"] == event
 
 
 async def test_a_whip_client_gets_line_events(
@@ -343,3 +362,5 @@ async def test_a_whip_client_gets_line_events(
     finally:
         await client.close()
     assert crossings([m for _, m in sink.messages])[0] == ("middle", "left", "person")
+    first = next(m for _, m in sink.messages if m.get("event") == "line_cross")
+    assert (await stored_crossings(url, stream.id))[0]["payload"] == first

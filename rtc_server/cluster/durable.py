@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from rtc_server.store import Store, StoreConfig, StoreConflict, StoreError, open_store
@@ -70,6 +70,7 @@ class DurableStreams:
 
     def __init__(self, store_config: StoreConfig, lease_config: LeaseConfig, open_stream: OpenStream,
                  close_stream: CloseStream, *, event_retention: float = 0.0,
+                 prune_interval: float = PRUNE_INTERVAL, clock: Callable[[], datetime] = utcnow,
                  declared: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.store_config = store_config
         #: Streams the configuration declares (``declared_streams``), written at ``open`` and
@@ -80,6 +81,9 @@ class DurableStreams:
         self._open_stream = open_stream
         self._close_stream = close_stream
         self._event_retention = event_retention
+        self._prune_interval = prune_interval
+        #: The wall clock retention measures age by (a test moves it on).
+        self.clock = clock
         self.store: Store | None = None
         self.leases: Leases | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -225,13 +229,24 @@ class DurableStreams:
         except StoreError as error:  # its owner (us) will restart it on the next start; logged
             log.warning("stream %s ended but could not be forgotten: %s", stream_id, error)
 
+    async def prune_events(self) -> int:
+        """Retention, one pass: delete the events older than ``event_retention`` (by the
+        injected ``clock``); how many went. ``StoreError`` if the database did not answer."""
+        pruned = await self._leases().store.prune_events(self.clock() - timedelta(seconds=self._event_retention))
+        if pruned:
+            log.info("events: pruned %d older than %.0f s", pruned, self._event_retention)
+        return pruned
+
     async def _prune_events(self) -> None:
+        """At start, then every ``prune_interval``: on every replica and in one process
+        alike (deleting what another replica deleted already costs nothing)."""
         while True:
-            with contextlib.suppress(StoreError):
-                pruned = await self._leases().store.prune_events(utcnow() - timedelta(seconds=self._event_retention))
-                if pruned:
-                    log.info("events: pruned %d older than %.0f s", pruned, self._event_retention)
-            await asyncio.sleep(PRUNE_INTERVAL)
+            try:
+                await self.prune_events()
+            except StoreError as error:
+                log.warning("events: retention could not prune (%s); trying again in %.0f s", error,
+                            self._prune_interval)
+            await asyncio.sleep(self._prune_interval)
 
     def _leases(self) -> Leases:
         if self.leases is None:

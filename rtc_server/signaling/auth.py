@@ -7,7 +7,8 @@
   token publishes too.
 * **Operate** — everything about *other* sessions: ``GET /sessions``, another session's
   events/WebSocket/snapshot, ``PATCH``/``DELETE``/token of any session, all of
-  ``/streams``, and ``/metrics`` with ``RTC_METRICS_AUTH``. It needs one of
+  ``/streams``, every stream's event history (``GET /events``), and ``/metrics`` with
+  ``RTC_METRICS_AUTH``. It needs one of
   ``RTC_OPERATOR_TOKEN``'s tokens. The one exception is a server that listens on loopback
   only (and has no trusted proxy or public name in front: ``rtc_server/wiring.py``) and no
   operator token: there (one machine, one user, as before) operating follows the publish
@@ -15,8 +16,9 @@
   address with no operator token the operator API is closed (401/403), and the composition
   root says so once at start.
 * A publisher keeps a **session token** (``tokens.py``) for its own session only: it opens
-  that session's events, WebSocket, snapshot, ``PATCH``/``DELETE /sessions/{id}`` and a fresh
-  token, sent as ``?token=`` (what an ``EventSource`` or ``<img>`` can send) or as the bearer.
+  that session's events, WebSocket, snapshot, ``PATCH``/``DELETE /sessions/{id}``, a fresh
+  token and its stream's event history (``GET /events?stream=<id>``), sent as ``?token=``
+  (what an ``EventSource`` or ``<img>`` can send) or as the bearer.
 
 Refusals: 401 for no token or one that is not valid anywhere; 403 for a token that is valid
 but does not carry the right (a publish token on an operator route, a session token on

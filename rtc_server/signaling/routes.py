@@ -27,6 +27,7 @@ from rtc_server.webrtc.turn import ice_servers as ice_servers_for
 from .auth import has_publish_token, require_operator, require_publish
 from .context import API, IMAGE_CHECKS, INFERENCE, QUOTAS, RATE_LIMITS, REGISTRY, TOKENS
 from .errors import ClientError
+from .history import setup_history_routes
 from .limits import MAX_OFFER_BYTES, read_capped
 from .models import check_model, list_models
 from .offers import parse_offer
@@ -246,6 +247,7 @@ def setup_routes(app: web.Application) -> None:
     add_stream_routes(app)  # /streams: pull sources (issue 13)
     setup_session_routes(app)  # /sessions: consumers, settings, snapshots (issue 13)
     setup_whip(app)  # /whip: WHIP ingest (issue 13)
+    setup_history_routes(app)  # /events: the event history in the store (issue 22)
 
 
 def static_file(static_dir: Path) -> Callable[[web.Request], Awaitable[web.FileResponse]]:

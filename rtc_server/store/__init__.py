@@ -1,5 +1,5 @@
-"""Durable state behind SQLAlchemy: pull streams, webhooks, events, the replicas and the
-directory of sessions, and the lease rows (``rtc_server/cluster/leases.py`` runs the lease
+"""Durable state behind SQLAlchemy: pull streams (their webhooks in their spec), events, the
+replicas and the directory of sessions, and the lease rows (``rtc_server/cluster/leases.py`` runs the lease
 protocol on them). SQLite under the data directory by default, PostgreSQL for replicas;
 Alembic migrations at start under a lock. Nothing is written per frame.
 
@@ -17,12 +17,11 @@ from .records import (
     SessionKind,
     SessionRecord,
     StreamRecord,
-    WebhookRecord,
 )
 from .store import Store, open_store
 
 __all__ = [
     "EventPage", "EventRecord", "NewEvent", "ReplicaRecord", "SessionKind", "SessionRecord",
     "Store", "StoreConfig", "StoreConfigError", "StoreConflict", "StoreError", "StoreUnavailable",
-    "StreamRecord", "WebhookRecord", "open_store",
+    "StreamRecord", "open_store",
 ]

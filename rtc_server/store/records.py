@@ -22,18 +22,6 @@ class StreamRecord:
 
 
 @dataclass(frozen=True)
-class WebhookRecord:
-    """Where a stream's events go; ``event_types`` None means every type."""
-
-    id: str
-    stream_id: str
-    url: str
-    secret: str | None
-    event_types: list[str] | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
 class EventRecord:
     """One event of the history; ``id`` grows with insertion and orders the pages."""
 

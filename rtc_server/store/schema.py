@@ -1,9 +1,10 @@
 """The tables, in SQLAlchemy Core: the one description of the schema that the migrations
 (``migrations/versions``) create and the queries use.
 
-Nothing here is written per frame: a stream's spec when it is created or changed, its
-webhooks, its events (line and zone crossings, not detections), the directory of sessions
-when one starts or ends, one heartbeat row per replica, and one lease row per pull stream.
+Nothing here is written per frame: a stream's spec (its webhooks included) when it is
+created or changed, its events (line and zone crossings, not detections, in batches), the
+directory of sessions when one starts or ends, one heartbeat row per replica, and one lease
+row per pull stream.
 """
 
 from __future__ import annotations
@@ -71,18 +72,6 @@ streams = Table(
     Column("spec", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-)
-
-#: Per-stream webhooks: where a stream's events are POSTed (``event_types`` null: all of them).
-webhooks = Table(
-    "webhooks", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("stream_id", String(64), ForeignKey("streams.id", ondelete="CASCADE"), nullable=False),
-    Column("url", Text, nullable=False),
-    Column("secret", Text, nullable=True),
-    Column("event_types", JSON, nullable=True),
-    Column("created_at", UTCDateTime, nullable=False),
-    Index("ix_webhooks_stream_id", "stream_id"),
 )
 
 #: The event history (line and zone crossings...). No foreign key to ``streams``: the history

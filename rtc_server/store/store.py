@@ -40,7 +40,6 @@ from .records import (
     SessionKind,
     SessionRecord,
     StreamRecord,
-    WebhookRecord,
 )
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ def _prepare_sqlite_dir(path: Path) -> None:
 
 
 class Store:
-    """The durable state: pull streams, webhooks, events, replicas and the session directory."""
+    """The durable state: pull streams, events, replicas and the session directory."""
 
     def __init__(self, config: StoreConfig, engine: AsyncEngine) -> None:
         self.config = config
@@ -229,7 +228,7 @@ class Store:
         return _stream(rows[0]) if rows else None
 
     async def delete_stream(self, stream_id: str) -> bool:
-        """Forget a stream, its webhooks and its lease (its owner's next renewal finds it gone
+        """Forget a stream (its webhooks are in its spec) and its lease (its owner's next renewal finds it gone
         and stops it); its events stay until retention. False if there was none."""
         async def work(connection: AsyncConnection) -> int:
             result = await connection.execute(delete(schema.streams).where(schema.streams.c.id == stream_id))
@@ -237,36 +236,6 @@ class Store:
                 await self.announce(connection, f"deleted {stream_id}")
             return int(result.rowcount)
         return bool(await self.run("deleting a stream", work))
-
-    # ----- webhooks -----------------------------------------------------------------------------
-    async def add_webhook(self, stream_id: str, url: str, secret: str | None = None,
-                          event_types: Sequence[str] | None = None,
-                          now: datetime | None = None) -> WebhookRecord | None:
-        """Add a webhook to a stream; None if the stream does not exist."""
-        now = now or utcnow()
-        record = WebhookRecord(id=uuid.uuid4().hex, stream_id=stream_id, url=url, secret=secret,
-                               event_types=list(event_types) if event_types is not None else None,
-                               created_at=now)
-
-        async def work(connection: AsyncConnection) -> bool:
-            exists = (await connection.execute(
-                select(schema.streams.c.id).where(schema.streams.c.id == stream_id))).first()
-            if exists is None:
-                return False
-            await connection.execute(insert(schema.webhooks).values(
-                id=record.id, stream_id=stream_id, url=url, secret=secret,
-                event_types=record.event_types, created_at=now))
-            return True
-        return record if await self.run("adding a webhook", work) else None
-
-    async def list_webhooks(self, stream_id: str) -> list[WebhookRecord]:
-        rows = await self._select("listing webhooks", select(schema.webhooks).where(
-            schema.webhooks.c.stream_id == stream_id).order_by(schema.webhooks.c.created_at, schema.webhooks.c.id))
-        return [WebhookRecord(**row) for row in rows]
-
-    async def delete_webhook(self, webhook_id: str) -> bool:
-        return bool(await self._change("deleting a webhook",
-                                       delete(schema.webhooks).where(schema.webhooks.c.id == webhook_id)))
 
     # ----- events ---------------------------------------------------------------------------------
     async def add_events(self, new: Sequence[NewEvent]) -> int:
