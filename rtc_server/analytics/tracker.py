@@ -173,7 +173,13 @@ def _assign(iou: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
     if iou.size == 0:
         e = np.zeros(0, dtype=np.int64)
         return e, e
-    cost = np.where(iou >= min_iou, 1.0 - iou, 2.0)
+    candidate = iou >= min_iou
+    if candidate.sum(axis=1).max() <= 1 and candidate.sum(axis=0).max() <= 1:
+        # No track competes for a detection, no detection for a track (objects apart: the
+        # common frame): every candidate pair is in the optimum, no solver needed.
+        rows, cols = np.nonzero(candidate)
+        return rows, cols
+    cost = np.where(candidate, 1.0 - iou, 2.0)
     rows, cols = linear_sum_assignment(cost)
     ok = cost[rows, cols] <= 1.0
     return rows[ok], cols[ok]
@@ -306,10 +312,13 @@ class Tracker:
             if buffered:
                 tb, db = _grown(tb, grow), _grown(db, grow)
             iou = iou_matrix(tb, db)
-            if c.class_penalty >= 1.0:
-                iou[s.cls[track_rows][:, None] != cls[det_rows][None, :]] = 0.0
-            elif c.class_penalty > 0.0:
-                iou -= c.class_penalty * (s.cls[track_rows][:, None] != cls[det_rows][None, :])
+            ct, cd = s.cls[track_rows], cls[det_rows]
+            if c.class_penalty > 0.0 and (ct.min() != ct.max() or cd.min() != cd.max() or ct[0] != cd[0]):
+                differ = ct[:, None] != cd[None, :]   # skipped where all are one class
+                if c.class_penalty >= 1.0:
+                    iou[differ] = 0.0
+                else:
+                    iou -= c.class_penalty * differ
             r, k = _assign(iou, min_iou)
             tr, dr = track_rows[r], det_rows[k]
             matched[tr] = True
