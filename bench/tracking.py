@@ -45,6 +45,7 @@ import functools
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -535,6 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--screen", type=int, default=80, help="crops screened (the first, shuffled)")
     ap.add_argument("--rates", default=",".join(RATES), help=f"rows to run, of {', '.join(RATES)}")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--keep", default=None, help="pickle the runs, ground truth and the anchor's tracks here")
     ap.add_argument("--anchor-python", default=os.environ.get("ANCHOR_PYTHON", "/tmp/venv-trackers/bin/python"))
     args = ap.parse_args(argv)
     rates = {r: RATES[r] for r in args.rates.split(",")}
@@ -561,6 +563,10 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             httpd.shutdown()
     anchor = run_anchor(args.anchor_python, runs)
+    if args.keep:
+        with open(args.keep, "wb") as f:   # for looking into a run afterwards (pickle: our own file)
+            pickle.dump({"runs": runs, "truth": [s.truth for s in seqs], "crossings": [s.crossings for s in seqs],
+                         "anchor": anchor}, f)
 
     rows, result = [], {"rates": {}}
     for rate in rates:
