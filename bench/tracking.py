@@ -17,8 +17,9 @@ boxes, at its pts):
   environment as a subprocess (``--anchor-python``; make it with
   ``python3 -m venv /tmp/venv-trackers && /tmp/venv-trackers/bin/pip install trackers==2.6.1``),
   because it does not install beside the server (``docs/tracking.md``);
-- **replay**: ``rtc_server.analytics`` run offline on those detections — it must give the
-  server's ids exactly (a check that the frame identity and the times are right).
+- **replay**: ``rtc_server.analytics`` run offline on those detections — it gives the
+  server's ids (a check that the frame identity and the times are right), except where a
+  score rounded in the message (4 decimals) lands on a threshold and takes the other branch.
 
 Scores: ``rtc_server.analytics.evaluate`` (MOTA, IDF1, ID switches) against ground truth;
 line counts from the server's events and its ``counts`` against the true crossings (the
@@ -528,7 +529,7 @@ def _sequences(args: argparse.Namespace) -> list[Sequence_]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sequences", type=int, default=4)
+    ap.add_argument("--sequences", type=int, default=6)
     ap.add_argument("--seconds", type=float, default=10.0,
                     help="motion per sequence, at least (after 1 s of background; up to 3 s more, to end "
                          "clear of crossings)")
@@ -578,7 +579,10 @@ def main(argv: list[str] | None = None) -> None:
         moving = sum(sum(1 for f in r.frames if f >= LEAD) for r in mine)
         rate_dps = moving / video_s
         truth = (sum(seq.crossings[0] for seq in seqs), sum(seq.crossings[1] for seq in seqs))
-        replay_same = all(np.array_equal(a, b) for r in mine for a, b in zip(replay_ours(r), r.server_ids, strict=True))
+        # The replay sees the message's rounding (scores to 4 decimals, boxes to 2): a score
+        # that rounds onto a threshold (0.5, 0.7) can take another branch than on the server.
+        replay_differs = sum(not np.array_equal(a, b) for r in mine
+                             for a, b in zip(replay_ours(r), r.server_ids, strict=True))
         for who in ("server", "anchor"):
             if who == "anchor" and isinstance(anchor, str):
                 continue
@@ -608,7 +612,7 @@ def main(argv: list[str] | None = None) -> None:
         per["detections_per_s"] = rate_dps
         per["messages"] = n_msgs
         per["truth_left"], per["truth_right"] = truth
-        per["replay_identical"] = replay_same
+        per["replay_differs"] = replay_differs
         per["closed"] = sorted({r.closed for r in mine})
         per["first_frame"] = max(r.frames[0] for r in mine) if all(r.frames for r in mine) else None
         result["rates"][rate] = per
@@ -619,8 +623,8 @@ def main(argv: list[str] | None = None) -> None:
                  "counts L/R", "truth L/R"], rows))
     for rate in rates:
         p = result["rates"][rate]
-        print(f"{rate}: {p['messages']} messages, replay of the server's detections by rtc_server.analytics "
-              f"{'gives the same ids' if p['replay_identical'] else 'DIFFERS from the server'}; "
+        print(f"{rate}: {p['messages']} messages; rtc_server.analytics replayed on the server's detections "
+              f"gives other ids than the server's in {p['replay_differs']} of them; "
               f"closed: {', '.join(p['closed'])}; latest first frame seen {p['first_frame']} (lead-in {LEAD})")
     w, c = cost["wall_us"], cost["cpu_us"]
     print(f"\nStreamAnalytics.update, tracker + 2 lines + 2 zones at 50 boxes: CPU p50 {c['p50']:.0f} us "
