@@ -2,7 +2,7 @@
 
 Why our own and not Roboflow's ``trackers``: ``docs/tracking.md`` (it pulls in non-headless
 OpenCV, supervision and matplotlib, ~550 MB beyond what the server installs; this is one
-module on numpy + scipy, level with it on the project's sequences: ``bench/tracking.py``).
+module on numpy + scipy, level with it or better on the server runs of ``bench/tracking.py``).
 
 The algorithm is ByteTrack's (Zhang et al., 2022) two-stage association:
 
