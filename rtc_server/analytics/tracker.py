@@ -249,9 +249,9 @@ class Tracker:
         walk: it grows with the time elapsed, not with the number of frames)."""
         c = self.config
         k = max(dt, 0.0) * c.ref_rate
-        sp = c.std_position * h
-        sv = c.std_velocity * h * c.ref_rate  # velocity is per second
-        return sp * sp * k, sv * sv * k
+        h2 = h * h
+        # (std * h)^2 * k, with the constants folded (velocity is per second)
+        return h2 * (c.std_position ** 2 * k), h2 * ((c.std_velocity * c.ref_rate) ** 2 * k)
 
     def _predict(self, dt: float) -> None:
         s = self._s
@@ -259,7 +259,7 @@ class Tracker:
             return
         s.mean[:, :4] += dt * s.mean[:, 4:]
         pp, pv, vv = s.cov[:, :, 0], s.cov[:, :, 1], s.cov[:, :, 2]
-        qp, qv = self._noise(np.abs(s.mean[:, 3]), dt)
+        qp, qv = self._noise(s.mean[:, 3], dt)   # squared inside: no abs needed
         pp += (2.0 * dt) * pv + (dt * dt) * vv + qp[:, None]
         pv += dt * vv
         vv += qv[:, None]
@@ -271,7 +271,7 @@ class Tracker:
         s = self._s
         mean, cov = s.mean[rows], s.cov[rows]
         pp, pv, vv = cov[:, :, 0], cov[:, :, 1], cov[:, :, 2]
-        r = (self.config.std_position * np.abs(z[:, 3])) ** 2      # measurement noise
+        r = z[:, 3] * z[:, 3] * self.config.std_position ** 2     # measurement noise
         sinv = 1.0 / (pp + r[:, None])
         kp, kv = pp * sinv, pv * sinv
         innov = z - mean[:, :4]
@@ -378,9 +378,10 @@ class Tracker:
         # Rows of this frame's detections, before the state is compacted.
         out_ids = np.where(det_track >= 0, s.ids[np.maximum(det_track, 0)] if m else -1, -1)
         pred_rows = np.flatnonzero((s.status == _LOST) & ~dead & (t - s.last_seen <= c.predict_s)) \
-            if c.predict_s > 0 else np.zeros(0, dtype=np.int64)
-        pred_boxes = _z_to_xyxy(s.mean[pred_rows, :4]) if pred_rows.size else _EMPTY4
-        pred_scores, pred_cls, pred_ids = s.score[pred_rows], s.cls[pred_rows], s.ids[pred_rows]
+            if c.predict_s > 0 else None
+        if pred_rows is not None and pred_rows.size:
+            pred_boxes = _z_to_xyxy(s.mean[pred_rows, :4])
+            pred_scores, pred_cls, pred_ids = s.score[pred_rows], s.cls[pred_rows], s.ids[pred_rows]
 
         if dead.any():
             s.keep(~dead)
@@ -394,7 +395,7 @@ class Tracker:
                 self._next_id += int(new.size)
                 out_ids[new] = s.ids[start:]
 
-        if pred_rows.size:
+        if pred_rows is not None and pred_rows.size:
             return Tracks(np.concatenate([boxes, pred_boxes]), np.concatenate([scores, pred_scores]),
                           np.concatenate([cls, pred_cls]), np.concatenate([out_ids, pred_ids]),
                           np.concatenate([np.zeros(n, dtype=bool), np.ones(pred_rows.size, dtype=bool)]),
