@@ -26,17 +26,19 @@ line counts from the server's events and its ``counts`` against the true crossin
 anchor's tracks through our line logic).
 
 **The sequences** (deterministic, made in memory): real object crops from coco128, each one
-the model finds on its own at its labelled class with score >= 0.6 and IoU >= 0.7 at every
+the model finds alone, once, at its labelled class with score >= 0.6 and IoU >= 0.7 at every
 size used (screened once, cached under ``$TMPDIR``); 1 s of background first (the stream
 opens before the bench has subscribed), then the objects move at constant speed over a
-blurred coco128 background, bounce off the edges and pass in front of each other. Seeds
-are drawn until every crossing of the vertical line lies 1 s or more from either end of the
-motion and no two objects overlap anywhere near the line: then every true crossing is one a
-tracker can count, and "line counts exact" tests the tracker and the line logic alone.
+blurred coco128 background and bounce off the edges: two cross the line, each in its own
+lane of the top half; three wander in the bottom half, each on one side of the line,
+passing in front of each other. Seeds are drawn until no crossing comes within 1 s of the
+start of the motion, and the clip ends 1 s or more after the last one: then every true
+crossing is one a tracker can count, and "line counts exact" tests the tracker and the line
+logic alone.
 
 **Cost**: ``StreamAnalytics.update`` (tracker + 2 lines + 2 zones) at 50 moving boxes, wall
 time and per-call CPU time (``time.thread_time_ns``: what other processes' preemption does
-not inflate). Prints a table, then one JSON line (``bench.common.emit``).
+not inflate; a noisy host still does). Prints a table, then one JSON line (``bench.common.emit``).
 """
 
 from __future__ import annotations
