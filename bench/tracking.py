@@ -1,100 +1,96 @@
-"""Tracking accuracy and cost: ``python -m bench.tracking``.
+"""Tracking accuracy and cost of the running server: ``python -m bench.tracking``.
 
-Sequences with exact ground truth, made here: real object crops from coco128 (people,
-cars, animals... cut out at their labelled boxes) move at constant speed over a blurred
-coco128 background, bounce off the frame's edges, pass in front of each other, and cross
-a vertical line a known number of times. Nothing is written to the repository; the
-detections are cached under ``$TMPDIR`` so a second run skips the model.
+**What is measured: the server's own tracks.** Sequences with exact ground truth are made
+here, encoded to H.264 (MPEG-TS, in a temporary folder, never committed), served over
+loopback HTTP and pulled by a real server (``python -m rtc_server``, the real model, on a
+free loopback port) with ``POST /streams`` — with a line and two zones, at full rate (as
+fast as the server's scheduler goes: a file is played at its own frame rate, newest frame
+wins) and at ``max_fps`` 5 and 2. The bench follows each stream's Server-Sent Events and
+keeps what the server sent: detections with ``track_id``, ``line_cross`` events, running
+``counts``. Every message is tied to its generated frame by its ``pts`` (the file's pts,
+read back from the file itself: exact).
 
-The real model (``yolo11n.onnx``, onnxruntime) runs once on every frame; then on the very
-same detections:
+Then, on **the very same detections** the server reported (each message's non-predicted
+boxes, at its pts):
 
-- **ours**: ``rtc_server.analytics`` (ByteTrack on numpy + scipy, advanced by frame time);
-- **anchor**: Roboflow ``trackers``' ByteTrack with timestamps, run in its own virtual
+- **anchor**: Roboflow ``trackers``' ByteTrack with timestamps, in its own virtual
   environment as a subprocess (``--anchor-python``; make it with
   ``python3 -m venv /tmp/venv-trackers && /tmp/venv-trackers/bin/pip install trackers==2.6.1``),
-  because it does not install beside the server (``docs/tracking.md``).
+  because it does not install beside the server (``docs/tracking.md``);
+- **replay**: ``rtc_server.analytics`` run offline on those detections — it gives the
+  server's ids (a check that the frame identity and the times are right), except where a
+  score rounded in the message (4 decimals) lands on a threshold and takes the other branch.
 
-Both at full rate (30 fps) and sampled (5 fps: every 6th frame, with its real pts), scored
-with ``rtc_server.analytics.evaluate`` (MOTA, IDF1, ID switches), plus line counts against
-ground truth and the cost of tracking + 2 lines + 2 zones per message at 50 boxes.
-Prints a table, then one JSON line (``bench.common.emit``).
+Scores: ``rtc_server.analytics.evaluate`` (MOTA, IDF1, ID switches) against ground truth;
+line counts from the server's events and its ``counts`` against the true crossings (the
+anchor's tracks through our line logic).
+
+**The sequences** (deterministic, made in memory): real object crops from coco128, each one
+the model finds alone, once, at its labelled class with score >= 0.6 and IoU >= 0.7 at every
+size used (screened once, cached under ``$TMPDIR``); 1 s of background first (the stream
+opens before the bench has subscribed), then the objects move at constant speed over a
+blurred coco128 background and bounce off the edges: two cross the line, each in its own
+lane of the top half; three wander in the bottom half, each on one side of the line,
+passing in front of each other. Seeds are drawn until no crossing comes within 1 s of the
+start of the motion, and the clip ends 1 s or more after the last one: then every true
+crossing is one a tracker can count, and "line counts exact" tests the tracker and the line
+logic alone.
+
+**Cost**: ``StreamAnalytics.update`` (tracker + 2 lines + 2 zones) at 50 moving boxes, wall
+time and per-call CPU time (``time.thread_time_ns``: what other processes' preemption does
+not inflate; a noisy host still does). Prints a table, then one JSON line (``bench.common.emit``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import ROOT, emit, find_model, load, summary, table
+from bench.common import LOOPBACK, ROOT, emit, find_model, load, running_server, summary, table
 from rtc_server.analytics import Detections, StreamAnalytics, parse_lines, parse_zones
 from rtc_server.analytics.evaluate import FrameTruth, evaluate
 from rtc_server.analytics.events import ShapeEvents, reference_points
 
 COCO = ROOT.parent / "shared" / "data" / "coco128"
-W, H, FPS = 640, 480, 30.0
+W, H, FPS = 640, 480, 30
 #: Classes whose crops are used (COCO ids): person, car, motorcycle, bus, truck, horse, dog, cow...
 CLASSES = (0, 2, 3, 5, 7, 16, 17, 19, 20, 21)
 LINE = [{"name": "middle", "a": [0.5, 0.0], "b": [0.5, 1.0]}]
+#: Two zones, so that the server does the work a real deployment does (not scored).
+ZONES = [{"name": "west", "polygon": [[0, 0], [0.3, 0], [0.3, 1], [0, 1]]},
+         {"name": "east", "polygon": [[0.7, 0.1], [1, 0.1], [1, 0.9], [0.7, 0.9]]}]
 #: A crop counts as ground truth while at least this share of it is visible.
 MIN_VISIBLE = 0.5
-SAMPLE_EVERY = 6
+#: Frames of background alone before the objects appear.
+LEAD = FPS
+#: No crossing closer than this (seconds) to the start of the motion or the end.
+MARGIN_S = 1.0
+#: Object heights (px): every crop is screened at each.
+HEIGHTS = (90.0, 120.0, 150.0)
+#: max_fps of each rate row (None: as fast as the server goes).
+RATES: dict[str, float | None] = {"full": None, "5 fps": 5.0, "2 fps": 2.0}
 
 
-# ----- sequences -----------------------------------------------------------------------------
-@dataclass
-class Sequence_:
-    frames: list[np.ndarray]
-    truth: list[FrameTruth]
-    #: ``(objects, frames)``: x of each object's bottom centre, in pixels.
-    centres: np.ndarray
-
-
-def crossings(seq: Sequence_, present: np.ndarray) -> tuple[int, int]:
-    """True (left, right) crossings of the bench's line by the objects' bottom centres,
-    counting only those where ``present`` (``(objects, frames)``) holds in 80 % of the frames
-    within 0.5 s of the crossing (all ones: a tracker that sees an object only after it
-    crossed, or for a single frame before, cannot count it; none can). The line runs
-    from the top (a) to the bottom (b): facing down the screen, moving to +x is moving to the
-    viewer's left."""
-    half = int(FPS / 2)
-    left = right = 0
-    for k, xs in enumerate(seq.centres):
-        side = np.sign(xs - W / 2)
-        for i in np.flatnonzero(side[1:] * side[:-1] < 0):
-            if present[k, max(0, i - half):i + half + 1].mean() >= 0.8:
-                if side[i + 1] > side[i]:
-                    left += 1
-                else:
-                    right += 1
-    return left, right
-
-
-def found_by_model(seq: Sequence_, dets: list[Detections]) -> np.ndarray:
-    """``(objects, frames)``: the object is in sight and a detection (any score the trackers take, >= 0.1) covers it
-    (IoU >= 0.5) — what a tracker can possibly follow."""
-    from rtc_server.analytics.tracker import iou_matrix
-
-    out = np.zeros(seq.centres.shape, dtype=bool)
-    for f, (t, d) in enumerate(zip(seq.truth, dets, strict=True)):
-        strong = d.boxes[d.scores >= 0.1]
-        if len(t.ids) and len(strong):
-            out[t.ids[iou_matrix(t.boxes, strong).max(axis=1) >= 0.5], f] = True
-    return out
-
-def _crops(rng: np.random.Generator) -> list[np.ndarray]:
-    """RGB crops of labelled objects of ``CLASSES`` at least 70 px tall, barely overlapped."""
+# ----- crops --------------------------------------------------------------------------------
+def _crops(rng: np.random.Generator) -> list[tuple[np.ndarray, int]]:
+    """RGB crops of labelled objects of ``CLASSES`` at least 70 px tall, barely overlapped,
+    with their class."""
     import cv2
 
     out = []
@@ -121,9 +117,9 @@ def _crops(rng: np.random.Generator) -> list[np.ndarray]:
                      * np.clip(np.minimum(oy2, y2) - np.maximum(oy1, y1), 0, None))
             if inter.size and inter.max() > 0.15 * bw * bh:
                 continue
-            out.append(img[max(y1, 0):y2, max(x1, 0):x2].copy())
-    rng.shuffle(out)  # type: ignore[arg-type]
-    return out
+            out.append((img[max(y1, 0):y2, max(x1, 0):x2].copy(), int(r[0])))
+    order = rng.permutation(len(out))
+    return [out[i] for i in order]
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
@@ -142,133 +138,300 @@ def _scaled(crop: np.ndarray, height: float) -> np.ndarray:
     return c[:, :W // 3]
 
 
-def screened_crops(crops: list[np.ndarray], detector: Any, limit: int = 40) -> list[int]:
-    """The crops the model finds on their own (score >= 0.5, IoU >= 0.6 with the pasted box):
-    ground truth for objects the detector cannot see measures the detector, not the trackers."""
+def screened_crops(crops: list[tuple[np.ndarray, int]], limit: int) -> list[int]:
+    """The crops the model finds strongly on their own, and nothing else in them: at every
+    height of ``HEIGHTS``, on two backgrounds, exactly one detection at score >= 0.2 (the
+    server keeps 0.25), of the crop's class, with score >= 0.6 and IoU >= 0.7 with the pasted
+    box. Ground truth the detector cannot see measures the detector, not the trackers; a
+    bystander inside a crop (a person beside a bus) would be a second object crossing the
+    line that the ground truth does not have. yolo11n on onnxruntime f32 here; the server's
+    backend may round differently, hence the margins."""
     from rtc_server.analytics.tracker import iou_matrix
+    from rtc_server.engine.loader import load_detector
     from rtc_server.engine.yolo import Thresholds
 
-    bg = _background(np.random.default_rng(99))
+    detector = load_detector(find_model(), backend="onnxruntime", precision="f32")
+    backgrounds = [_background(np.random.default_rng(s)) for s in (99, 7)]
     keep = []
-    for i, crop in enumerate(crops[:limit]):
-        c = _scaled(crop, 120)
-        h, w = c.shape[:2]
-        frame = bg.copy()
-        x, y = (W - w) // 2, (H - h) // 2
-        frame[y:y + h, x:x + w] = c
-        r = detector.detect([frame], [Thresholds(conf=0.5)])[0]
-        boxes = np.array([d.box for d in r.detections], dtype=np.float64).reshape(-1, 4)
-        if boxes.size and iou_matrix(np.array([[x, y, x + w, y + h]], dtype=np.float64), boxes).max() >= 0.6:
+    for i, (crop, cls) in enumerate(crops[:limit]):
+        ok = True
+        for height in HEIGHTS:
+            c = _scaled(crop, height)
+            h, w = c.shape[:2]
+            for bg in backgrounds:
+                frame = bg.copy()
+                x, y = (W - w) // 2, (H - h) // 2
+                frame[y:y + h, x:x + w] = c
+                found = detector.detect([frame], [Thresholds(conf=0.2)])[0].detections
+                truth = np.array([[x, y, x + w, y + h]], dtype=np.float64)
+                if len(found) != 1 or found[0].class_id != cls or found[0].score < 0.6 \
+                        or iou_matrix(truth, np.array([found[0].box], dtype=np.float64))[0, 0] < 0.7:
+                    ok = False
+                    break
+            if not ok:
+                break
+        if ok:
             keep.append(i)
     return keep
 
 
-def make_sequence(seed: int, n_frames: int, n_objects: int, crops: list[np.ndarray]) -> Sequence_:
+# ----- sequences --------------------------------------------------------------------------------
+@dataclass
+class Sequence_:
+    seed: int
+    frames: list[np.ndarray]
+    truth: list[FrameTruth]
+    #: True line crossings (left, right) by the objects' bottom centres.
+    crossings: tuple[int, int]
+    classes: list[int] = field(default_factory=list)
 
-    rng = np.random.default_rng(seed)
-    bg = _background(rng)
-    objs = []
-    for k in range(n_objects):
-        crop = _scaled(crops[(seed * 7 + k) % len(crops)], rng.uniform(90, 150))
-        h, w = crop.shape[:2]
-        x = rng.uniform(0, W - w)
-        y = rng.uniform(0, H - h)
+
+#: Objects that cross the line, each in its own lane of the top half (never overlapped), and
+#: objects that wander in the bottom half, each within one side of the line (they pass in
+#: front of each other there: the occlusions, away from the line).
+CROSSERS, LANE = 2, H // 4
+CROSSER_HEIGHTS = (90.0, LANE - 4.0)
+
+
+def _trajectories(rng: np.random.Generator, sizes: list[tuple[int, int]], n_frames: int) -> np.ndarray:
+    """``(frames, objects, 4)`` integer xyxy rects: still during the lead-in, then constant
+    velocity, bouncing off the edges of each object's box. Crossers (the first ``CROSSERS``)
+    run horizontally in their lanes and start moving away from the line; wanderers move in
+    any direction within their half of the bottom half."""
+    boxes, objs = [], []
+    for k, (h, w) in enumerate(sizes):
         speed = rng.uniform(60, 200)
-        angle = rng.uniform(-0.5, 0.5) + (0 if rng.random() < 0.5 else np.pi)
-        objs.append({"crop": crop, "x": x, "y": y, "vx": speed * np.cos(angle), "vy": speed * np.sin(angle)})
+        if k < CROSSERS:
+            box = (0.0, float(k * LANE), float(W), float((k + 1) * LANE))
+            left = rng.random() < 0.5
+            lo, hi = (0.0, W / 2 - 40 - w / 2) if left else (W / 2 + 40 - w / 2, float(W - w))
+            x = rng.uniform(lo, max(lo, hi))
+            o = [x, rng.uniform(box[1], box[3] - h), -speed if left else speed, 0.0]
+        else:
+            left = rng.random() < 0.5
+            box = (0.0, H / 2, W / 2 - 20, float(H)) if left else (W / 2 + 20, H / 2, float(W), float(H))
+            angle = rng.uniform(0, 2 * np.pi)
+            o = [rng.uniform(box[0], box[2] - w), rng.uniform(box[1], box[3] - h),
+                 speed * np.cos(angle), speed * np.sin(angle)]
+        boxes.append(box)
+        objs.append(o)
+    rects = np.zeros((n_frames, len(sizes), 4), dtype=np.int64)
+    for f in range(n_frames):
+        for k, ((h, w), o, (bx1, by1, bx2, by2)) in enumerate(zip(sizes, objs, boxes, strict=True)):
+            x, y = round(o[0]), round(o[1])
+            rects[f, k] = (x, y, x + w, y + h)
+            if f < LEAD:
+                continue
+            o[0] += o[2] / FPS
+            o[1] += o[3] / FPS
+            if o[0] < bx1 or o[0] > bx2 - w:
+                o[2] = -o[2]
+                o[0] = float(np.clip(o[0], bx1, bx2 - w))
+            if o[1] < by1 or o[1] > by2 - h:
+                o[3] = -o[3]
+                o[1] = float(np.clip(o[1], by1, by2 - h))
+    return rects
+
+
+def _crossings(rects: np.ndarray) -> list[tuple[int, int, int]]:
+    """(frame, object, +1 moving to +x / -1) of every crossing of x = W/2 by a bottom centre."""
+    side = np.sign((rects[:, :, 0] + rects[:, :, 2]) / 2 - W / 2)
+    out = []
+    for k in range(rects.shape[1]):
+        s = np.where(side[:, k] == 0, 1, side[:, k])
+        for f in np.flatnonzero(s[1:] != s[:-1]):
+            out.append((int(f) + 1, k, int(s[f + 1])))
+    return out
+
+
+def _countable(rects: np.ndarray) -> int | None:
+    """The frame to end the sequence at (the first from ``len(rects) - 3 s`` with no crossing
+    in its last ``MARGIN_S``), or None where a crossing comes within ``MARGIN_S`` of the start
+    of the motion or two objects overlap while one of them is within 0.5 s of a crossing or
+    their bottom centres are on both sides of the line (the lanes make both impossible: checked)."""
+    margin = round(MARGIN_S * FPS)
+    cross = _crossings(rects)
+    if any(f < LEAD + margin for f, _k, _d in cross):
+        return None
+    cx = np.sign((rects[:, :, 0] + rects[:, :, 2]) / 2 - W / 2)
+    near = np.zeros(rects.shape[:2], dtype=bool)
+    for f, k, _d in cross:
+        near[max(0, f - FPS // 2):f + FPS // 2 + 1, k] = True
+    for i in range(rects.shape[1]):
+        for j in range(i + 1, rects.shape[1]):
+            a, b = rects[:, i], rects[:, j]
+            overlap = (np.minimum(a[:, 2], b[:, 2]) > np.maximum(a[:, 0], b[:, 0])) \
+                & (np.minimum(a[:, 3], b[:, 3]) > np.maximum(a[:, 1], b[:, 1]))
+            if (overlap & ((cx[:, i] != cx[:, j]) | near[:, i] | near[:, j])).any():
+                return None
+    frames = sorted(f for f, _k, _d in cross)
+    for end in range(rects.shape[0] - 3 * FPS, rects.shape[0] + 1):
+        if not any(end - margin <= f for f in frames if f < end):
+            return end
+    return None
+
+
+def make_sequence(index: int, motion_s: float, n_objects: int, crops: list[tuple[np.ndarray, int]]) -> Sequence_:
+    """The first seed from ``1000 * index`` whose motion is ``_countable``, rendered: 1 s of
+    background, then ``motion_s`` to ``motion_s + 3`` s of motion."""
+    for seed in range(1000 * index, 1000 * index + 1000):
+        rng = np.random.default_rng(seed)
+        picked = [crops[int(i)] for i in rng.choice(len(crops), size=n_objects, replace=False)]
+        scaled = [_scaled(c, rng.uniform(*(CROSSER_HEIGHTS if k < CROSSERS else (HEIGHTS[0], HEIGHTS[-1]))))
+                  for k, (c, _cls) in enumerate(picked)]
+        rects = _trajectories(rng, [c.shape[:2] for c in scaled], LEAD + round((motion_s + 3) * FPS))
+        end = _countable(rects)
+        if end is not None:
+            rects = rects[:end]
+            break
+    else:
+        raise RuntimeError(f"no countable motion for sequence {index} in 1000 seeds")
+    bg = _background(rng)
     frames, truth = [], []
-    bottoms: list[list[float]] = [[] for _ in objs]
-    for _f in range(n_frames):
+    for f in range(rects.shape[0]):
         frame = bg.copy()
+        if f < LEAD:
+            frames.append(frame)
+            truth.append(FrameTruth.of([], []))
+            continue
         owner = np.full((H, W), -1, dtype=np.int16)
-        rects = []
-        for k, o in enumerate(objs):
-            h, w = o["crop"].shape[:2]
-            x, y = round(o["x"]), round(o["y"])
-            frame[y:y + h, x:x + w] = o["crop"]
-            owner[y:y + h, x:x + w] = k
-            rects.append((x, y, x + w, y + h))
-            bottoms[k].append(x + w / 2)
+        for k, c in enumerate(scaled):
+            x1, y1, x2, y2 = rects[f, k]
+            frame[y1:y2, x1:x2] = c
+            owner[y1:y2, x1:x2] = k
         ids, boxes = [], []
-        for k, (x1, y1, x2, y2) in enumerate(rects):
-            visible = np.count_nonzero(owner[y1:y2, x1:x2] == k) / ((x2 - x1) * (y2 - y1))
-            if visible >= MIN_VISIBLE:
+        for k in range(n_objects):
+            x1, y1, x2, y2 = rects[f, k]
+            if np.count_nonzero(owner[y1:y2, x1:x2] == k) >= MIN_VISIBLE * (x2 - x1) * (y2 - y1):
                 ids.append(k)
                 boxes.append([x1, y1, x2, y2])
         frames.append(frame)
         truth.append(FrameTruth.of(ids, boxes))
-        dt = 1.0 / FPS
-        for o in objs:   # constant velocity, bouncing off the edges
-            h, w = o["crop"].shape[:2]
-            o["x"] += o["vx"] * dt
-            o["y"] += o["vy"] * dt
-            if o["x"] < 0 or o["x"] > W - w:
-                o["vx"] = -o["vx"]
-                o["x"] = float(np.clip(o["x"], 0, W - w))
-            if o["y"] < 0 or o["y"] > H - h:
-                o["vy"] = -o["vy"]
-                o["y"] = float(np.clip(o["y"], 0, H - h))
-    return Sequence_(frames, truth, np.asarray(bottoms, dtype=np.float64))
-
-# ----- detection -----------------------------------------------------------------------------
-_DETECTOR: list[Any] = []
+    # The line runs from the top (a) to the bottom (b): facing down the screen, moving to
+    # +x is moving to the viewer's left (rtc_server.analytics.geometry).
+    cross = _crossings(rects)
+    left = sum(1 for _f, _k, d in cross if d > 0)
+    return Sequence_(seed, frames, truth, (left, len(cross) - left), [cls for _c, cls in picked])
 
 
-def _detector() -> Any:
-    """yolo11n on onnxruntime f32, loaded once."""
-    if not _DETECTOR:
-        from rtc_server.engine.loader import load_detector
+def encode(seq: Sequence_, path: Path) -> list[int]:
+    """The frames as H.264 in MPEG-TS (near-lossless, no B-frames); returns the pts of each
+    frame as a decoder reads them back from the file — the key that ties a message to its frame."""
+    import av
 
-        _DETECTOR.append(load_detector(find_model(), backend="onnxruntime", precision="f32"))
-    return _DETECTOR[0]
-
-
-def detect_all(seqs: list[Sequence_], key: str) -> list[list[Detections]]:
-    cache = Path(tempfile.gettempdir()) / f"rtc-bench-tracking-{key}.npz"
-    if cache.is_file():
-        data = np.load(cache)
-        out = []
-        for s, seq in enumerate(seqs):
-            out.append([Detections.of(data[f"b{s}_{f}"], data[f"s{s}_{f}"], data[f"c{s}_{f}"])
-                        for f in range(len(seq.frames))])
-        print(f"detections from cache {cache}", file=sys.stderr)
-        return out
-    from rtc_server.engine.yolo import Thresholds
-
-    detector = _detector()
-    th = Thresholds(conf=0.1)
-    out, arrays = [], {}
-    t0 = time.perf_counter()
-    for s, seq in enumerate(seqs):
-        dets = []
-        for f, frame in enumerate(seq.frames):
-            r = detector.detect([frame], [th])[0]
-            b = np.array([d.box for d in r.detections], dtype=np.float64).reshape(-1, 4)
-            sc = np.array([d.score for d in r.detections], dtype=np.float64)
-            c = np.array([d.class_id for d in r.detections], dtype=np.int64)
-            dets.append(Detections.of(b, sc, c))
-            arrays[f"b{s}_{f}"], arrays[f"s{s}_{f}"], arrays[f"c{s}_{f}"] = b, sc, c
-        out.append(dets)
-    print(f"detected {sum(len(s.frames) for s in seqs)} frames in {time.perf_counter() - t0:.0f} s",
-          file=sys.stderr)
-    np.savez_compressed(cache, **arrays)
-    return out
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "14", "g": str(FPS),
+                          "keyint_min": str(FPS)}
+        for index, rgb in enumerate(seq.frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with av.open(str(path)) as container:
+        pts = [int(frame.pts) for frame in container.decode(video=0)]
+    if len(pts) != len(seq.frames) or len(set(pts)) != len(pts):
+        raise RuntimeError(f"{path}: {len(pts)} decoded frames (distinct pts) for {len(seq.frames)} encoded")
+    return pts
 
 
-# ----- trackers --------------------------------------------------------------------------------
-def frame_indices(n: int, every: int) -> list[int]:
-    return list(range(0, n, every))
+# ----- the server ----------------------------------------------------------------------------------
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
 
 
-def run_ours(dets: list[Detections], idx: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(ids, boxes) of confirmed tracks at each frame of ``idx``."""
+class _MediaServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # the demuxer hanging up after probing
+            super().handle_error(request, client_address)
+
+
+def serve_folder(folder: Path) -> ThreadingHTTPServer:
+    """A loopback HTTP server for ``folder`` in a thread (MPEG-TS needs no ``Range``)."""
+    httpd = _MediaServer((LOOPBACK, 0), functools.partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True, name="media").start()
+    return httpd
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as response:
+        return dict(json.loads(response.read()))
+
+
+def follow(base: str, source: str, max_fps: float | None, timeout_s: float) -> tuple[list[dict[str, Any]], float]:
+    """``POST /streams`` for ``source`` and read its SSE until the stream closes (the file
+    ended); every message, and the seconds from the 201 to the close."""
+    body: dict[str, Any] = {"url": source, "lines": LINE, "zones": ZONES}
+    if max_fps is not None:
+        body["max_fps"] = max_fps
+    answer = _post(f"{base}/streams", body)
+    started = time.perf_counter()
+    messages: list[dict[str, Any]] = []
+    with urllib.request.urlopen(f"{base}/sessions/{answer['id']}/events", timeout=timeout_s) as response:
+        for raw in response:
+            line = raw.decode().strip()
+            if not line.startswith("data:"):
+                continue
+            message = json.loads(line[5:])
+            messages.append(message)
+            if message.get("type") == "closed":
+                break
+    return messages, time.perf_counter() - started
+
+
+@dataclass
+class Run:
+    """What the server sent for one sequence at one rate, tied to frame indices."""
+
+    frames: list[int]                       # frame index of each detection message
+    hyp: list[FrameTruth]                   # its confirmed, observed tracks
+    dets: list[Detections]                  # its non-predicted detections (what the trackers get)
+    server_ids: list[np.ndarray]            # track ids of those detections (-1: tentative)
+    events: tuple[int, int]                 # line_cross events (left, right)
+    counts: tuple[int, int]                 # the last running count (left, right)
+    seconds: float
+    closed: str
+
+
+def parse_run(messages: list[dict[str, Any]], pts_to_frame: dict[int, int], seconds: float) -> Run:
+    frames, hyp, dets, server_ids = [], [], [], []
+    events = [0, 0]
+    counts = (0, 0)
+    closed = ""
+    for m in messages:
+        kind = m.get("type")
+        if kind == "detections":
+            frames.append(pts_to_frame[int(m["pts"])])
+            seen = [d for d in m["detections"] if not d.get("predicted")]
+            boxes = np.array([d["box"] for d in seen], dtype=np.float64).reshape(-1, 4)
+            ids = np.array([-1 if d.get("track_id") is None else d["track_id"] for d in seen], dtype=np.int64)
+            dets.append(Detections.of(boxes, [d["score"] for d in seen], [d["class_id"] for d in seen]))
+            server_ids.append(ids)
+            hyp.append(FrameTruth(ids[ids >= 0], boxes[ids >= 0]))
+            if "counts" in m:
+                c = m["counts"]["lines"]["middle"]
+                counts = (c["left"], c["right"])
+        elif kind == "event" and m.get("event") == "line_cross":
+            events[0 if m["direction"] == "left" else 1] += 1
+        elif kind == "closed":
+            closed = str(m.get("reason"))
+    return Run(frames, hyp, dets, server_ids, (events[0], events[1]), counts, seconds, closed)
+
+
+# ----- the other trackers, offline on the server's detections ------------------------------------------
+def replay_ours(run: Run) -> list[np.ndarray]:
+    """``rtc_server.analytics`` offline on the run's detections at their frames' times."""
     a = StreamAnalytics(class_names=())
     out = []
-    for f in idx:
-        tr = a.tracker.update(dets[f], f / FPS)
-        n = tr.n_detections
-        keep = tr.track_ids[:n] >= 0
-        out.append((tr.track_ids[:n][keep], tr.boxes[:n][keep]))
+    for f, d in zip(run.frames, run.dets, strict=True):
+        tr = a.tracker.update(d, f / FPS)
+        out.append(tr.track_ids[:tr.n_detections].copy())
     return out
 
 
@@ -277,19 +440,19 @@ import json, sys, time
 import numpy as np
 import supervision as sv
 from trackers import ByteTrackTracker
-data = np.load(sys.argv[1])
-jobs = json.loads(sys.argv[2])
+jobs = json.load(open(sys.argv[1]))
 result = {}
-for name, (seq, idx, fps) in jobs.items():
+for name, frames in jobs.items():
     tr = ByteTrackTracker(frame_rate=30.0)
-    frames = []
-    for f in idx:
-        b, s, c = data[f"b{seq}_{f}"], data[f"s{seq}_{f}"], data[f"c{seq}_{f}"]
-        d = sv.Detections(xyxy=b.reshape(-1, 4), confidence=s, class_id=c, data={"i": np.arange(len(s))})
-        out = tr.update(d, timestamp=f / fps)
+    out_frames = []
+    for t, boxes, scores, classes in frames:
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        d = sv.Detections(xyxy=b, confidence=np.asarray(scores, dtype=np.float64),
+                          class_id=np.asarray(classes, dtype=int))
+        out = tr.update(d, timestamp=t)
         keep = out.tracker_id >= 0
-        frames.append([out.tracker_id[keep].tolist(), out.xyxy[keep].tolist()])
-    result[name] = frames
+        out_frames.append([out.tracker_id[keep].tolist(), out.xyxy[keep].tolist()])
+    result[name] = out_frames
 # cost per update at 50 boxes
 rng = np.random.default_rng(0)
 xs, ys = rng.uniform(0, 1200, 50), rng.uniform(0, 600, 50)
@@ -298,34 +461,39 @@ times = []
 for k in range(600):
     b = np.stack([xs + k, ys, xs + k + 30, ys + 60], 1)
     d = sv.Detections(xyxy=b, confidence=np.full(50, 0.9), class_id=np.zeros(50, dtype=int))
-    t0 = time.perf_counter(); tr.update(d, timestamp=k / 30); times.append(time.perf_counter() - t0)
-result["cost_us"] = float(np.median(times[100:]) * 1e6)
+    t0 = time.thread_time_ns(); tr.update(d, timestamp=k / 30); times.append(time.thread_time_ns() - t0)
+result["cost_cpu_us"] = float(np.median(times[100:]) / 1e3)
 print(json.dumps(result))
 """
 
 
-def run_anchor(python: str, cache: Path, jobs: dict[str, tuple[int, list[int], float]]) -> dict[str, Any] | str:
+def run_anchor(python: str, runs: dict[str, Run]) -> dict[str, Any] | str:
     if not Path(python).is_file():
         return f"not run: no {python} (see the module docstring)"
-    p = subprocess.run([python, "-c", ANCHOR, str(cache), json.dumps(jobs)], capture_output=True, text=True,
-                       timeout=900, check=False)
+    jobs = {name: [[f / FPS, d.boxes.tolist(), d.scores.tolist(), d.class_ids.tolist()]
+                   for f, d in zip(run.frames, run.dets, strict=True)] for name, run in runs.items()}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="rtc-bench-anchor-") as f:
+        json.dump(jobs, f)
+        f.flush()
+        p = subprocess.run([python, "-c", ANCHOR, f.name], capture_output=True, text=True, timeout=900, check=False)
     if p.returncode != 0:
         return f"failed: {p.stderr.strip()[-400:]}"
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return dict(json.loads(p.stdout.strip().splitlines()[-1]))
 
 
-def line_counts(tracks: list[tuple[np.ndarray, np.ndarray]], idx: list[int]) -> tuple[int, int]:
-    """Left/right crossings of the bench's line by these tracks (our line logic for both)."""
+def line_counts(tracks: list[FrameTruth], frames: list[int]) -> tuple[int, int]:
+    """Left/right crossings of the bench's line by these tracks (our line logic)."""
     ev = ShapeEvents((), parse_lines(LINE))
-    for (ids, boxes), f in zip(tracks, idx, strict=True):
-        ev.update(np.asarray(ids, dtype=np.int64), np.zeros(len(ids), dtype=np.int64),
-                  reference_points(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), W, H), f / FPS, (), {})
+    for tr, f in zip(tracks, frames, strict=True):
+        ev.update(tr.ids, np.zeros(len(tr.ids), dtype=np.int64), reference_points(tr.boxes, W, H), f / FPS, (), {})
     c = ev.counts()["lines"]["middle"]
     return c["left"], c["right"]
 
 
-def cost_per_message(n_boxes: int = 50, n_frames: int = 1500) -> dict[str, float]:
-    """StreamAnalytics.update (tracker + 2 lines + 2 zones) at ``n_boxes`` moving boxes."""
+# ----- cost ---------------------------------------------------------------------------------------
+def cost_per_message(n_boxes: int = 50, n_frames: int = 1500) -> dict[str, dict[str, float]]:
+    """StreamAnalytics.update (tracker + 2 lines + 2 zones) at ``n_boxes`` moving boxes:
+    wall and CPU time per call, in microseconds."""
     a = StreamAnalytics(
         lines=parse_lines([{"name": "v", "a": [0.5, 0], "b": [0.5, 1]}, {"name": "h", "a": [0, 0.5], "b": [1, 0.5]}]),
         zones=parse_zones([{"name": "l", "polygon": [[0, 0], [0.4, 0], [0.4, 1], [0, 1]]},
@@ -334,86 +502,141 @@ def cost_per_message(n_boxes: int = 50, n_frames: int = 1500) -> dict[str, float
     rng = np.random.default_rng(0)
     xs, ys = rng.uniform(0, 1200, n_boxes), rng.uniform(0, 600, n_boxes)
     vx, vy = rng.uniform(-3, 3, n_boxes), rng.uniform(-2, 2, n_boxes)
-    times = []
+    wall, cpu = [], []
     for k in range(n_frames):
         x, y = xs + vx * k, ys + vy * k
         d = Detections.of(np.stack([x, y, x + 30, y + 60], 1), np.full(n_boxes, 0.9), np.zeros(n_boxes))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time_ns()
         a.update(d, k / FPS, width=1280, height=720, frame_id=k)
-        times.append(time.perf_counter() - t0)
-    return summary([v * 1e6 for v in times[100:]])
+        cpu.append((time.thread_time_ns() - c0) / 1e3)
+        wall.append((time.perf_counter() - t0) * 1e6)
+    return {"wall_us": summary(wall[100:]), "cpu_us": summary(cpu[100:])}
+
+
+# ----- main ---------------------------------------------------------------------------------------
+def _sequences(args: argparse.Namespace) -> list[Sequence_]:
+    crops = _crops(np.random.default_rng(0))
+    picked = Path(tempfile.gettempdir()) / f"rtc-bench-tracking-crops-{len(crops)}-{args.screen}-v4.json"
+    if picked.is_file():
+        keep = json.loads(picked.read_text())
+    else:
+        t0 = time.perf_counter()
+        keep = screened_crops(crops, args.screen)
+        picked.write_text(json.dumps(keep))
+        print(f"screened {args.screen} crops in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    print(f"{len(keep)} of {args.screen} crops the model finds strongly on their own", file=sys.stderr)
+    return [make_sequence(s, args.seconds, args.objects, [crops[i] for i in keep])
+            for s in range(args.sequences)]
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sequences", type=int, default=3)
-    ap.add_argument("--frames", type=int, default=240, help="frames per sequence (30 fps)")
-    ap.add_argument("--objects", type=int, default=5)
+    ap.add_argument("--sequences", type=int, default=6)
+    ap.add_argument("--seconds", type=float, default=10.0,
+                    help="motion per sequence, at least (after 1 s of background; up to 3 s more, to end "
+                         "clear of crossings)")
+    ap.add_argument("--objects", type=int, default=5, help=f"per sequence ({CROSSERS} of them cross the line)")
+    ap.add_argument("--screen", type=int, default=80, help="crops screened (the first, shuffled)")
+    ap.add_argument("--rates", default=",".join(RATES), help=f"rows to run, of {', '.join(RATES)}")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--keep", default=None, help="pickle the runs, ground truth and the anchor's tracks here")
     ap.add_argument("--anchor-python", default=os.environ.get("ANCHOR_PYTHON", "/tmp/venv-trackers/bin/python"))
     args = ap.parse_args(argv)
+    rates = {r: RATES[r] for r in args.rates.split(",")}
     load_start = load()
-    crops = _crops(np.random.default_rng(0))
-    picked = Path(tempfile.gettempdir()) / f"rtc-bench-tracking-crops-{len(crops)}.json"
-    if picked.is_file():
-        keep = json.loads(picked.read_text())
-    else:
-        keep = screened_crops(crops, _detector())
-        picked.write_text(json.dumps(keep))
-    crops = [crops[i] for i in keep]
-    print(f"{len(crops)} crops the model finds on their own", file=sys.stderr)
-    seqs = [make_sequence(s, args.frames, args.objects, crops) for s in range(args.sequences)]
-    key = hashlib.sha256(f"{args.sequences}-{args.frames}-{args.objects}-{keep}-v2".encode()).hexdigest()[:12]
-    dets = detect_all(seqs, key)
-    cache = Path(tempfile.gettempdir()) / f"rtc-bench-tracking-{key}.npz"
-    rates = {"30 fps": 1, "5 fps": SAMPLE_EVERY}
-    jobs = {f"{s}/{r}": (s, frame_indices(args.frames, every), FPS)
-            for s in range(len(seqs)) for r, every in rates.items()}
-    anchor = run_anchor(args.anchor_python, cache, jobs)
+    seqs = _sequences(args)
+    runs: dict[str, Run] = {}
+    with tempfile.TemporaryDirectory(prefix="rtc-bench-tracking-") as folder:
+        keys = []
+        for s, seq in enumerate(seqs):
+            pts = encode(seq, Path(folder) / f"seq{s}.ts")
+            keys.append({p: i for i, p in enumerate(pts)})
+        httpd = serve_folder(Path(folder))
+        env = {"RTC_SOURCE_ALLOW_NETWORKS": "127.0.0.0/8", "RTC_DATA_DIR": str(Path(folder) / "data")}
+        try:
+            with running_server(find_model(args.model), env=env) as server:
+                for rate, max_fps in rates.items():
+                    for s, seq in enumerate(seqs):
+                        source = f"http://{LOOPBACK}:{httpd.server_address[1]}/seq{s}.ts"
+                        messages, seconds = follow(server.url, source, max_fps, timeout_s=60 + len(seq.frames) / FPS)
+                        run = runs[f"{s}/{rate}"] = parse_run(messages, keys[s], seconds)
+                        print(f"sequence {s} at {rate}: {len(run.frames)} detection messages for "
+                              f"{len(seq.frames)} frames in {seconds:.1f} s (load {os.getloadavg()[0]:.1f})",
+                              file=sys.stderr)
+        finally:
+            httpd.shutdown()
+    anchor = run_anchor(args.anchor_python, runs)
+    if args.keep:
+        with open(args.keep, "wb") as f:   # for looking into a run afterwards (pickle: our own file)
+            pickle.dump({"runs": runs, "truth": [s.truth for s in seqs], "crossings": [s.crossings for s in seqs],
+                         "anchor": anchor}, f)
+
     rows, result = [], {"rates": {}}
-    for rate, every in rates.items():
-        per: dict[str, dict[str, Any]] = {}
-        for who in ("ours", "anchor"):
+    for rate in rates:
+        per: dict[str, Any] = {}
+        mine = [runs[f"{s}/{rate}"] for s in range(len(seqs))]
+        n_msgs = sum(len(r.frames) for r in mine)
+        video_s = sum((len(seq.frames) - LEAD) / FPS for seq in seqs)
+        # detections/s over the objects' motion (the lead-in is partly before the bench subscribed)
+        moving = sum(sum(1 for f in r.frames if f >= LEAD) for r in mine)
+        rate_dps = moving / video_s
+        truth = (sum(seq.crossings[0] for seq in seqs), sum(seq.crossings[1] for seq in seqs))
+        # The replay sees the message's rounding (scores to 4 decimals, boxes to 2): a score
+        # that rounds onto a threshold (0.5, 0.7) can take another branch than on the server.
+        replay_differs = sum(not np.array_equal(a, b) for r in mine
+                             for a, b in zip(replay_ours(r), r.server_ids, strict=True))
+        for who in ("server", "anchor"):
             if who == "anchor" and isinstance(anchor, str):
                 continue
-            gt_all, hyp_all, counts, truth_counts, found_counts = [], [], [0, 0], [0, 0], [0, 0]
-            for s, seq in enumerate(seqs):
-                idx = frame_indices(args.frames, every)
-                if who == "ours":
-                    tracks = run_ours(dets[s], idx)
+            gt_all, hyp_all, lines = [], [], [0, 0]
+            for s, (seq, run) in enumerate(zip(seqs, mine, strict=True)):
+                if who == "server":
+                    tracks = run.hyp
                 else:
                     assert isinstance(anchor, dict)
-                    tracks = [(np.asarray(i, dtype=np.int64), np.asarray(b, dtype=np.float64).reshape(-1, 4))
-                              for i, b in anchor[f"{s}/{rate}"]]
+                    tracks = [FrameTruth.of(i, b) for i, b in anchor[f"{s}/{rate}"]]
+                    lc = line_counts(tracks, run.frames)
+                    lines[0] += lc[0]
+                    lines[1] += lc[1]
                 # Ids are per sequence: offset them so sequences concatenate into one score.
-                gt_all += [FrameTruth(seq.truth[f].ids + 1000 * s, seq.truth[f].boxes) for f in idx]
-                hyp_all += [FrameTruth(np.asarray(i) + 100000 * s, b) for i, b in tracks]
-                lc = line_counts(tracks, idx)
-                counts[0] += lc[0]
-                counts[1] += lc[1]
-                everywhere = crossings(seq, np.ones(seq.centres.shape, dtype=bool))
-                found = crossings(seq, found_by_model(seq, dets[s]))
-                truth_counts[0] += everywhere[0]
-                truth_counts[1] += everywhere[1]
-                found_counts[0] += found[0]
-                found_counts[1] += found[1]
+                gt_all += [FrameTruth(seq.truth[f].ids + 1000 * s, seq.truth[f].boxes) for f in run.frames]
+                hyp_all += [FrameTruth(t.ids + 100000 * s, t.boxes) for t in tracks]
+            if who == "server":
+                lines = [sum(r.events[0] for r in mine), sum(r.events[1] for r in mine)]
+                counted = (sum(r.counts[0] for r in mine), sum(r.counts[1] for r in mine))
             sc = evaluate(gt_all, hyp_all)
-            per[who] = {**sc.to_dict(), "line_left": counts[0], "line_right": counts[1],
-                        "truth_left": truth_counts[0], "truth_right": truth_counts[1],
-                        "found_left": found_counts[0], "found_right": found_counts[1]}
-            rows.append([rate, who, sc.mota, sc.idf1, sc.id_switches, sc.false_negatives, sc.false_positives,
-                         f"{counts[0]}/{counts[1]}", f"{found_counts[0]}/{found_counts[1]}",
-                         f"{truth_counts[0]}/{truth_counts[1]}"])
+            per[who] = {**sc.to_dict(), "line_left": lines[0], "line_right": lines[1]}
+            if who == "server":
+                per[who]["counts_left"], per[who]["counts_right"] = counted
+            rows.append([rate, f"{rate_dps:.1f}", who, sc.mota, sc.idf1, sc.id_switches, sc.false_negatives,
+                         sc.false_positives, f"{lines[0]}/{lines[1]}",
+                         f"{counted[0]}/{counted[1]}" if who == "server" else "—", f"{truth[0]}/{truth[1]}"])
+        per["detections_per_s"] = rate_dps
+        per["messages"] = n_msgs
+        per["truth_left"], per["truth_right"] = truth
+        per["replay_differs"] = replay_differs
+        per["closed"] = sorted({r.closed for r in mine})
+        per["first_frame"] = max(r.frames[0] for r in mine) if all(r.frames for r in mine) else None
         result["rates"][rate] = per
     cost = cost_per_message()
     result["cost_us_50_boxes"] = cost
-    result["anchor"] = anchor if isinstance(anchor, str) else {"cost_us_50_boxes": anchor["cost_us"]}
-    print(table(["rate", "tracker", "MOTA", "IDF1", "ID sw", "FN", "FP", "line L/R", "found L/R", "truth L/R"], rows))
-    print(f"\nours, tracker + 2 lines + 2 zones at 50 boxes: p50 {cost['p50']:.0f} us, p95 {cost['p95']:.0f} us"
-          + ("" if isinstance(anchor, str) else f"; anchor's ByteTrack alone: p50 {anchor['cost_us']:.0f} us"))
+    result["anchor"] = anchor if isinstance(anchor, str) else {"cost_cpu_us_50_boxes": anchor["cost_cpu_us"]}
+    print(table(["rate", "det/s", "tracks", "MOTA", "IDF1", "ID sw", "FN", "FP", "line events L/R",
+                 "counts L/R", "truth L/R"], rows))
+    for rate in rates:
+        p = result["rates"][rate]
+        print(f"{rate}: {p['messages']} messages; rtc_server.analytics replayed on the server's detections "
+              f"gives other ids than the server's in {p['replay_differs']} of them; "
+              f"closed: {', '.join(p['closed'])}; latest first frame seen {p['first_frame']} (lead-in {LEAD})")
+    w, c = cost["wall_us"], cost["cpu_us"]
+    print(f"\nStreamAnalytics.update, tracker + 2 lines + 2 zones at 50 boxes: CPU p50 {c['p50']:.0f} us "
+          f"(p95 {c['p95']:.0f}), wall p50 {w['p50']:.0f} us (p95 {w['p95']:.0f})"
+          + ("" if isinstance(anchor, str) else f"; anchor's ByteTrack alone: CPU p50 {anchor['cost_cpu_us']:.0f} us"))
     if isinstance(anchor, str):
         print(f"anchor: {anchor}")
-    result["sequences"] = {"count": len(seqs), "frames": args.frames, "objects": args.objects,
-                           "gt_boxes": sum(sum(len(t.ids) for t in s.truth) for s in seqs)}
+    result["sequences"] = {"count": len(seqs), "seconds": args.seconds, "objects": args.objects,
+                           "seeds": [s.seed for s in seqs], "classes": [s.classes for s in seqs],
+                           "key": hashlib.sha256(str([s.seed for s in seqs]).encode()).hexdigest()[:12]}
     emit("tracking", result, load_start)
 
 

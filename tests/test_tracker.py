@@ -56,6 +56,28 @@ def test_ids_survive_a_six_times_sampling_gap_with_the_frames_real_times() -> No
     assert len(ids_full) == 1 and len(ids_sampled) == 1
 
 
+@pytest.mark.parametrize("rate", [30, 5, 2])
+def test_an_object_that_turns_back_keeps_its_id(rate: int) -> None:
+    """200 px/s to the right for 2 s, then straight back (a bounce, a person turning round):
+    the prediction runs on past the turn and loses it; recovery by the last observed box
+    keeps the id. Without it (``recover_iou=1``) the turn forks a new id at 5 and 2
+    detections/s — checked, so this test can tell the two apart."""
+    def ids(config: TrackerConfig) -> set[int | None]:
+        tr = Tracker(config)
+        seen: set[int | None] = set()
+        for k in range(4 * rate):
+            t = k / rate
+            x = 200 * t if t <= 2 else 400 - 200 * (t - 2)
+            out = tr.update(dets((x, 100, x + 60, 220, 0.9, 0)), t)
+            if k >= 2:
+                seen.add(out.track_id(0))
+        return seen
+
+    assert len(ids(TrackerConfig())) == 1
+    if rate < 30:
+        assert len(ids(TrackerConfig(recover_iou=1.0))) > 1
+
+
 def test_two_objects_crossing_keep_their_ids() -> None:
     """Same class, crossing paths with full overlap at the crossing: no swap."""
     tr = Tracker()
