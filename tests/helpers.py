@@ -228,8 +228,10 @@ class ServerProcess:
 
     def start(self, wait: bool = True, timeout: float = 90.0, **extra: str) -> ServerProcess:
         # RTC_DATA_DIR: this process's own store beside its log, kept across its restarts.
+        # RTC_THREADS=1 unless the test says otherwise: the suite runs a worker per core, and
+        # more backend threads would only spin-wait for cores the other workers hold.
         env = {**os.environ, "RTC_ICE_ADDRESSES": "127.0.0.1", "RTC_ICE_ALLOW_NETWORKS": "127.0.0.0/8",
-               "RTC_ICE_SERVERS": "", "RTC_HOST": self.host, "RTC_PORT": str(self.port),
+               "RTC_ICE_SERVERS": "", "RTC_HOST": self.host, "RTC_PORT": str(self.port), "RTC_THREADS": "1",
                "RTC_DATA_DIR": str(self.log_path.with_suffix(".data")), **self.env, **extra}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, *self.entry, *self.args], cwd=ROOT, env=env,

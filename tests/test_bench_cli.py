@@ -8,11 +8,11 @@ or Makefile line that invokes a bench some other way or names one that is gone.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,17 +57,16 @@ def test_every_bench_module_imports(name: str) -> None:
 
 
 def test_every_bench_runs_as_a_module_with_help(tmp_path: Path) -> None:
-    """``python -m bench.<name> --help`` exits 0 and prints a usage line, for each, in parallel."""
+    """``python -m bench.<name> --help`` exits 0 and prints a usage line, for each: run as
+    ``-m`` runs them (``runpy``, ``__main__``), each in its own fork of one interpreter that
+    imported the third-party libraries once (``tests/run_as_main.py``), not 25 cold starts."""
     # The probe server opens its file before rtc_server parses --help.
     env = {**os.environ, "BENCH_PROBE_FILE": str(tmp_path / "probe.jsonl")}
-
-    def help_of(name: str) -> tuple[str, int, str]:
-        proc = subprocess.run([sys.executable, "-m", name, "--help"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=240)
-        return name, proc.returncode, proc.stdout + proc.stderr
-
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        results = list(pool.map(help_of, RUNNABLE))
+    proc = subprocess.run([sys.executable, "-m", "tests.run_as_main", "--args=--help", *RUNNABLE], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = json.loads(proc.stdout.splitlines()[-1])
+    assert [name for name, _, _ in results] == RUNNABLE
     failed = [f"{name} (exit {code}):\n{output[-1500:]}" for name, code, output in results
               if code != 0 or "usage:" not in output]
     assert not failed, "\n\n".join(failed)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import aioice.ice
 import numpy as np
 import pytest
 from aiohttp import web
@@ -176,12 +177,14 @@ asyncio.run(main())
 
 @pytest.mark.slow
 async def test_a_client_killed_mid_stream_is_reaped_by_ice_consent(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application]
+    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SIGKILL leaves no goodbye: the server finds out from ICE consent freshness (~30 s).
+    """SIGKILL leaves no goodbye: the server finds out from ICE consent freshness (aioice:
+    six missed checks, one every 5 s, so ~30 s; here one every 1 s, the same path in ~6 s).
 
     ``idle_timeout`` is set far out so that consent, not the no-frames reaper, must do it.
     """
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 1)  # read by each check's sleep
     app = make_app(idle_timeout=300.0)
     url = await serve(aiohttp_server, app)
     proc = await asyncio.create_subprocess_exec(

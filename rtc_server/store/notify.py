@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 
-import psycopg
 from sqlalchemy.engine import URL
 
 log = logging.getLogger(__name__)
@@ -70,6 +69,10 @@ class Listener:
             self._task = None
 
     async def _run(self) -> None:
+        # Imported here, not at the top: only PostgreSQL needs it, and by now its engine has
+        # imported it (so no stall here); an SQLite server never pays its ~0.1 s start-up import.
+        import psycopg
+
         delay = 0.2
         while True:
             try:
