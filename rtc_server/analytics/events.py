@@ -32,7 +32,11 @@ _NAN = float("nan")
 
 def reference_points(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
     """Bottom centre of xyxy pixel ``boxes``, normalised to 0-1 of the frame."""
-    return np.stack([(boxes[:, 0] + boxes[:, 2]) * (0.5 / width), boxes[:, 3] / height], axis=1)
+    out = np.empty((boxes.shape[0], 2))
+    b = boxes.T
+    np.multiply(b[0] + b[2], 0.5 / width, out=out[:, 0])
+    np.divide(b[3], height, out=out[:, 1])
+    return out
 
 
 @dataclass
@@ -99,8 +103,17 @@ class ShapeEvents:
         self.min_side_s = float(min_side_s)
         self._a = np.array([ln.a for ln in self.lines], dtype=np.float64).reshape(-1, 2)
         self._b = np.array([ln.b for ln in self.lines], dtype=np.float64).reshape(-1, 2)
+        self._d = self._b - self._a
+        # Per line, as contiguous rows: a's x and y, and b - a's (what the side test needs).
+        self._ax, self._ay = self._a[:, 0].copy(), self._a[:, 1].copy()
+        self._dx, self._dy = self._d[:, 0].copy(), self._d[:, 1].copy()
         edges = [edges_of(z.polygon) for z in self.zones]
         self._all_edges = np.concatenate(edges, axis=1) if edges else np.zeros((5, 0))
+        x1, y1, dx, inv_dy, y2 = self._all_edges
+        # Ray casting per edge: the x where the edge meets a point's height, as y * slope + x0.
+        self._edge_y1, self._edge_y2 = y1.copy(), y2.copy()
+        self._edge_slope = dx * inv_dy
+        self._edge_x0 = x1 - y1 * self._edge_slope
         self._edge_starts = np.cumsum([0] + [e.shape[1] for e in edges[:-1]]).astype(np.intp)
         self._rows = _Rows(len(self.lines), len(self.zones))
         self._line_counts: list[dict[str, Any]] = [{"left": 0, "right": 0, "by_class": {}} for _ in self.lines]
@@ -168,18 +181,20 @@ class ShapeEvents:
             events += self._expire(np.asarray(removed, dtype=np.int64), stamp)
         if track_ids.size == 0:
             return events
-        order = np.argsort(track_ids, kind="stable")
+        order = track_ids.argsort(kind="stable")
         ids, cls, pts = track_ids[order], class_ids[order], points[order]
-        pos = np.searchsorted(r.ids, ids)
-        known = (pos < r.ids.shape[0]) & (r.ids[np.minimum(pos, max(r.ids.shape[0] - 1, 0))] == ids) \
-            if r.ids.shape[0] else np.zeros(ids.shape[0], dtype=bool)
+        pos = r.ids.searchsorted(ids)
+        # A known id is where searchsorted puts it (an id past the last one clips to a row
+        # that holds another id).
+        known = r.ids.take(pos, mode="clip") == ids if r.ids.shape[0] else np.zeros(ids.shape[0], dtype=bool)
         if not known.all():
             r.add(ids[~known], cls[~known], pts[~known], t)   # new ids are the largest: order holds
-            pos = np.searchsorted(r.ids, ids)
+            pos = r.ids.searchsorted(ids)
+        px, py = pts[:, 0], pts[:, 1]
         if self.lines:
-            events += self._lines(pos, ids, cls, pts, t, stamp)
+            events += self._lines(pos, ids, cls, pts, px, py, t, stamp)
         if self.zones:
-            events += self._zones(pos, ids, cls, pts, t, stamp)
+            events += self._zones(pos, ids, cls, px, py, t, stamp)
         r.point[pos] = pts
         r.last_t[pos] = t
         return events
@@ -189,10 +204,11 @@ class ShapeEvents:
         return {"type": "event", "event": kind, key: name, "track_id": int(track_id),
                 "label": self.label(int(class_id)), "class_id": int(class_id), **stamp}
 
-    def _lines(self, pos: np.ndarray, ids: np.ndarray, cls: np.ndarray, pts: np.ndarray, t: float,
-               stamp: dict[str, Any]) -> list[dict[str, Any]]:
+    def _lines(self, pos: np.ndarray, ids: np.ndarray, cls: np.ndarray, pts: np.ndarray, px: np.ndarray,
+               py: np.ndarray, t: float, stamp: dict[str, Any]) -> list[dict[str, Any]]:
         r = self._rows
-        side_now = np.sign(self._cross(pts)).astype(np.int8)               # (N, L): -1 left, +1 right
+        c_now = self._cross(px, py)
+        side_now = np.sign(c_now).astype(np.int8)                          # (N, L): -1 left, +1 right
         applies = self._applies(self.lines, cls) & (side_now != 0)
         settled, cand = r.side[pos], r.cand[pos]
         if not cand.any() and not (applies & (side_now != settled)).any():
@@ -206,12 +222,11 @@ class ShapeEvents:
         if moved.any():
             # Did the move from the last point cross the segment itself, not the line beyond it?
             prev = r.point[pos]
-            c_prev = self._cross(prev)
-            c_now = self._cross(pts)
+            c_prev = self._cross(prev[:, 0], prev[:, 1])
             denom = np.where(c_prev == c_now, 1.0, c_prev - c_now)
             s = np.clip(c_prev / denom, 0.0, 1.0)                        # (N, L)
             hit = prev[:, None, :] + s[..., None] * (pts - prev)[:, None, :]
-            d = self._b - self._a
+            d = self._d
             u = np.sum((hit - self._a[None]) * d[None], axis=2) / np.sum(d * d, axis=1)[None]
             ok = (u >= 0.0) & (u <= 1.0)
             cand = np.where(moved, side_now, cand)
@@ -236,19 +251,19 @@ class ShapeEvents:
         r.side[pos], r.cand[pos], r.cand_t[pos], r.cand_ok[pos] = settled, cand, cand_t, cand_ok
         return events
 
-    def _cross(self, p: np.ndarray) -> np.ndarray:
-        d = self._b - self._a
-        rel = p[:, None, :] - self._a[None]
-        return d[None, :, 0] * rel[..., 1] - d[None, :, 1] * rel[..., 0]
+    def _cross(self, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+        """``(N, L)``: (b - a) x (p - a) of every point with every line (its sign is the side)."""
+        return self._dx * (py[:, None] - self._ay) - self._dy * (px[:, None] - self._ax)
 
-    def _zones(self, pos: np.ndarray, ids: np.ndarray, cls: np.ndarray, pts: np.ndarray, t: float,
-               stamp: dict[str, Any]) -> list[dict[str, Any]]:
+    def _zones(self, pos: np.ndarray, ids: np.ndarray, cls: np.ndarray, px: np.ndarray, py: np.ndarray,
+               t: float, stamp: dict[str, Any]) -> list[dict[str, Any]]:
         r = self._rows
-        # Every zone at once: ray casting over all zones' edges, crossings summed per zone.
-        x1, y1, dx, inv_dy, y2 = self._all_edges
-        x, y = pts[:, 0:1], pts[:, 1:2]
-        hits = ((y1 > y) != (y2 > y)) & (x < x1 + (y - y1) * dx * inv_dy)        # (N, edges)
-        now = np.add.reduceat(hits, self._edge_starts, axis=1) % 2 == 1            # (N, Z)
+        # Every zone at once: ray casting over all zones' edges, the parity of the crossings
+        # per zone.
+        x, y = px[:, None], py[:, None]
+        hits = (self._edge_y1 > y) != (self._edge_y2 > y)
+        hits &= x < y * self._edge_slope + self._edge_x0                          # (N, edges)
+        now = np.logical_xor.reduceat(hits, self._edge_starts, axis=1)            # (N, Z)
         applies = self._applies(self.zones, cls)
         inside, since = r.inside[pos], r.zcand_t[pos]
         differs = applies & (now != inside)

@@ -64,11 +64,12 @@ class StreamAnalytics:
         if self.shapes.empty:
             return Analysis(tracks, [], None)
         n = tracks.n_detections
-        ids = tracks.track_ids[:n]
+        ids, cls, boxes = tracks.track_ids[:n], tracks.class_ids[:n], tracks.boxes[:n]
         seen = ids >= 0
+        if not seen.all():   # only confirmed tracks count
+            ids, cls, boxes = ids[seen], cls[seen], boxes[seen]
         stamp = {"frame_id": frame_id, "pts": pts, "time": t if time is None else time}
-        events = self.shapes.update(ids[seen], tracks.class_ids[:n][seen],
-                                    reference_points(tracks.boxes[:n][seen], float(width), float(height)),
+        events = self.shapes.update(ids, cls, reference_points(boxes, float(width), float(height)),
                                     t, tracks.removed, stamp)
         return Analysis(tracks, events, self.shapes.counts())
 

@@ -35,13 +35,14 @@ What differs from the paper, and why:
 - Ids are integers from 1, unique within the tracker and never reused; a track has none
   (``None`` in the output) until it is confirmed after ``min_hits`` hits.
 
-State is a handful of numpy arrays (one row per live track); every step is vectorised
-over tracks and detections. Nothing here does I/O or reads settings.
+State is one numpy array with a column per live track (``_ROWS`` below); every step is
+vectorised over tracks and detections, on contiguous rows. Nothing here does I/O or reads
+settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -49,7 +50,8 @@ from scipy.optimize import linear_sum_assignment
 __all__ = ["Detections", "Tracker", "TrackerConfig", "Tracks", "iou_matrix"]
 
 _TENTATIVE, _CONFIRMED, _LOST = 0, 1, 2
-_EMPTY4 = np.zeros((0, 4), dtype=np.float64)
+_EMPTY4 = np.zeros((4, 0), dtype=np.float64)   # no boxes, transposed
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Detections:
 
     @staticmethod
     def empty() -> Detections:
-        return Detections(_EMPTY4, np.zeros(0), np.zeros(0, dtype=np.int64))
+        return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
 
     @staticmethod
     def of(boxes: object, scores: object, class_ids: object) -> Detections:
@@ -139,15 +141,24 @@ class TrackerConfig:
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` ``(N, 4)`` with every box in ``b`` ``(M, 4)``, xyxy.
+    """IoU of every box in ``a`` ``(N, 4)`` with every box in ``b`` ``(M, 4)``, xyxy."""
+    return _iou(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T))
+
+
+# Below, boxes are held transposed, ``(4, N)``: x1, y1, x2, y2 rows. A frame runs ~100 numpy
+# calls on arrays of ~50 values, so each call's fixed cost is what a frame pays, and an
+# operation on a contiguous row costs about a third of the same one on a column of an
+# ``(N, 4)`` array (a strided view; measured here: docs/tracking.md).
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU ``(N, M)`` of transposed boxes ``a`` ``(4, N)`` and ``b`` ``(4, M)``.
 
     Per coordinate on ``(N, M)`` planes, in place where it can: no ``(N, M, 2)``
     intermediates, about 2.5x cheaper at 50x50 than the broadcast-over-pairs version
     (it runs on every frame, ``docs/tracking.md``)."""
-    if a.shape[0] == 0 or b.shape[0] == 0:
-        return np.zeros((a.shape[0], b.shape[0]))
-    ax1, ay1, ax2, ay2 = a[:, 0:1], a[:, 1:2], a[:, 2:3], a[:, 3:4]
-    bx1, by1, bx2, by2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    if a.shape[1] == 0 or b.shape[1] == 0:
+        return np.zeros((a.shape[1], b.shape[1]))
+    ax1, ay1, ax2, ay2 = a[0][:, None], a[1][:, None], a[2][:, None], a[3][:, None]
+    bx1, by1, bx2, by2 = b
     inter = np.minimum(ax2, bx2)
     inter -= np.maximum(ax1, bx1)
     np.maximum(inter, 0.0, out=inter)
@@ -155,7 +166,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ih -= np.maximum(ay1, by1)
     np.maximum(ih, 0.0, out=ih)
     inter *= ih
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1)
+    union = ((ax2 - ax1) * (ay2 - ay1)) + ((bx2 - bx1) * (by2 - by1))
     union -= inter
     np.maximum(union, 1e-12, out=union)  # degenerate boxes: inter is 0 too
     inter /= union
@@ -163,32 +174,42 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _xyxy_to_z(b: np.ndarray) -> np.ndarray:
-    """xyxy -> (cx, cy, w, h): what the filter measures."""
-    return np.concatenate([(b[:, :2] + b[:, 2:]) * 0.5, b[:, 2:] - b[:, :2]], axis=1)
+    """Transposed xyxy -> (cx, cy, w, h) rows: what the filter measures."""
+    z = np.empty(b.shape)
+    np.add(b[0:2], b[2:4], out=z[0:2])
+    z[0:2] *= 0.5
+    np.subtract(b[2:4], b[0:2], out=z[2:4])
+    return z
 
 
 def _z_to_xyxy(z: np.ndarray) -> np.ndarray:
-    half = np.maximum(z[:, 2:4], 1e-6) * 0.5
-    return np.concatenate([z[:, :2] - half, z[:, :2] + half], axis=1)
+    half = np.maximum(z[2:4], 1e-6)
+    half *= 0.5
+    b = np.empty(z.shape)
+    np.subtract(z[0:2], half, out=b[0:2])
+    np.add(z[0:2], half, out=b[2:4])
+    return b
 
 
 def _grown(b: np.ndarray, k: float) -> np.ndarray:
-    """xyxy boxes grown by ``k`` times their width/height on each side."""
-    wh = (b[:, 2:] - b[:, :2]) * k
-    return np.concatenate([b[:, :2] - wh, b[:, 2:] + wh], axis=1)
+    """Transposed xyxy boxes grown by ``k`` times their width/height on each side."""
+    wh = (b[2:4] - b[0:2]) * k
+    return np.concatenate([b[0:2] - wh, b[2:4] + wh])
 
 
 def _assign(iou: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
     """Hungarian matching maximising IoU; pairs below ``min_iou`` are not matches.
     Returns (rows, cols) of the accepted pairs."""
     if iou.size == 0:
-        e = np.zeros(0, dtype=np.int64)
-        return e, e
+        return _NO_ROWS, _NO_ROWS
     candidate = iou >= min_iou
-    if candidate.sum(axis=1).max() <= 1 and candidate.sum(axis=0).max() <= 1:
+    rows, cols = candidate.nonzero()
+    if rows.size == 0:
+        return rows, cols
+    if (rows.size == 1 or (rows[1:] != rows[:-1]).all()) and np.bincount(cols).max() <= 1:
         # No track competes for a detection, no detection for a track (objects apart: the
-        # common frame): every candidate pair is in the optimum, no solver needed.
-        rows, cols = np.nonzero(candidate)
+        # common frame): every candidate pair is in the optimum, no solver needed. (``rows``
+        # come sorted from nonzero: a repeat is a neighbour.)
         return rows, cols
     cost = np.where(candidate, 1.0 - iou, 2.0)
     rows, cols = linear_sum_assignment(cost)
@@ -196,27 +217,15 @@ def _assign(iou: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
     return rows[ok], cols[ok]
 
 
-@dataclass
-class _State:
-    """All live tracks, one row each."""
-
-    mean: np.ndarray = field(default_factory=lambda: np.zeros((0, 8)))
-    cov: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 3)))  # pp, pv, vv per coordinate
-    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # -1: tentative
-    cls: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    status: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    hits: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    last_seen: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    score: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    obs: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # last observed box, xyxy
-
-    def keep(self, mask: np.ndarray) -> None:
-        for name in ("mean", "cov", "ids", "cls", "status", "hits", "last_seen", "score", "obs"):
-            setattr(self, name, getattr(self, name)[mask])
-
-    def append(self, other: _State) -> None:
-        for name in ("mean", "cov", "ids", "cls", "status", "hits", "last_seen", "score", "obs"):
-            setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
+# The state of every live track is one column of one float64 array, ``(30, M)``: one row per
+# quantity below, so each quantity is a contiguous row, and a step gathers, scatters, drops
+# and appends tracks with one numpy call each.
+_POS, _VEL = slice(0, 4), slice(4, 8)    # Kalman mean: cx, cy, w, h and their velocities (per second)
+_PP, _PV, _VV = slice(8, 12), slice(12, 16), slice(16, 20)   # covariance blocks per coordinate
+_MEAN, _PP_PV = slice(0, 8), slice(8, 16)
+_ID, _CLS, _STATUS, _HITS, _SEEN, _SCORE = 20, 21, 22, 23, 24, 25   # ids are exact in float64
+_OBS = slice(26, 30)         # last observed box, transposed xyxy
+_ROWS = 30
 
 
 class Tracker:
@@ -225,13 +234,21 @@ class Tracker:
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
-        self._s = _State()
+        self._x = np.zeros((_ROWS, 0))   # one column per live track, rows as above
         self._next_id = 1
         self._t: float | None = None
+        c = self.config
+        # Kalman constants, folded once: process noise per second of dt as a fraction of h^2
+        # (velocity is per second), measurement noise, and a new track's initial variances.
+        self._q_pos = c.std_position ** 2 * c.ref_rate
+        self._q_vel = (c.std_velocity * c.ref_rate) ** 2 * c.ref_rate
+        self._r = c.std_position ** 2
+        self._p0_pos = (2 * c.std_position) ** 2
+        self._p0_vel = (10 * c.std_velocity * c.ref_rate) ** 2
 
     def __len__(self) -> int:
         """Live tracks (tentative, confirmed and coasting): bounded by recent detections."""
-        return int(self._s.ids.shape[0])
+        return int(self._x.shape[1])
 
     @property
     def next_id(self) -> int:
@@ -244,56 +261,57 @@ class Tracker:
     # those three numbers per coordinate (pp, pv, vv) makes predict and update a few
     # element-wise operations, with no 8x8 matrix products or solves: the same filter,
     # about ten times cheaper at 50 tracks.
-    def _noise(self, h: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        """Per-track variance added to position and velocity over ``dt`` seconds (a random
-        walk: it grows with the time elapsed, not with the number of frames)."""
-        c = self.config
-        k = max(dt, 0.0) * c.ref_rate
-        h2 = h * h
-        # (std * h)^2 * k, with the constants folded (velocity is per second)
-        return h2 * (c.std_position ** 2 * k), h2 * ((c.std_velocity * c.ref_rate) ** 2 * k)
-
     def _predict(self, dt: float) -> None:
-        s = self._s
-        if s.mean.shape[0] == 0 or dt <= 0:
+        """Advance every track by ``dt`` seconds. The process noise is a random walk: it
+        grows with the time elapsed, not with the number of frames."""
+        x = self._x
+        if x.shape[1] == 0 or dt <= 0:
             return
-        s.mean[:, :4] += dt * s.mean[:, 4:]
-        pp, pv, vv = s.cov[:, :, 0], s.cov[:, :, 1], s.cov[:, :, 2]
-        qp, qv = self._noise(s.mean[:, 3], dt)   # squared inside: no abs needed
-        pp += (2.0 * dt) * pv + (dt * dt) * vv + qp[:, None]
-        pv += dt * vv
-        vv += qv[:, None]
+        x[_POS] += dt * x[_VEL]
+        vv = x[_VV]
+        h2 = x[3] * x[3]   # squared: no abs needed
+        x[_PP] += (2.0 * dt) * x[_PV] + (dt * dt) * vv + (self._q_pos * dt) * h2
+        x[_PV] += dt * vv
+        vv += (self._q_vel * dt) * h2
 
-    def _update(self, rows: np.ndarray, z: np.ndarray) -> None:
-        """Kalman update of ``rows`` with measurements ``z`` ``(k, 4)``."""
-        if rows.size == 0:
-            return
-        s = self._s
-        mean, cov = s.mean[rows], s.cov[rows]
-        pp, pv, vv = cov[:, :, 0], cov[:, :, 1], cov[:, :, 2]
-        r = z[:, 3] * z[:, 3] * self.config.std_position ** 2     # measurement noise
-        sinv = 1.0 / (pp + r[:, None])
-        kp, kv = pp * sinv, pv * sinv
-        innov = z - mean[:, :4]
-        mean[:, :4] += kp * innov
-        mean[:, 4:] += kv * innov
-        cov[:, :, 2] = vv - kv * pv
-        cov[:, :, 1] = (1.0 - kp) * pv
-        cov[:, :, 0] = (1.0 - kp) * pp
-        s.mean[rows], s.cov[rows] = mean, cov
+    def _observe(self, rows: np.ndarray, boxes: np.ndarray, scores: np.ndarray, cls: np.ndarray,
+                 t: float) -> np.ndarray:
+        """Kalman update of the tracks ``rows`` with their detections' ``boxes`` (transposed
+        xyxy), and the rest of an observation: last box, hits, time seen, score, class, and
+        lost -> confirmed. Returns the updated columns (a copy)."""
+        x = self._x.take(rows, axis=1)   # C-contiguous: the reshapes below are views
+        k = x.shape[1]
+        z = _xyxy_to_z(boxes)
+        p = x[_PP_PV].reshape(2, 4, k)                        # pp, pv
+        gain = p / (p[0] + (z[3] * z[3]) * self._r)          # (kp, kv); noise (std * h)^2
+        x[_MEAN].reshape(2, 4, k)[...] += gain * (z - x[_POS])
+        x[_VV] -= gain[1] * p[1]
+        p *= 1.0 - gain[0]                                    # pp, pv *= 1 - kp
+        x[_OBS] = boxes
+        x[_HITS] += 1.0
+        x[_SEEN] = t
+        x[_SCORE] = scores
+        x[_CLS] = cls
+        np.minimum(x[_STATUS], _CONFIRMED, out=x[_STATUS])   # lost -> confirmed
+        self._x[:, rows] = x
+        return x
 
-    def _new(self, z: np.ndarray, cls: np.ndarray, scores: np.ndarray, t: float) -> _State:
-        k = z.shape[0]
-        mean = np.zeros((k, 8))
-        mean[:, :4] = z
-        h = np.abs(z[:, 3])
-        c = self.config
-        cov = np.zeros((k, 4, 3))
-        cov[:, :, 0] = ((2 * c.std_position * h) ** 2)[:, None]
-        cov[:, :, 2] = ((10 * c.std_velocity * c.ref_rate * h) ** 2)[:, None]
-        return _State(mean, cov, np.full(k, -1, dtype=np.int64), cls.copy(),
-                      np.full(k, _TENTATIVE, dtype=np.int64), np.ones(k, dtype=np.int64),
-                      np.full(k, t), scores.copy(), _z_to_xyxy(z))
+    def _new(self, boxes: np.ndarray, cls: np.ndarray, scores: np.ndarray, t: float) -> np.ndarray:
+        """Columns of tentative tracks for unmatched ``boxes`` (transposed xyxy)."""
+        x = np.zeros((_ROWS, boxes.shape[1]))
+        z = _xyxy_to_z(boxes)
+        x[_POS] = z
+        h2 = z[3] * z[3]
+        x[_PP] = self._p0_pos * h2
+        x[_VV] = self._p0_vel * h2
+        x[_ID] = -1.0
+        x[_CLS] = cls
+        x[_STATUS] = _TENTATIVE
+        x[_HITS] = 1.0
+        x[_SEEN] = t
+        x[_SCORE] = scores
+        x[_OBS] = _z_to_xyxy(z)
+        return x
 
     # ----- one frame ---------------------------------------------------------------------
     def update(self, dets: Detections, t: float) -> Tracks:
@@ -301,103 +319,129 @@ class Tracker:
         c = self.config
         dt = 0.0 if self._t is None else min(max(t - self._t, 0.0), c.max_dt)
         self._t = t if self._t is None else max(self._t, t)
-        s = self._s
         self._predict(dt)
+        x = self._x
 
         n = len(dets)
-        det_track = np.full(n, -1, dtype=np.int64)   # row of the track each detection joined
+        det_track = np.empty(n, dtype=np.int64)   # column of the track each detection joined
+        det_track.fill(-1)
         boxes, scores, cls = dets.boxes, dets.scores, dets.class_ids
-        high = np.flatnonzero(scores >= c.high_score)
-        low = np.flatnonzero((scores >= c.low_score) & (scores < c.high_score))
-        m = s.mean.shape[0]
+        bt = np.ascontiguousarray(boxes.T)
+        is_high = scores >= c.high_score
+        high = is_high.nonzero()[0]
+        m = x.shape[1]
         matched = np.zeros(m, dtype=bool)
-        tboxes = _z_to_xyxy(s.mean[:, :4]) if m else _EMPTY4
+        status = x[_STATUS]
+        tboxes = _z_to_xyxy(x[_POS]) if m else _EMPTY4
         # Tentative tracks (one observation, no velocity yet) were all last seen in the
         # previous frame: grow their boxes and the detections' by the same factor of their
         # size, by how long the gap was (buffered IoU), so a fast object at 2 detections/s
         # still overlaps its first sighting.
         grow = c.buffer * min(max(dt * c.ref_rate, 1.0), c.max_buffer)
+
         def stage(track_rows: np.ndarray, det_rows: np.ndarray, min_iou: float, buffered: bool,
                   observed: bool = False) -> None:
             if track_rows.size == 0 or det_rows.size == 0:
                 return
-            tb, db = (s.obs if observed else tboxes)[track_rows], boxes[det_rows]
+            every_track, every_det = track_rows.size == m, det_rows.size == n   # no gather needed
+            tb = x[_OBS] if observed else tboxes
+            if not every_track:
+                tb = tb.take(track_rows, axis=1)
+            db = bt if every_det else bt.take(det_rows, axis=1)
             if buffered:
                 tb, db = _grown(tb, grow), _grown(db, grow)
-            iou = iou_matrix(tb, db)
-            ct, cd = s.cls[track_rows], cls[det_rows]
-            if c.class_penalty > 0.0 and (ct.min() != ct.max() or cd.min() != cd.max() or ct[0] != cd[0]):
-                differ = ct[:, None] != cd[None, :]   # skipped where all are one class
-                if c.class_penalty >= 1.0:
-                    iou[differ] = 0.0
-                else:
-                    iou -= c.class_penalty * differ
+            iou = _iou(tb, db)
+            if c.class_penalty > 0.0:
+                ct = x[_CLS] if every_track else x[_CLS, track_rows]
+                cd = cls if every_det else cls[det_rows]
+                one = ct[0]
+                if (ct != one).any() or (cd != one).any():   # skipped where all are one class
+                    differ = ct[:, None] != cd
+                    if c.class_penalty >= 1.0:
+                        iou[differ] = 0.0
+                    else:
+                        iou -= c.class_penalty * differ
             r, k = _assign(iou, min_iou)
             tr, dr = track_rows[r], det_rows[k]
             matched[tr] = True
             det_track[dr] = tr
 
-        active = np.flatnonzero(s.status != _TENTATIVE)
+        active = (status != _TENTATIVE).nonzero()[0] if m else _NO_ROWS
         stage(active, high, c.match_iou, False)
-        free_high = high[det_track[high] < 0]
-        if c.recover_iou < 1.0 and free_high.size:
+        free_high = high[det_track[high] < 0] if m else high
+        if c.recover_iou < 1.0 and free_high.size and m:
             stage(active[~matched[active]], free_high, c.recover_iou, True, observed=True)
             free_high = free_high[det_track[free_high] < 0]
-        tentative = np.flatnonzero(s.status == _TENTATIVE)
-        stage(tentative, free_high, c.tentative_match_iou, True)
+        if free_high.size and m:
+            stage((status == _TENTATIVE).nonzero()[0], free_high, c.tentative_match_iou, True)
         # Low-score detections extend every track still unmatched: confirmed, lost (an object
         # coming out of occlusion is rarely detected confidently at first) and tentative
         # (an object the detector is unsure of is still one object). The paper extends only
         # tracked ones; on the bench this cut misses by a third (docs/tracking.md).
-        stage(np.flatnonzero(~matched), low, c.low_match_iou, False)
+        all_matched = bool(matched.all())
+        if not all_matched:
+            low = (~is_high & (scores >= c.low_score)).nonzero()[0]
+            if low.size:
+                stage((~matched).nonzero()[0], low, c.low_match_iou, False)
+                all_matched = bool(matched.all())
 
         # Kalman update of every matched track; hits, status, ids.
-        di = np.flatnonzero(det_track >= 0)
+        joined = det_track >= 0
+        di = joined.nonzero()[0]
         rows = det_track[di]
+        out_ids = np.empty(n, dtype=np.int64)
+        out_ids.fill(-1)
         if rows.size:
-            self._update(rows, _xyxy_to_z(boxes[di]))
-            s.obs[rows] = boxes[di]
-            s.hits[rows] += 1
-            s.last_seen[rows] = t
-            s.score[rows] = scores[di]
-            s.cls[rows] = cls[di]
-            s.status[rows] = np.where(s.status[rows] == _LOST, _CONFIRMED, s.status[rows])
-            promote = rows[(s.status[rows] == _TENTATIVE) & (s.hits[rows] >= c.min_hits)]
+            every = di.size == n
+            seen = self._observe(rows, bt if every else bt.take(di, axis=1), scores if every else scores[di],
+                                 cls if every else cls[di], t)
+            promote = ((seen[_STATUS] == _TENTATIVE) & (seen[_HITS] >= c.min_hits)).nonzero()[0]
             if promote.size:
-                s.status[promote] = _CONFIRMED
-                s.ids[promote] = np.arange(self._next_id, self._next_id + promote.size)
+                ids = np.arange(self._next_id, self._next_id + promote.size)
                 self._next_id += int(promote.size)
+                seen[_ID, promote] = ids
+                promote = rows[promote]
+                status[promote] = _CONFIRMED
+                x[_ID, promote] = ids
+            out_ids[di] = seen[_ID]   # before the state is compacted
 
         # Unmatched: tentative ones die, confirmed ones get lost, lost ones past budget expire.
-        unmatched = ~matched
-        s.status[unmatched & (s.status == _CONFIRMED)] = _LOST
-        dead = unmatched & ((s.status == _TENTATIVE) | ((s.status == _LOST) & (t - s.last_seen > c.max_lost_s)))
-        removed_ids = s.ids[dead & (s.ids >= 0)]
-        removed = tuple(int(v) for v in removed_ids) if removed_ids.size else ()
-
-        # Rows of this frame's detections, before the state is compacted.
-        out_ids = np.where(det_track >= 0, s.ids[np.maximum(det_track, 0)] if m else -1, -1)
-        pred_rows = np.flatnonzero((s.status == _LOST) & ~dead & (t - s.last_seen <= c.predict_s)) \
-            if c.predict_s > 0 else None
-        if pred_rows is not None and pred_rows.size:
-            pred_boxes = _z_to_xyxy(s.mean[pred_rows, :4])
-            pred_scores, pred_cls, pred_ids = s.score[pred_rows], s.cls[pred_rows], s.ids[pred_rows]
-
-        if dead.any():
-            s.keep(~dead)
-        new = np.flatnonzero((det_track < 0) & (scores >= c.new_track_score))
+        removed: tuple[int, ...] = ()
+        dead = None
+        pred = None
+        if not all_matched:
+            unmatched = ~matched
+            status[unmatched & (status == _CONFIRMED)] = _LOST
+            dead = unmatched & ((status == _TENTATIVE) | ((status == _LOST) & (t - x[_SEEN] > c.max_lost_s)))
+            if dead.any():
+                removed_ids = x[_ID, dead]
+                removed = tuple(int(v) for v in removed_ids[removed_ids >= 0])
+            else:
+                dead = None
+            if c.predict_s > 0:
+                show = (status == _LOST) & (t - x[_SEEN] <= c.predict_s)
+                if dead is not None:
+                    show &= ~dead
+                if show.any():
+                    pred = x.compress(show, axis=1)   # a copy, taken before the columns are dropped
+            if dead is not None:
+                x = self._x = x.compress(~dead, axis=1)
+        new = ((~joined) & (scores >= c.new_track_score)).nonzero()[0]
         if new.size:
-            s.append(self._new(_xyxy_to_z(boxes[new]), cls[new], scores[new], t))
+            fresh = self._new(bt.take(new, axis=1), cls[new], scores[new], t)
             if c.min_hits <= 1:  # confirmed on sight
-                start = s.ids.shape[0] - new.size
-                s.status[start:] = _CONFIRMED
-                s.ids[start:] = np.arange(self._next_id, self._next_id + new.size)
+                fresh[_STATUS] = _CONFIRMED
+                fresh[_ID] = np.arange(self._next_id, self._next_id + new.size)
                 self._next_id += int(new.size)
-                out_ids[new] = s.ids[start:]
+                out_ids[new] = fresh[_ID]
+            self._x = np.concatenate([x, fresh], axis=1)
 
-        if pred_rows is not None and pred_rows.size:
-            return Tracks(np.concatenate([boxes, pred_boxes]), np.concatenate([scores, pred_scores]),
-                          np.concatenate([cls, pred_cls]), np.concatenate([out_ids, pred_ids]),
-                          np.concatenate([np.zeros(n, dtype=bool), np.ones(pred_rows.size, dtype=bool)]),
+        if pred is not None:
+            k = pred.shape[1]
+            return Tracks(np.concatenate([boxes, _z_to_xyxy(pred[_POS]).T]),
+                          np.concatenate([scores, pred[_SCORE]]),
+                          np.concatenate([cls, pred[_CLS].astype(np.int64)]),
+                          np.concatenate([out_ids, pred[_ID].astype(np.int64)]),
+                          np.concatenate([np.zeros(n, dtype=bool), np.ones(k, dtype=bool)]),
                           n, removed)
         return Tracks(boxes, scores, cls, out_ids, np.zeros(n, dtype=bool), n, removed)
