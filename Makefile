@@ -30,12 +30,17 @@ endif
 run: model
 	$(PY) -m rtc_server --host $(HOST) --port $(PORT) $(if $(strip $(RTC_MODEL)),,--model $(MODEL))
 
-# Every core: pytest-xdist workers, tests of one group (tests/conftest.py XDIST_GROUPS: the
+# pytest-xdist workers, one more than the cores: a third of the suite's time is waiting (a
+# negative control's timeout, a server or browser starting), which the extra worker fills
+# (docs/benchmarks.md, "Issue 19"); tests of one group (tests/conftest.py XDIST_GROUPS: the
 # container, browser, GStreamer, quantize tests, modules with module-scoped fixtures) on one
-# worker. PYTEST_XDIST= (empty) runs it in one process as before.
-PYTEST_XDIST ?= -n auto --dist loadgroup
+# worker. PYTEST_XDIST= (empty) runs it in one process as before. Bytecode is written even
+# where PYTHONDONTWRITEBYTECODE is set: the suite starts ~100 Python processes of the
+# package (servers, benches, CLIs), and each would compile it again.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+PYTEST_XDIST ?= -n $(TEST_WORKERS) --dist loadgroup
 test: model gpu-venv
-	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # The gpu extra's onnxruntime (CUDA and TensorRT providers) for tests/test_gpu_extra.py,
 # which checks on a CPU machine that it imports cleanly and that a provider which cannot

@@ -71,6 +71,7 @@ from .streams.snapshot import Snapshots
 from .streams.stream import Stream
 from .webrtc.dtls import use_dtls_interop
 from .webrtc.ice import use_host_addresses
+from .webrtc.late_sends import use_quiet_late_sends
 from .webrtc.marker_release import release_counts, use_marker_release
 from .webrtc.portrange import use_udp_ports
 
@@ -327,6 +328,10 @@ def keep_settings(durable: DurableStreams, registry: StreamRegistry) -> Callable
     return middleware
 
 
+async def _quiet_late_sends(_app: web.Application) -> None:
+    use_quiet_late_sends(asyncio.get_running_loop())
+
+
 def create_app(settings: Settings, models: ModelCatalog | Detector | None = None,
                on_fatal: Callable[[str], None] | None = None) -> web.Application:
     """The wired app. ``models``: a loaded catalog, one detector, or None to load the
@@ -393,6 +398,7 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     app.cleanup_ctx.append(_lifetime)
     app.on_cleanup.append(_close_snapshots)  # after _lifetime's cleanup: no stream is left to snapshot
     app.on_startup.append(lambda _app: outputs.start())  # event outputs: webhooks (issue 21)
+    app.on_startup.append(_quiet_late_sends)  # aiortc's SCTP sends after a session ended: one DEBUG line
     app.on_cleanup.append(lambda _app: outputs.close())  # after the streams: their last events go out first
     # RTC_SOURCES (issue 13): pull streams started with the server, their models checked now.
     sources = configured_sources(settings, inference.models.names, registry.class_names)
