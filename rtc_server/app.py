@@ -83,6 +83,8 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 #: Called with a message when the server cannot go on (a model failed its warm-up).
 FATAL: web.AppKey[Callable[[str], None]] = web.AppKey("fatal")
+#: Whether start-up freezes the objects alive then (``create_app(freeze_gc=...)``).
+FREEZE_GC: web.AppKey[bool] = web.AppKey("freeze_gc", bool)
 #: Cluster mode: the directory and the forwarding (issue 22); absent for one process.
 CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
 #: The durable pull streams: the store, the leases (issue 22).
@@ -333,11 +335,14 @@ async def _quiet_late_sends(_app: web.Application) -> None:
 
 
 def create_app(settings: Settings, models: ModelCatalog | Detector | None = None,
-               on_fatal: Callable[[str], None] | None = None) -> web.Application:
+               on_fatal: Callable[[str], None] | None = None, *, freeze_gc: bool = True) -> web.Application:
     """The wired app. ``models``: a loaded catalog, one detector, or None to load the
     configured ones. ``on_fatal`` (the process entry point passes one that stops the
     server) is called when the server cannot become ready; without it the failure is
-    logged and ``/readyz`` reports it."""
+    logged and ``/readyz`` reports it. ``freeze_gc``: at start-up, move every object alive
+    then to the garbage collector's permanent generation (``freeze_long_lived``), which a
+    process serving one app wants; one that builds many apps (the test suite) leaves it
+    off, or each start-up walks all of that process's objects."""
     hosts = wiring.host_policy(settings)  # a bad RTC_PUBLIC_HOSTS entry: ConfigError before anything starts
     use_host_addresses(settings.ice_addresses)
     use_udp_ports(settings.udp_ports)
@@ -379,6 +384,7 @@ def create_app(settings: Settings, models: ModelCatalog | Detector | None = None
     app[SUBSCRIPTIONS] = subscriptions
     app[ERROR_SINK] = metrics.count_error
     app[FATAL] = on_fatal or (lambda reason: None)
+    app[FREEZE_GC] = freeze_gc
     app[DURABLE] = durable
     app[KEEPER] = durable
     app[HISTORY] = history
@@ -478,7 +484,8 @@ async def _warm_up(app: web.Application) -> None:
 
 
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:
-    freeze_long_lived()  # before listening: the stream registry's collections skip what lives on
+    if app[FREEZE_GC]:
+        freeze_long_lived()  # before listening: the stream registry's collections skip what lives on
     warmup = asyncio.create_task(_warm_up(app), name="warmup")
     yield
     await app[REGISTRY].close_all()

@@ -100,6 +100,33 @@ def _loopback_ice_baseline() -> None:
     use_host_addresses(["127.0.0.1"])
 
 
+#: Set when anything called ``gc.freeze``/``gc.unfreeze`` during the current test.
+_FREEZES: list[bool] = [False]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _freeze_what_the_session_imported() -> Iterator[None]:
+    """Every module the run imported (numpy, aiortc, the test modules...) lives as long as
+    the worker: frozen once, the full collections a test's server makes (after a stream
+    closes: ``StreamRegistry``) walk only what the tests made since. The apps the fixtures
+    build do not freeze (``create_app(freeze_gc=False)``): each start-up would walk this
+    whole process, ~0.1 s. ``gc.freeze``/``unfreeze`` are watched (``_restore_process_globals``
+    undoes a test's freeze; counting the frozen objects instead walks them all)."""
+    freeze, unfreeze = gc.freeze, gc.unfreeze
+
+    def watched(call: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            _FREEZES[0] = True
+            call()
+        return run
+
+    gc.collect()
+    freeze()
+    gc.freeze, gc.unfreeze = watched(freeze), watched(unfreeze)  # type: ignore[method-assign]
+    yield
+    gc.freeze, gc.unfreeze = freeze, unfreeze  # type: ignore[method-assign]
+
+
 @pytest.fixture(autouse=True)
 def _restore_process_globals() -> Iterator[None]:
     """``create_app`` and some tests install process-wide adaptations of aiortc/aioice
@@ -108,7 +135,14 @@ def _restore_process_globals() -> Iterator[None]:
     saved = (aioice.ice.get_host_addresses, aioice.ice.Connection.get_component_candidates,
              aiortc.rtcrtpreceiver.JitterBuffer, RTCCertificate._create_ssl_context)
     yield
-    gc.unfreeze()  # the server freezes long-lived objects at start-up (streams/registry.py)
+    if _FREEZES[0]:
+        # A server that froze at start-up (``create_app``'s default) or a test that froze or
+        # unfroze: what it froze must not stay uncollectable for the rest of the run, and
+        # what the session imported goes back to the permanent generation.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        _FREEZES[0] = False
     (aioice.ice.get_host_addresses, aioice.ice.Connection.get_component_candidates,  # type: ignore[method-assign]
      aiortc.rtcrtpreceiver.JitterBuffer, RTCCertificate._create_ssl_context) = saved
 
@@ -168,7 +202,7 @@ def detector(model_file: Path) -> Detector:
 def make_app(settings: Settings, detector: Detector) -> Callable[..., web.Application]:
     def factory(detector_override: Detector | None = None, **overrides: object) -> web.Application:
         s = Settings(**{**settings.__dict__, **overrides})
-        return create_app(s, detector_override or detector)
+        return create_app(s, detector_override or detector, freeze_gc=False)
 
     return factory
 
@@ -195,7 +229,7 @@ def stub_app(stub_settings: Settings, stub: StubDetector) -> Callable[..., web.A
     run on a fresh clone without one."""
     def factory(detector_override: Detector | None = None, **overrides: object) -> web.Application:
         s = Settings(**{**stub_settings.__dict__, **overrides})
-        return create_app(s, detector_override or stub)
+        return create_app(s, detector_override or stub, freeze_gc=False)
 
     return factory
 

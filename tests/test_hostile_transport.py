@@ -22,7 +22,7 @@ from aiohttp import web
 
 from drivers.client import DetectionClient, ImageTrack
 from rtc_server.addresses import AddressPolicy
-from rtc_server.app import build_registry
+from rtc_server.app import build_registry, create_app
 from rtc_server.config import ConfigError, Settings, load_settings
 from rtc_server.engine.catalog import ModelCatalog
 from rtc_server.engine.detector import DetectionResult, Detector
@@ -386,10 +386,14 @@ def test_freezing_at_start_up_makes_the_churn_collection_cheap() -> None:
 
 
 async def test_the_server_freezes_long_lived_objects_at_start_up(
-    aiohttp_server: ServerFactory, make_app: Callable[..., web.Application],
+    aiohttp_server: ServerFactory, settings: Settings, detector: Detector,
 ) -> None:
+    """As ``python -m rtc_server`` builds it (``create_app``'s default); the suite's fixtures
+    build theirs with ``freeze_gc=False``, which leaves the generations alone."""
     gc.unfreeze()
-    await serve(aiohttp_server, make_app())
+    await serve(aiohttp_server, create_app(settings, detector, freeze_gc=False))
+    assert gc.get_freeze_count() == 0
+    await serve(aiohttp_server, create_app(settings, detector))
     assert gc.get_freeze_count() > 0
 
 

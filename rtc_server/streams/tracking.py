@@ -8,10 +8,10 @@ detection message what the analytics found — ``track_id`` on every detection (
 tentative), boxes predicted for confirmed tracks missed in this frame (``"predicted": true``),
 ``counts`` per line and zone — and returns the frame's events, each a message of its own.
 
-It runs on the event loop, in ``Stream.deliver``: the whole update costs about 0.5 ms at
-50 boxes with 2 lines and 2 zones on a loaded 2-core machine (``docs/tracking.md``), about
-what encoding the message costs, and nothing in it grows with a client's bytes (zones and
-lines are capped when parsed).
+It runs on the event loop, in ``Stream.deliver``: the whole update costs 0.26-0.44 ms
+(median CPU time) at 50 boxes with 2 lines and 2 zones on this project's 2-vCPU VM
+(``docs/tracking.md``), less than encoding the message, and nothing in it grows with a
+client's bytes (zones and lines are capped when parsed).
 
 **Time.** The motion model advances by the frame's own time: its ``pts`` in seconds (the
 frame's ``time_base``, 1/90000 for RTP video when the frame says none). Where a source's
