@@ -9,6 +9,7 @@ SQLite: the transaction is ``BEGIN IMMEDIATE`` (engine.py), the file's own write
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -33,8 +34,9 @@ def alembic_config() -> Config:
     return config
 
 
+@cache
 def head_revision() -> str | None:
-    """The newest revision this code ships."""
+    """The newest revision this code ships (read once: the scripts are part of the code)."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
@@ -59,5 +61,8 @@ async def migrate(engine: AsyncEngine, lock_timeout_s: float) -> str | None:
             await connection.execute(text(f"SET LOCAL statement_timeout = {wait_ms}"))
             await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                      {"key": MIGRATION_LOCK_KEY})
-        await connection.run_sync(_upgrade)
+        # At head already (every start but the first): nothing to run, so Alembic's
+        # environment is not loaded at all.
+        if await connection.run_sync(current_revision) != head_revision():
+            await connection.run_sync(_upgrade)
         return await connection.run_sync(current_revision)
