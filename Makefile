@@ -30,14 +30,14 @@ endif
 run: model
 	$(PY) -m rtc_server --host $(HOST) --port $(PORT) $(if $(strip $(RTC_MODEL)),,--model $(MODEL))
 
-# pytest-xdist workers, one more than the cores: a third of the suite's time is waiting (a
-# negative control's timeout, a server or browser starting), which the extra worker fills
-# (docs/benchmarks.md, "Issue 19"); tests of one group (tests/conftest.py XDIST_GROUPS: the
+# pytest-xdist workers, two more than the cores: a third of the suite's time is waiting (a
+# negative control's timeout, a server or browser starting), which the extra workers fill
+# (docs/benchmarks.md, "Issue 19": 271 s at cores + 1, 229 s at cores + 2 here); tests of one group (tests/conftest.py XDIST_GROUPS: the
 # container, browser, GStreamer, quantize tests, modules with module-scoped fixtures) on one
 # worker. PYTEST_XDIST= (empty) runs it in one process as before. Bytecode is written even
 # where PYTHONDONTWRITEBYTECODE is set: the suite starts ~100 Python processes of the
 # package (servers, benches, CLIs), and each would compile it again.
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
 PYTEST_XDIST ?= -n $(TEST_WORKERS) --dist loadgroup
 test: model gpu-venv
 	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)

@@ -32,7 +32,7 @@ __all__ = ["COCO128", "FIXTURES", "ROOT", "SHARED"]  # kept importable for older
 
 
 # ----- pytest-xdist: what runs together on one worker -------------------------------------
-#: ``make test`` runs the suite on several workers (``-n <cores + 1> --dist loadgroup``); the tests
+#: ``make test`` runs the suite on several workers (``-n <cores + 2> --dist loadgroup``); the tests
 #: of a group run one after another on one worker. The heavy groups each hold something no
 #: two workers should start at once (a private dockerd; Chromium; GStreamer's RTSP server
 #: and WHIP client; NNCF's calibration), and a module whose fixtures are module-scoped (a
