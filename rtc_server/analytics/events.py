@@ -102,14 +102,12 @@ class ShapeEvents:
         self.class_names = tuple(class_names)
         self.min_side_s = float(min_side_s)
         self._a = np.array([ln.a for ln in self.lines], dtype=np.float64).reshape(-1, 2)
-        self._b = np.array([ln.b for ln in self.lines], dtype=np.float64).reshape(-1, 2)
-        self._d = self._b - self._a
+        self._d = np.array([ln.b for ln in self.lines], dtype=np.float64).reshape(-1, 2) - self._a
         # Per line, as contiguous rows: a's x and y, and b - a's (what the side test needs).
         self._ax, self._ay = self._a[:, 0].copy(), self._a[:, 1].copy()
         self._dx, self._dy = self._d[:, 0].copy(), self._d[:, 1].copy()
         edges = [edges_of(z.polygon) for z in self.zones]
-        self._all_edges = np.concatenate(edges, axis=1) if edges else np.zeros((5, 0))
-        x1, y1, dx, inv_dy, y2 = self._all_edges
+        x1, y1, dx, inv_dy, y2 = np.concatenate(edges, axis=1) if edges else np.zeros((5, 0))
         # Ray casting per edge: the x where the edge meets a point's height, as y * slope + x0.
         self._edge_y1, self._edge_y2 = y1.copy(), y2.copy()
         self._edge_slope = dx * inv_dy
