@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.common import emit, load, summary, table
 from rtc_server.outputs import EventHistory, HistoryConfig, HistoryEvent
-from rtc_server.store import NewEvent, StoreConfig, open_store
+from rtc_server.store import StoreConfig, open_store
 
 TICK_S = 0.005
 
@@ -37,7 +37,7 @@ async def run(url: str, streams: int, rate: float, seconds: float, per_event: bo
 
     async def write(batch: Sequence[HistoryEvent]) -> None:
         started = time.perf_counter()
-        await store.add_events([NewEvent(e.stream_id, e.type, e.time, e.payload) for e in batch])
+        await store.add_events(batch)
         batch_ms.append((time.perf_counter() - started) * 1000)
         rows.append(len(batch))
 

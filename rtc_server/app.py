@@ -63,7 +63,7 @@ from .signaling.limits import RateLimits
 from .signaling.proxies import resolve_client
 from .signaling.quotas import ClientQuotas
 from .signaling.tokens import SessionTokens
-from .store import EventPage, NewEvent, Store, StoreUnavailable
+from .store import EventPage, Store, StoreUnavailable
 from .streams.control import ControlError
 from .streams.registry import StreamRegistry, freeze_long_lived
 from .streams.sinks import Subscriber
@@ -174,7 +174,7 @@ def build_history(metrics: Metrics, store_of: Callable[[], Store | None]) -> Eve
         store = store_of()
         if store is None:
             raise StoreUnavailable("the store is not open")
-        await store.add_events([NewEvent(e.stream_id, e.type, e.time, e.payload) for e in batch])
+        await store.add_events(batch)
 
     return EventHistory(write, HistoryConfig(), metrics)
 

@@ -12,6 +12,7 @@ from .errors import StoreConfigError, StoreConflict, StoreError, StoreUnavailabl
 from .records import (
     EventPage,
     EventRecord,
+    EventToAdd,
     NewEvent,
     ReplicaRecord,
     SessionKind,
@@ -21,7 +22,7 @@ from .records import (
 from .store import Store, open_store
 
 __all__ = [
-    "EventPage", "EventRecord", "NewEvent", "ReplicaRecord", "SessionKind", "SessionRecord",
+    "EventPage", "EventRecord", "EventToAdd", "NewEvent", "ReplicaRecord", "SessionKind", "SessionRecord",
     "Store", "StoreConfig", "StoreConfigError", "StoreConflict", "StoreError", "StoreUnavailable",
     "StreamRecord", "open_store",
 ]

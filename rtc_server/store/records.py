@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 SessionKind = Literal["offer", "whip", "pull"]
 
@@ -30,6 +30,21 @@ class EventRecord:
     type: str
     time: datetime
     payload: dict[str, Any]
+
+
+class EventToAdd(Protocol):
+    """What ``Store.add_events`` reads of an event to append: any object with these four
+    attributes (``NewEvent``; the event history's own ``HistoryEvent``, handed over as it
+    is, since the outputs layer imports nothing of the store)."""
+
+    @property
+    def stream_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from .notify import CHANNEL, ChangeSignal, Listener
 from .records import (
     EventPage,
     EventRecord,
-    NewEvent,
+    EventToAdd,
     ReplicaRecord,
     SessionKind,
     SessionRecord,
@@ -238,7 +238,7 @@ class Store:
         return bool(await self.run("deleting a stream", work))
 
     # ----- events ---------------------------------------------------------------------------------
-    async def add_events(self, new: Sequence[NewEvent]) -> int:
+    async def add_events(self, new: Sequence[EventToAdd]) -> int:
         """Append events in one short transaction (a batch from the event sink, never per frame)."""
         if not new:
             return 0
